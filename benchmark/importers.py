@@ -1,0 +1,233 @@
+"""Importers for data users bring: SemEval ABSA XML → benchmark JSON, and plain review corpora → [{id, text}].
+
+SemEval-2014 Task 4:  <sentences><sentence id><text/><aspectTerms><aspectTerm term polarity from to/>
+                      <aspectCategories><aspectCategory category polarity/></sentence></sentences>
+SemEval-2015/2016:    <Reviews><Review rid><sentences><sentence id><text/><Opinions>
+                      <Opinion target category polarity from to/></Opinions></sentence>...</Reviews>
+
+Every problem is an InputError naming the file and the element (`sentence id=...`) or line, because users fix
+their files from that message.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+from xml.parsers.expat import ErrorString
+
+from benchmark.targets import IMPLICIT_TARGETS, POLARITIES, check_task
+from fsa_distill.errors import InputError
+
+
+def jsonl_values(path: Path, lines: Iterable[str]) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for each non-blank JSONL line; a broken line is an InputError naming it."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputError(path, f"line {number}", f"not valid JSON ({error.msg})") from None
+
+CORPUS_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".txt")
+ID_FIELDS = ("id", "ID")
+_ENCODING_DECLARATION = re.compile(rb"""^(?:\xef\xbb\xbf)?<\?xml[^>]*encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+
+
+# ---------------------------------------------------------------- SemEval XML
+
+
+def _parse_xml(path: Path) -> ElementTree.Element:
+    """Parse with ElementTree (it honours the XML encoding declaration) and explain failures with line numbers."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(path, None, "file not found") from None
+    declared = _ENCODING_DECLARATION.match(data)
+    utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))  # a byte-order mark tells the parser the encoding
+    if not utf16 and (declared is None or declared.group(1).lower().replace(b"_", b"-") in (b"utf-8", b"utf8")):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line = data[: error.start].count(b"\n") + 1
+            raise InputError(path, f"line {line}", f"not valid UTF-8 (byte {data[error.start]:#04x} at offset "
+                             f"{error.start}); re-save the file as UTF-8 or declare its encoding in the XML "
+                             "header") from None
+    try:
+        return ElementTree.fromstring(data)
+    except ElementTree.ParseError as error:
+        line, column = error.position
+        raise InputError(path, f"line {line} column {column + 1}", f"malformed XML ({ErrorString(error.code)})") from None
+
+
+def _offsets(path: Path, where: str, element: ElementTree.Element, text: str, term: str) -> tuple[str, str]:
+    """Check `from`/`to` against the sentence text; offsets are kept as strings, like the benchmark files."""
+    raw_from, raw_to = element.get("from"), element.get("to")
+    label = f"{element.tag} term={term!r}"
+    try:
+        start, end = int(raw_from), int(raw_to)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InputError(path, where, f"{label}: from={raw_from!r} to={raw_to!r} are not integer offsets") from None
+    if not 0 <= start <= end <= len(text) or text[start:end] != term:
+        raise InputError(path, where, f"{label}: offsets from={start} to={end} select {text[start:end]!r} in the "
+                         f"text, not the term")
+    return str(start), str(end)
+
+
+def _polarity(path: Path, where: str, element: ElementTree.Element) -> str:
+    polarity = element.get("polarity")
+    if polarity not in POLARITIES:
+        raise InputError(path, where, f"{element.tag}: unknown polarity {polarity!r}; expected one of "
+                         f"{list(POLARITIES)}")
+    return polarity
+
+
+def _aspects_2014(path: Path, where: str, sentence: ElementTree.Element, text: str, task: str) -> list[dict]:
+    aspects = []
+    if task == "atsa":
+        for term_element in sentence.iterfind("aspectTerms/aspectTerm"):
+            term = term_element.get("term")
+            if term is None:
+                raise InputError(path, where, "aspectTerm without a term attribute")
+            polarity = _polarity(path, where, term_element)
+            start, end = _offsets(path, where, term_element, text, term)
+            aspects.append({"from": start, "to": end, "target": term, "category": None, "polarity": polarity})
+    else:
+        for category_element in sentence.iterfind("aspectCategories/aspectCategory"):
+            category = category_element.get("category")
+            if not category:
+                raise InputError(path, where, "aspectCategory without a category attribute")
+            polarity = _polarity(path, where, category_element)
+            aspects.append({"from": None, "to": None, "target": None, "category": category, "polarity": polarity})
+    return aspects
+
+
+def _aspects_2016(path: Path, where: str, sentence: ElementTree.Element, text: str, task: str) -> list[dict]:
+    """All opinions of a sentence; explicit targets get their offsets checked, whatever the task."""
+    aspects = []
+    for opinion in sentence.iterfind("Opinions/Opinion"):
+        polarity = _polarity(path, where, opinion)
+        target, category = opinion.get("target"), opinion.get("category")
+        if task == "acsa" and not category:
+            raise InputError(path, where, "Opinion without a category attribute")
+        start, end = opinion.get("from"), opinion.get("to")
+        if target not in IMPLICIT_TARGETS:
+            start, end = _offsets(path, where, opinion, text, target)
+        aspects.append({"from": start, "to": end, "target": target, "category": category, "polarity": polarity})
+    return aspects
+
+
+def convert_semeval_xml(
+    path: Path, task: str, *, keep_empty: bool = False
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Convert a SemEval-2014 or 2015/2016 ABSA XML file into benchmark sentences for `task`.
+
+    Returns (sentences, skipped); skipped items are {"id", "reason"}: sentences without an aspect for the task
+    (unless `keep_empty`, since the benchmark test sets do keep such sentences) and implicit ATSA targets.
+    """
+    check_task(task)
+    path = Path(path)
+    root = _parse_xml(path)
+    if root.tag == "sentences":
+        sentence_elements, year = root.findall("sentence"), 2014
+    elif root.tag == "Reviews":
+        sentence_elements, year = root.findall("Review/sentences/sentence"), 2016
+    else:
+        raise InputError(path, f"<{root.tag}>", "root element is neither <sentences> (SemEval-2014) nor "
+                         "<Reviews> (SemEval-2015/2016)")
+    sentences: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    for index, element in enumerate(sentence_elements):
+        sentence_id = element.get("id")
+        where = f"sentence id={sentence_id}" if sentence_id else f"sentence #{index + 1} (no id attribute)"
+        text = element.findtext("text")
+        if text is None:
+            raise InputError(path, where, "no <text> element")
+        if year == 2014:
+            aspects = _aspects_2014(path, where, element, text, task)
+        else:
+            aspects = _aspects_2016(path, where, element, text, task)
+        if task == "atsa":
+            for aspect in aspects:
+                if aspect["target"] in IMPLICIT_TARGETS:
+                    skipped.append({"id": sentence_id or f"#{index + 1}", "reason": "implicit target (NULL) of "
+                                    f"category {aspect['category']!r}: not an ATSA aspect"})
+            aspects = [aspect for aspect in aspects if aspect["target"] not in IMPLICIT_TARGETS]
+        if not aspects and not keep_empty:
+            kind = "aspect term" if task == "atsa" else "aspect category"
+            skipped.append({"id": sentence_id or f"#{index + 1}", "reason": f"no {kind}"})
+            continue
+        sentences.append({"ID": sentence_id or f"{path.stem}:{index + 1}", "sentence": text, "aspects": aspects})
+    return sentences, skipped
+
+
+# ---------------------------------------------------------------- review corpora
+
+
+def _decode(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(path, None, "file not found") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise InputError(path, f"line {line}", f"not valid UTF-8 ({error.reason}); re-save the file as UTF-8") from None
+
+
+def _record_id(record: dict[str, Any], fallback: str) -> str:
+    for field in ID_FIELDS:
+        if record.get(field) not in (None, ""):
+            return str(record[field])
+    return fallback
+
+
+def _text(path: Path, where: str, record: dict[str, Any], text_field: str) -> str:
+    if text_field not in record:
+        raise InputError(path, where, f"no {text_field!r} field (fields: {sorted(record)}); pass text_field")
+    value = record[text_field]
+    if value is not None and not isinstance(value, str):
+        raise InputError(path, where, f"{text_field!r} must be a string, got {type(value).__name__}")
+    return (value or "").strip()
+
+
+def read_review_corpus(path: Path, text_field: str = "text") -> list[dict[str, str]]:
+    """Reviews from a JSONL / CSV / TXT file as [{id, text}]; ids are the record's id field if present, else
+    `<file stem>:<line>`, so they stay stable when the file grows. Blank reviews are left out."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in CORPUS_SUFFIXES:
+        raise InputError(path, None, f"unsupported review file type {suffix!r}; use one of {list(CORPUS_SUFFIXES)}")
+    content = _decode(path)
+    reviews: list[dict[str, str]] = []
+    if suffix == ".txt":
+        for number, line in enumerate(content.split("\n"), start=1):
+            if line.strip():
+                reviews.append({"id": f"{path.stem}:{number}", "text": line.strip()})
+    elif suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(content, newline=""))
+        if reader.fieldnames is None or text_field not in reader.fieldnames:
+            raise InputError(path, "line 1", f"no {text_field!r} column (columns: {reader.fieldnames}); "
+                             "pass text_field")
+        first_line = reader.line_num + 1
+        for record in reader:
+            where = f"line {first_line}"
+            text = _text(path, where, record, text_field)
+            if text:
+                reviews.append({"id": _record_id(record, f"{path.stem}:{first_line}"), "text": text})
+            first_line = reader.line_num + 1
+    else:
+        for number, record in jsonl_values(path, content.split("\n")):
+            if not isinstance(record, dict):
+                raise InputError(path, f"line {number}", "expected a JSON object")
+            text = _text(path, f"line {number}", record, text_field)
+            if text:
+                reviews.append({"id": _record_id(record, f"{path.stem}:{number}"), "text": text})
+    return reviews

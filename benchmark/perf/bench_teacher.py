@@ -1,0 +1,147 @@
+"""Teacher throughput: vLLM vs HF `generate` on the same model, prompts and token budget, and the pipeline's
+own path (cache, validation, dataset writing) vs calling vLLM directly.
+
+Every answer is forced to exactly `max_tokens` tokens (ignore_eos / min_tokens) so all three paths produce
+the same number of tokens. The prefix cache is reset before each timed vLLM run, so no run profits from an
+earlier one. Writes benchmark/perf/results/teacher.json.
+
+    python -m benchmark.perf.bench_teacher --n-prompts 128 --max-tokens 200
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from fsa_distill.files import write_json_atomically
+
+RESULTS_PATH = Path(__file__).resolve().parent / "results" / "teacher.json"
+
+
+def benchmark_reviews(n_reviews: int) -> list[dict[str, str]]:
+    """Distinct restaurant-review sentences from the benchmark's train split."""
+    from benchmark.data import load_sentences
+
+    texts = list(dict.fromkeys(s["sentence"].strip() for s in load_sentences("atsa", "rest14", "train")))
+    return [{"id": str(i), "text": text} for i, text in enumerate(texts[:n_reviews])]
+
+
+def _vllm_direct(backend: Any, requests: list[Any]) -> tuple[int, float]:
+    """The baseline the pipeline is compared with: chat-render, then one `LLM.generate` call."""
+    from vllm import SamplingParams
+
+    prompts = [backend.render_prompt(r) for r in requests]
+    params = SamplingParams(max_tokens=requests[0].max_tokens, min_tokens=requests[0].max_tokens,
+                            ignore_eos=True, temperature=0.0)
+    backend.llm.reset_prefix_cache()
+    started = time.perf_counter()
+    outputs = backend.llm.generate(prompts, params, use_tqdm=False)
+    seconds = time.perf_counter() - started
+    return sum(len(o.outputs[0].token_ids) for o in outputs), seconds
+
+
+def _hf(model_dir: Path, requests: list[Any], batch_size: int) -> tuple[int, float]:
+    from models.teacher.hf_backend import HFBackend
+
+    backend = HFBackend(str(model_dir), model_id="bench", weights_digest="bench", dtype="float32")
+    try:
+        backend.generate(requests[:2])  # warm-up
+        started = time.perf_counter()
+        tokens = 0
+        for start in range(0, len(requests), batch_size):
+            tokens += sum(r.n_tokens for r in backend.generate(requests[start : start + batch_size]))
+        return tokens, time.perf_counter() - started
+    finally:
+        backend.close()
+
+
+def run_teacher_bench(
+    n_prompts: int = 128,
+    max_tokens: int = 200,
+    work_dir: Path = Path("work"),
+    enforce_eager: bool = True,
+    kv_cache_memory_gib: float = 2.0,
+    hf_batch_size: int = 32,
+    results_path: Path | None = RESULTS_PATH,
+) -> dict[str, Any]:
+    from fsa_distill.config import DistillConfig
+    from models.teacher.prompts import load_prompt
+    from models.teacher.smollm2 import NAME, ensure_smollm2
+    from models.teacher.vllm_backend import VLLMBackend
+    from tasks.generate import build_jobs, generate_responses, input_budget
+
+    model_dir, digest = ensure_smollm2(Path(work_dir) / "models")
+    config = DistillConfig(work_dir=work_dir)
+    config.teacher.kv_cache_memory_gib = kv_cache_memory_gib
+    config.generation.max_new_tokens = max_tokens
+    config.generation.reask_rejected = False  # same work as the direct call: one answer per prompt
+    config.generation.batch_size = n_prompts
+    reviews = benchmark_reviews((n_prompts + 1) // 2)
+    prompts = [load_prompt(name) for name in config.generation.prompts]
+
+    results: dict[str, Any] = {}
+    backend = VLLMBackend(
+        str(model_dir), model_id=NAME, weights_digest=digest, dtype=config.teacher.dtype,
+        max_model_len=config.teacher.max_model_len, kv_cache_memory_gib=kv_cache_memory_gib,
+        enforce_eager=enforce_eager, enable_prefix_caching=config.teacher.enable_prefix_caching,
+    )
+    try:
+        budget = input_budget(config, backend, prompts)
+        reviews = [{"id": r["id"], "text": backend.truncate(r["text"], budget)} for r in reviews]
+        jobs = build_jobs([(r["id"], r["text"]) for r in reviews], prompts, config, backend, ignore_eos=True)
+        requests = [job.request for job in jobs][:n_prompts]
+        backend.generate(requests[:4])  # warm-up (first-step allocations), not timed
+        vllm_tokens, vllm_s = _vllm_direct(backend, requests)
+        with tempfile.TemporaryDirectory(prefix="bench-teacher-") as temp:
+            backend.llm.reset_prefix_cache()
+            started = time.perf_counter()
+            stats = generate_responses(
+                reviews, config, Path(temp) / "out", teacher=backend, cache_path=Path(temp) / "cache.sqlite",
+                progress=False, ignore_eos=True,
+            )
+            pipeline_s = time.perf_counter() - started
+    finally:
+        backend.close()
+    hf_tokens, hf_s = _hf(model_dir, requests, hf_batch_size)
+
+    results = {
+        "vllm_tokens_per_s": round(vllm_tokens / vllm_s, 1),
+        "hf_tokens_per_s": round(hf_tokens / hf_s, 1),
+        "ratio": round((vllm_tokens / vllm_s) / (hf_tokens / hf_s), 2),
+        "pipeline_tokens_per_s": round(stats["tokens"] / pipeline_s, 1),
+        "pipeline_vs_direct": round((stats["tokens"] / pipeline_s) / (vllm_tokens / vllm_s), 3),
+        "n_prompts": len(requests),
+        "max_tokens": max_tokens,
+        "tokens": {"vllm": vllm_tokens, "pipeline": stats["tokens"], "hf": hf_tokens},
+        "seconds": {"vllm": round(vllm_s, 2), "pipeline": round(pipeline_s, 2), "hf": round(hf_s, 2)},
+        "pipeline_generated": stats["generated"],
+        "model": NAME,
+        "enforce_eager": enforce_eager,
+        "hf_batch_size": hf_batch_size,
+        "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
+                    "platform": platform.platform()},
+    }
+    if results_path is not None:
+        write_json_atomically(Path(results_path), results)
+    return results
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n-prompts", type=int, default=128)
+    parser.add_argument("--max-tokens", type=int, default=200)
+    parser.add_argument("--work-dir", type=Path, default=Path("work"))
+    parser.add_argument("--compile", action="store_true", help="let vLLM compile graphs (slower start)")
+    args = parser.parse_args()
+    print(json.dumps(run_teacher_bench(args.n_prompts, args.max_tokens, args.work_dir, not args.compile)))
+
+
+if __name__ == "__main__":  # vLLM on CPU spawns workers: scripts need this guard
+    main()

@@ -1,0 +1,380 @@
+"""Student performance: pretraining throughput with dynamic padding vs the paper code's fixed max-length padding,
+and student vs teacher inference speed on the same reviews.
+
+Padding, on two corpora in one run, each with its own student (the configured size, tokenizer trained on that
+corpus as the pipeline does) and the paper's lengths (128 / 400), batch size 16:
+- pipeline (headline): what the demo pipeline really trains on: `n_pipeline_reviews` rest14 training sentences
+  answered by the offline teacher (SmolLM2 via vLLM) with both prompts through `tasks.generate.generate_responses`
+  (the demo profile's generation settings, per-review cache under `<work-dir>/bench-train/cache/`, so a rerun
+  skips the teacher's work), then `tasks.corpus.build_corpus`;
+- mixtral: the 496 real Mixtral responses to long Yelp/Amazon reviews in ../shared (the held-out set).
+Within a corpus, every mode trains a fresh copy of the same initial student on the same examples (whole epochs,
+at least `min_steps` steps), with the same training step as `tasks.pretrain.pretrain` (forward, backward, clip,
+AdamW); one warm-up step per mode is not timed, and the modes take their steps in turn so that load changes on
+the shared machine hit all of them alike. Only real (non-pad) source + target tokens count as tokens, and
+they are the same for every mode, so the ratio is useful work per second. Modes:
+- fixed: random batches, every batch padded to 128 / 400 (the paper's code);
+- dynamic: what `pretrain` does: length-grouped batches, each padded to its own longest source and target;
+- dynamic_same_batches: fixed's exact batches, padded dynamically (the gain of padding alone, no grouping).
+
+Inference: the same benchmark sentences (rest14 test) decoded greedily by the student (`tasks.predict.
+generate_with`, batches of 64) and answered by the teacher (the same vLLM engine, the teacher baseline's few-shot
+extraction prompt). Both are forced to produce exactly `output_tokens` new tokens (min = max, ignore_eos), so an
+undertrained student that never stops and a teacher that stops early do equal output work. The headline student
+is the demo profile's (`student.model`); every offline size is timed too (speed depends on size, not weights).
+Model loading / engine start-up is timed separately and not counted.
+
+Threads: the machine is shared (2 cores, other jobs running); with 2 OpenMP threads on a busy core PyTorch ran up
+to 25x slower here, so timings use `threads` = 1 by default, as vLLM's CPU worker does for the teacher. The
+teacher engine is closed before any student timing. Writes benchmark/perf/results/train.json.
+
+    fsa-distill bench train --json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fsa_distill.files import write_json_atomically
+
+RESULTS_PATH = Path(__file__).resolve().parent / "results" / "train.json"
+HELDOUT = Path(__file__).resolve().parents[3] / "shared" / "teacher_outputs" / "mixtral_500.jsonl"
+PADDING_MODES = ("fixed", "dynamic", "dynamic_same_batches")
+
+
+def demo_config(work_dir: Path):
+    """The demo profile (environment ignored), its work dir moved under the bench's own folder."""
+    from fsa_distill.config import resolve_config
+
+    config = resolve_config("demo", environ={})
+    return config.model_copy(update={"work_dir": Path(work_dir) / "bench-train"})
+
+
+def mixtral_pairs(n_examples: int) -> list[tuple[str, str]]:
+    """(review, teacher response) pairs: the real Mixtral outputs shipped in ../shared."""
+    from fsa_distill.errors import InputError
+
+    if not HELDOUT.is_file():
+        raise InputError(HELDOUT, None, "needs ../shared/teacher_outputs/mixtral_500.jsonl")
+    rows = [json.loads(line) for line in HELDOUT.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    return [(row["Text"], row["mixtral_response"]) for row in rows[:n_examples]]
+
+
+def corpus_from_pairs(pairs: list[tuple[str, str]], work: Path) -> Path:
+    """A corpus-stage dataset (all train) from ready (review, response) pairs."""
+    from datasets import Dataset
+
+    from fsa_distill.config import CorpusConfig
+    from tasks.corpus import build_corpus
+
+    generations = work / "generations"
+    Dataset.from_list([{"review_id": str(i), "review": review, "prompt": "bench", "response": response,
+                        "valid": True} for i, (review, response) in enumerate(pairs)]).save_to_disk(str(generations))
+    build_corpus([generations], work / "corpus", CorpusConfig(dev_fraction=0.0))
+    return work / "corpus"
+
+
+def pipeline_corpus(config, teacher, n_reviews: int, work: Path) -> tuple[Path, dict[str, Any]]:
+    """The distillation corpus as the pipeline makes it: rest14 train sentences → teacher (all configured
+    prompts, validated, cached) → `build_corpus` (all train, so every pair is trained on)."""
+    from benchmark.data import load_sentences
+    from fsa_distill.config import CorpusConfig
+    from tasks.corpus import build_corpus
+    from tasks.generate import generate_responses
+
+    seen: dict[str, dict[str, str]] = {}
+    for sentence in load_sentences("atsa", "rest14", "train"):
+        text = sentence["sentence"].strip()
+        if text and text not in seen and len(seen) < n_reviews:
+            seen[text] = {"id": str(sentence.get("ID", len(seen))), "text": text}
+    stats = generate_responses(list(seen.values()), config, work / "generations", teacher=teacher, progress=False)
+    build_corpus([work / "generations"], work / "corpus", CorpusConfig(dev_fraction=0.0))
+    keep = ("reviews_used", "requests", "rows", "rejected", "rejected_by_reason", "generated", "cached", "tokens",
+            "tokens_per_s", "generate_s")
+    return work / "corpus", {key: stats[key] for key in keep}
+
+
+def make_trainer(student_dir: Path, examples: list, pad_to: tuple[int, int] | None, cfg):
+    """A fresh copy of the student with its optimizer, and its training step on a batch of example indices:
+    `tasks.pretrain.pretrain`'s step (collate, forward, backward, clip, AdamW step), returning
+    (real tokens, padded tokens, loss)."""
+    import torch
+
+    from models.student.load import load_student
+    from tasks.pretrain import autocast_context, collate, make_optimizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = load_student(student_dir, device=device)
+    optimizer = make_optimizer(model, cfg)
+    model.train()
+
+    def step(indices: list[int]) -> tuple[int, int, float]:
+        batch, n_real = collate([examples[i] for i in indices], tokenizer.pad_token_id, pad_to)
+        batch = {key: value.to(device) for key, value in batch.items()}
+        optimizer.zero_grad(set_to_none=True)
+        with autocast_context(cfg, device):
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return n_real, batch["input_ids"].numel() + batch["labels"].numel(), loss.item()
+
+    return step
+
+
+def bench_padding(student_dir: Path, corpus_dir: Path, batch_size: int, max_source: int, max_target: int,
+                  min_steps: int = 20, seed: int = 42) -> dict[str, Any]:
+    """Tokens/s of fixed vs dynamic padding on one corpus, one student, the same examples (whole epochs).
+
+    Each mode trains its own fresh copy of the student; one untimed warm-up step each (its first batch), then
+    the modes take their timed steps in turn (step i of every mode, then step i + 1, ...), so load changes on
+    the shared machine hit every mode alike."""
+    from fsa_distill.config import PretrainConfig
+    from models.student.load import load_student
+    from tasks.pretrain import epoch_batches, load_corpus_split, tokenize_pairs
+
+    cfg = PretrainConfig(batch_size=batch_size, max_source_length=max_source, max_target_length=max_target,
+                         seed=seed)
+    _, tokenizer = load_student(student_dir, device="cpu")
+    sources, targets = load_corpus_split(corpus_dir, "train")
+    examples = tokenize_pairs(tokenizer, sources, targets, max_source, max_target)
+    lengths = [(len(tgt), len(src)) for src, tgt in examples]
+    n_epochs = math.ceil(min_steps / math.ceil(len(examples) / batch_size))
+    plain = [b for epoch in range(n_epochs) for b in epoch_batches(lengths, batch_size, seed, epoch, False)]
+    grouped = [b for epoch in range(n_epochs) for b in epoch_batches(lengths, batch_size, seed, epoch, True)]
+    plans = {"fixed": (plain, (max_source, max_target)), "dynamic": (grouped, None),
+             "dynamic_same_batches": (plain, None)}
+    steps = {mode: make_trainer(student_dir, examples, pad_to, cfg) for mode, (_, pad_to) in plans.items()}
+    for mode, (batches, _) in plans.items():
+        steps[mode](batches[0])  # warm-up: first-call allocations, not timed
+    runs = {mode: {"real_tokens": 0, "padded_tokens": 0, "seconds": 0.0, "loss": 0.0} for mode in plans}
+    load_before = os.getloadavg()[0]
+    for index in range(len(plain)):
+        for mode, (batches, _) in plans.items():
+            started = time.perf_counter()
+            n_real, n_padded, loss = steps[mode](batches[index])
+            run = runs[mode]
+            run["seconds"] += time.perf_counter() - started
+            run["real_tokens"] += n_real
+            run["padded_tokens"] += n_padded
+            run["loss"] = loss
+    assert len({run["real_tokens"] for run in runs.values()}) == 1, "modes must train on the same tokens"
+    speed = {mode: run["real_tokens"] / run["seconds"] for mode, run in runs.items()}
+    result: dict[str, Any] = {
+        "ratio": round(speed["dynamic"] / speed["fixed"], 2),
+        "ratio_same_batches": round(speed["dynamic_same_batches"] / speed["fixed"], 2),
+    }
+    for mode, run in runs.items():
+        result[f"{mode}_tokens_per_s"] = round(speed[mode], 1)
+        result[f"{mode}_padding_fraction"] = round(1 - run["real_tokens"] / run["padded_tokens"], 3)
+    src_lengths, tgt_lengths = sorted(n for _, n in lengths), sorted(n for n, _ in lengths)
+    result.update({
+        "seconds": {mode: round(run["seconds"], 2) for mode, run in runs.items()},
+        "final_train_loss": {mode: round(run["loss"], 4) for mode, run in runs.items()},
+        "n_examples": len(examples), "real_tokens": runs["fixed"]["real_tokens"], "steps": len(plain),
+        "epochs": n_epochs, "batch_size": batch_size, "max_source_length": max_source,
+        "max_target_length": max_target,
+        "source_tokens": {"mean": round(sum(src_lengths) / len(src_lengths), 1),
+                          "median": src_lengths[len(src_lengths) // 2], "max": src_lengths[-1]},
+        "target_tokens": {"mean": round(sum(tgt_lengths) / len(tgt_lengths), 1),
+                          "median": tgt_lengths[len(tgt_lengths) // 2], "max": tgt_lengths[-1],
+                          "truncated": sum(n >= max_target for n in tgt_lengths)},
+        "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before, after
+    })
+    return result
+
+
+def bench_student_inference(model_dir: Path, texts: list[str], batch_size: int, output_tokens: int
+                            ) -> dict[str, Any]:
+    import torch
+
+    from models.student.load import load_student
+    from tasks.predict import generate_with
+
+    started = time.perf_counter()
+    model, tokenizer = load_student(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
+    load_s = time.perf_counter() - started
+    generate_with(model, tokenizer, texts[:4], batch_size, output_tokens, progress=False)  # warm-up
+    started = time.perf_counter()
+    generate_with(model, tokenizer, texts, batch_size, output_tokens, progress=False, min_new_tokens=output_tokens)
+    seconds = time.perf_counter() - started
+    return {"reviews_per_s": round(len(texts) / seconds, 2), "seconds": round(seconds, 2),
+            "new_tokens_per_review": output_tokens, "load_s": round(load_s, 2),
+            "n_params": sum(p.numel() for p in model.parameters())}
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send file descriptor 1 to stderr for a while: vLLM (and its engine subprocess) log to stdout, which must
+    carry only the result's JSON line."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def start_teacher(config) -> tuple[Any, str, str | None]:
+    """The configured teacher (vLLM), started once; HF generate if vLLM cannot start (noted in the result).
+    The converted model is shared with the bench's --work-dir (`work_dir/../models`)."""
+    from models.teacher.factory import build_teacher
+
+    models_root = Path(config.work_dir).parent
+    try:
+        return build_teacher(config.teacher, models_root), config.teacher.backend, None
+    except Exception as error:  # noqa: BLE001 - the benchmark still reports, on the HF path
+        fallback = config.teacher.model_copy(update={"backend": "hf", "dtype": "float32"})
+        note = f"{config.teacher.backend} backend failed ({type(error).__name__}: {error}); HF generate used"
+        return build_teacher(fallback, models_root), "hf", note
+
+
+def bench_teacher_inference(teacher, texts: list[str], output_tokens: int) -> dict[str, Any]:
+    """The teacher's few-shot extraction on the same texts, forced to `output_tokens` new tokens each."""
+    from benchmark.data import load_sentences
+    from models.teacher.base import GenerationRequest
+    from tasks.zeroshot import extraction_prompt
+
+    examples = load_sentences("atsa", "rest14", "train")[:2]
+    requests = [GenerationRequest(messages=({"role": "user", "content": extraction_prompt("atsa", t, examples)},),
+                                  max_tokens=output_tokens, temperature=0.0, ignore_eos=True) for t in texts]
+    teacher.generate(requests[:2])  # warm-up
+    started = time.perf_counter()
+    results = teacher.generate(requests)
+    seconds = time.perf_counter() - started
+    return {"reviews_per_s": round(len(texts) / seconds, 2), "seconds": round(seconds, 2),
+            "new_tokens_per_review": round(sum(r.n_tokens for r in results) / len(texts), 1)}
+
+
+def run_train_bench(n_examples: int = 496, n_pipeline_reviews: int = 200, n_reviews: int = 200,
+                    student: str | None = None, work_dir: Path = Path("work"), with_teacher: bool = True,
+                    teacher=None, batch_size: int = 16, max_source: int = 128, max_target: int = 400,
+                    min_steps: int = 20, output_tokens: int = 32, threads: int = 1,
+                    sizes: tuple[str, ...] | None = None, results_path: Path | None = RESULTS_PATH
+                    ) -> dict[str, Any]:
+    """Both padding comparisons and the inference comparison; `teacher`: an already started backend to use
+    (not closed here), else the demo profile's is started once when `with_teacher`. Without a teacher the
+    pipeline corpus cannot be made: its padding comparison is then null and only the Mixtral one is run."""
+    import torch
+
+    from benchmark.data import load_sentences
+    from models.student import SIZES, build_student
+    from tasks.pretrain import load_corpus_split
+
+    torch.set_num_threads(threads)
+    config = demo_config(work_dir)
+    student = student or config.student.model
+    vocab_size = config.student.vocab_size
+    sizes = tuple(dict.fromkeys([student, *(SIZES if sizes is None else sizes)]))
+    texts = list(dict.fromkeys(s["sentence"].strip() for s in load_sentences("atsa", "rest14", "test")))[:n_reviews]
+    teacher_timing: dict[str, Any] | None = None
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as temp:
+        work = Path(temp)
+        pipeline_dir, generation = None, None
+        if with_teacher or teacher is not None:  # teacher work first, then the engine is closed
+            owned = teacher is None
+            with stdout_to_stderr():
+                started = time.perf_counter()
+                backend, backend_name, note = start_teacher(config) if owned else (teacher, "given", None)
+                startup_s = time.perf_counter() - started
+                try:
+                    started = time.perf_counter()
+                    pipeline_dir, generation = pipeline_corpus(config, backend, n_pipeline_reviews,
+                                                               work / "pipeline")
+                    generation["wall_s"] = round(time.perf_counter() - started, 1)
+                    teacher_timing = bench_teacher_inference(backend, texts, output_tokens)
+                    teacher_timing.update({"startup_s": round(startup_s, 1), "backend": backend_name,
+                                           "model": backend.model_id, "note": note})
+                finally:
+                    if owned:
+                        backend.close()
+
+        corpora = {"mixtral": corpus_from_pairs(mixtral_pairs(n_examples), work / "mixtral")}
+        if pipeline_dir is not None:
+            corpora["pipeline"] = pipeline_dir
+        padding: dict[str, Any] = {}
+        student_dirs: dict[str, Path] = {}
+        for name, corpus_dir in corpora.items():
+            sources, targets = load_corpus_split(corpus_dir, "train")
+            student_dirs[name] = build_student(student, work / f"student-{name}", sources + targets, vocab_size)
+            padding[name] = bench_padding(student_dirs[name], corpus_dir, batch_size, max_source, max_target,
+                                          min_steps)
+        # Speed depends on size, not weights (output length is forced); tokenizer: the deployed corpus's.
+        tokenizer_texts = load_corpus_split(corpora.get("pipeline", corpora["mixtral"]), "train")
+        by_size = {}
+        for size in sizes:
+            size_dir = build_student(size, work / f"size-{size}", tokenizer_texts[0] + tokenizer_texts[1], vocab_size)
+            by_size[size] = bench_student_inference(size_dir, texts, 64, output_tokens)
+    headline = by_size[student]
+    inference: dict[str, Any] = {
+        "student": student, "student_reviews_per_s": headline["reviews_per_s"],
+        "student_seconds": headline["seconds"], "student_load_s": headline["load_s"],
+        "teacher_reviews_per_s": None, "ratio": None,
+    }
+    if teacher_timing is not None:
+        inference.update({f"teacher_{key}": value for key, value in teacher_timing.items()})
+        inference["ratio"] = round(headline["reviews_per_s"] / teacher_timing["reviews_per_s"], 1)
+    for timed in by_size.values():
+        timed.pop("new_tokens_per_review")
+        if teacher_timing is not None:
+            timed["ratio_vs_teacher"] = round(timed["reviews_per_s"] / teacher_timing["reviews_per_s"], 1)
+    inference.update({"by_student_size": by_size, "n_reviews": len(texts), "output_tokens": output_tokens,
+                      "reviews": "rest14 test sentences"})
+    pipeline = padding.get("pipeline")
+    if pipeline is not None:
+        pipeline.update({"corpus": f"{n_pipeline_reviews} rest14 train sentences x prompts "
+                                   f"{config.generation.prompts}, teacher {teacher_timing['model']}, "
+                                   f"max_new_tokens {config.generation.max_new_tokens}",
+                         "generation": generation})
+    padding["mixtral"]["corpus"] = f"{n_examples} Mixtral responses from ../shared/teacher_outputs"
+    result = {
+        "student": student, "n_params": headline["n_params"],
+        "pretrain_padding": pipeline, "pretrain_padding_mixtral": padding["mixtral"], "inference": inference,
+        "goals": {"padding_ratio_ge_2": pipeline["ratio"] >= 2 if pipeline else None,
+                  "student_20x_faster": inference["ratio"] >= 20 if inference["ratio"] is not None else None},
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "load_avg_1m": round(os.getloadavg()[0], 2), "platform": platform.platform(),
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+    }
+    if results_path is not None:
+        write_json_atomically(Path(results_path), result)
+    return result
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n-examples", type=int, default=496)
+    parser.add_argument("--n-pipeline-reviews", type=int, default=200)
+    parser.add_argument("--n-reviews", type=int, default=200)
+    parser.add_argument("--student", default=None, help="default: the demo profile's student")
+    parser.add_argument("--min-steps", type=int, default=20)
+    parser.add_argument("--output-tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--work-dir", type=Path, default=Path("work"))
+    parser.add_argument("--skip-teacher", action="store_true")
+    args = parser.parse_args()
+    print(json.dumps(run_train_bench(args.n_examples, args.n_pipeline_reviews, args.n_reviews, args.student,
+                                     args.work_dir, not args.skip_teacher, min_steps=args.min_steps,
+                                     output_tokens=args.output_tokens, threads=args.threads)))
+
+
+if __name__ == "__main__":
+    main()
