@@ -1,0 +1,182 @@
+"""Fine-tune the (pretrained) student on ATSA / ACSA, one dataset × seed per call, HF-examples style.
+
+source = the benchmark sentence, target = `benchmark.targets.linearise` ("term | polarity ; ..."). AdamW with a
+linear decay, greedy decoding of dev after each epoch, the best-dev-F1 model kept as an HF folder, then test
+(test + hard_test) decoded once with it and scored on every view. The paper's protocol: 20 epochs, lr 3e-4,
+batch 16, 10 seeds, ≤100 new tokens. Each epoch ends with a `last/` checkpoint, so an interrupted run resumes
+at the epoch boundary with the same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fsa_distill.config import DistillConfig
+from fsa_distill.digests import sha256_json
+from fsa_distill.errors import InputError
+from fsa_distill.files import atomic_dir, atomic_file
+from models.student.load import load_student, model_digest
+from tasks.predict import generate_with
+from tasks.pretrain import collate, tokenize_pairs
+
+LogMetrics = Callable[[dict[str, float], int | None], None]
+METRICS = ("precision", "recall", "f1")
+
+
+def load_task_data(task: str, dataset: str, config: DistillConfig) -> dict[str, list[dict[str, Any]]]:
+    """train / dev / test sentences, each cut to the first N when DataConfig asks for a subsample."""
+    from benchmark.data import load_sentences
+
+    limits = {"train": config.data.max_train_sentences, "dev": config.data.max_dev_sentences,
+              "test": config.data.max_test_sentences}
+    splits = {}
+    for split, limit in limits.items():
+        sentences = load_sentences(task, dataset, split, config.data.data_dir)
+        splits[split] = sentences[:limit] if limit is not None else sentences
+    if not splits["train"]:
+        raise InputError(f"{task}/{dataset}", "train", "the training split is empty")
+    if not splits["dev"]:
+        raise InputError(f"{task}/{dataset}", "dev", "the dev split is empty: no best-dev checkpoint possible")
+    return splits
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def score_views(task: str, sentences: list[dict[str, Any]], predictions: list[str], views: list[str]
+                ) -> dict[str, dict[str, float]]:
+    from benchmark.scorer import score_predictions
+
+    return {view: score_predictions(task, sentences, predictions, view=view) for view in views}
+
+
+def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: DistillConfig, out_dir: Path,
+             log_metrics: LogMetrics | None = None) -> dict[str, Any]:
+    """Fine-tune on `task/dataset` with `seed`; return model_dir (best), best_dev_f1, scores per view,
+    predictions_path (test JSONL, one line per gold sentence in gold order) and the dev history."""
+    from benchmark.targets import linearise
+
+    ft = config.finetune
+    out_dir = Path(out_dir)
+    key = sha256_json({"finetune": ft.model_dump(mode="json"), "data": config.data.model_dump(mode="json"),
+                       "views": config.evaluate.views, "model": model_digest(model_dir), "task": task,
+                       "dataset": dataset, "seed": seed})
+    result_path = out_dir / "finetune_result.json"
+    if result_path.exists():
+        done = json.loads(result_path.read_text(encoding="utf-8"))
+        if done.get("key") == key and Path(done["model_dir"]).exists():
+            return done
+
+    splits = load_task_data(task, dataset, config)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    _seed_everything(seed)
+    model, tokenizer = load_student(model_dir, device=device)
+    train = tokenize_pairs(tokenizer, [s["sentence"] for s in splits["train"]],
+                           [linearise(s, task) for s in splits["train"]], ft.max_source_length, ft.max_target_length)
+    steps_per_epoch = math.ceil(len(train) / ft.batch_size)
+    total_steps = max(1, ft.epochs * steps_per_epoch)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=ft.learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total_steps))
+    epoch, best_f1, best_epoch, history = 0, -1.0, -1, []
+
+    last_dir, best_dir = out_dir / "last", out_dir / "best"
+    state = torch.load(last_dir / "state.pt", weights_only=False) if (last_dir / "state.pt").exists() else None
+    if state is None or state["key"] != key:
+        shutil.rmtree(best_dir, ignore_errors=True)  # a best model from another run must not survive
+    else:  # resume after the last finished epoch
+        model, _ = load_student(last_dir, device=device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=ft.learning_rate)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total_steps))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        epoch, best_f1, best_epoch, history = (state["epoch"], state["best_f1"], state["best_epoch"],
+                                               state["history"])
+
+    pad_id = tokenizer.pad_token_id
+    dev_sources = [s["sentence"] for s in splits["dev"]]
+    while epoch < ft.epochs:
+        model.train()
+        generator = torch.Generator().manual_seed(seed * 1_000 + epoch)
+        order = torch.randperm(len(train), generator=generator).tolist()
+        epoch_loss = 0.0
+        for start in tqdm(range(0, len(order), ft.batch_size), desc=f"finetune {dataset} seed {seed} "
+                          f"epoch {epoch + 1}/{ft.epochs}", unit="batch", leave=False):
+            batch, _ = collate([train[i] for i in order[start:start + ft.batch_size]], pad_id)
+            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            epoch_loss += loss.item()
+        epoch += 1
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": epoch_loss / max(1, steps_per_epoch)}
+        if epoch % ft.eval_every_epochs == 0 or epoch == ft.epochs:
+            rng = _rng_state()  # decoding must not shift the training randomness
+            dev_predictions = generate_with(model, tokenizer, dev_sources, ft.eval_batch_size, ft.max_new_tokens,
+                                            ft.max_source_length, progress=False)
+            _set_rng_state(rng)
+            dev_f1 = score_views(task, splits["dev"], dev_predictions, ["normal"])["normal"]["f1"]
+            record["dev_f1"] = dev_f1
+            if dev_f1 > best_f1:
+                best_f1, best_epoch = dev_f1, epoch
+                with atomic_dir(best_dir) as tmp:
+                    model.save_pretrained(tmp)
+                    tokenizer.save_pretrained(tmp)
+        history.append(record)
+        with atomic_dir(last_dir) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            torch.save({"key": key, "epoch": epoch, "best_f1": best_f1, "best_epoch": best_epoch,
+                        "history": history, "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "rng": _rng_state()}, tmp / "state.pt")
+        if log_metrics:
+            log_metrics({f"finetune/{name}": value for name, value in record.items() if name != "epoch"}, epoch)
+
+    if not best_dir.exists():  # epochs = 0: the student as given is the "best" model
+        with atomic_dir(best_dir) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+    best_model, _ = load_student(best_dir, device=device)
+    predictions = generate_with(best_model, tokenizer, [s["sentence"] for s in splits["test"]],
+                                ft.eval_batch_size, ft.max_new_tokens, ft.max_source_length)
+    predictions_path = out_dir / "test_predictions.jsonl"
+    with atomic_file(predictions_path) as handle:
+        for prediction in predictions:
+            handle.write(json.dumps({"prediction": prediction}, ensure_ascii=False) + "\n")
+    scores = score_views(task, splits["test"], predictions, list(config.evaluate.views))
+    if log_metrics:
+        log_metrics({f"test/{view}_{name}": scores[view][name] for view in scores for name in METRICS}, None)
+    result = {
+        "model_dir": str(best_dir), "best_dev_f1": max(best_f1, 0.0), "best_epoch": best_epoch, "scores": scores,
+        "predictions_path": str(predictions_path), "dev_history": history, "task": task, "dataset": dataset,
+        "seed": seed, "n_train": len(train), "n_dev": len(splits["dev"]), "n_test": len(splits["test"]),
+        "key": key,
+    }
+    with atomic_file(result_path) as handle:
+        json.dump(result, handle, indent=2)
+    shutil.rmtree(last_dir, ignore_errors=True)  # optimizer state is 2x the model: not kept once done
+    return result

@@ -1,0 +1,365 @@
+"""Distillation pretraining: the student learns to write the teacher's response for a review (source → target).
+
+Why a plain torch loop rather than `Seq2SeqTrainer`: the loop below is the whole algorithm, top to bottom
+(nanoGPT style), and the two things this stage promises are easy to see and to test in it:
+- exact resume: a checkpoint holds model, optimizer, scheduler, every RNG state and the position in the data
+  order; the data order is a pure function of (seed, epoch), so a resumed run's next loss equals the
+  uninterrupted run's, bit for bit (tests/test_student_pretrain.py checks it);
+- dynamic padding with length-grouped batches: each batch is padded only to its own longest source and target,
+  and batches are drawn from length-sorted "megabatches" (as HF's LengthGroupedSampler) so little is padding.
+  The paper's code pads every target to the maximum (400); `pad_to_max_length` keeps that mode for the
+  padding benchmark (benchmark/perf/bench_train.py).
+
+Optimiser: AdamW by default (the paper's lr 3e-3, cosine decay to 1e-5, linear warmup, gradient clipping at
+`max_grad_norm`): its state is small and standard, and at student sizes it trains stably at that lr.
+`optimizer: adafactor` gives T5's original recipe instead: steps scaled by the parameter RMS are not used
+(scale_parameter=False, so the configured lr means the same thing), but updates are clipped by their RMS
+(clip_threshold=1.0), which is what keeps t5-base stable at lr 3e-3 on large corpora.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fsa_distill.config import PretrainConfig
+from fsa_distill.errors import InputError
+from fsa_distill.files import atomic_dir, atomic_file
+from models.student.load import load_student, model_digest
+
+LogMetrics = Callable[[dict[str, float], int | None], None]
+MEGABATCH_FACTOR = 50  # length-sort within 50 batches' worth of random examples (as HF's LengthGroupedSampler)
+MAX_EVAL_EXAMPLES = 2000  # validation loss on at most this many held-out responses (first N)
+KEEP_CHECKPOINTS = 2
+# Fields that do not change the training trajectory: a checkpoint stays resumable when only these differ.
+NON_TRAJECTORY_FIELDS = {"checkpoint_every", "eval_every", "log_every", "enabled"}
+
+Example = tuple[list[int], list[int]]  # (source ids, target ids)
+
+
+@dataclass
+class Position:
+    """Where training is: optimizer steps taken, and the next batch in the current epoch's order."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+
+
+# --------------------------------------------------------------------------------------------- data
+
+def load_corpus_split(corpus_dir: Path, split: str) -> tuple[list[str], list[str]]:
+    """(sources, targets) of one split of the corpus stage's DatasetDict."""
+    from datasets import load_from_disk
+
+    corpus_dir = Path(corpus_dir)
+    if not corpus_dir.exists():
+        raise InputError(corpus_dir, None, "corpus folder not found")
+    try:
+        corpus = load_from_disk(str(corpus_dir))
+    except Exception as error:  # noqa: BLE001
+        raise InputError(corpus_dir, None, f"not a saved Hugging Face dataset: {error}") from None
+    if split not in corpus:
+        if split == "train":
+            raise InputError(corpus_dir, None, f"no {split!r} split (has {list(corpus)})")
+        return [], []
+    data = corpus[split]
+    return list(data["source"]), list(data["target"])
+
+
+def tokenize_pairs(tokenizer, sources: list[str], targets: list[str], max_source: int, max_target: int,
+                   chunk: int = 1000) -> list[Example]:
+    """Token ids per example, truncated to the configured lengths (each keeps its closing </s>)."""
+    examples: list[Example] = []
+    for start in range(0, len(sources), chunk):
+        src = tokenizer(sources[start:start + chunk], max_length=max_source, truncation=True)["input_ids"]
+        tgt = tokenizer(targets[start:start + chunk], max_length=max_target, truncation=True)["input_ids"]
+        examples.extend(zip(src, tgt, strict=True))
+    return examples
+
+
+def epoch_batches(lengths: Sequence[Any], batch_size: int, seed: int, epoch: int, group_by_length: bool
+                  ) -> list[list[int]]:
+    """The batches of one epoch, as example indices. A pure function of its arguments (what resume relies on).
+
+    `lengths` are sort keys: pretraining passes (target length, source length), because source and target are
+    padded separately and the target is the longer, costlier side (decoder and softmax over the vocabulary).
+    """
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    if not group_by_length:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    mega = batch_size * MEGABATCH_FACTOR
+    batches = []
+    for start in range(0, len(order), mega):
+        chunk = sorted(order[start:start + mega], key=lambda index: lengths[index], reverse=True)
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    shuffled = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffled]
+
+
+def collate(examples: list[Example], pad_id: int, pad_to: tuple[int, int] | None = None
+            ) -> tuple[dict[str, torch.Tensor], int]:
+    """Pad a batch (to its own longest sequences, or to `pad_to` = fixed lengths); return it and its real tokens."""
+    src_len = pad_to[0] if pad_to else max(len(src) for src, _ in examples)
+    tgt_len = pad_to[1] if pad_to else max(len(tgt) for _, tgt in examples)
+    input_ids = torch.full((len(examples), src_len), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), tgt_len), -100, dtype=torch.long)
+    for row, (src, tgt) in enumerate(examples):
+        input_ids[row, :len(src)] = torch.tensor(src)
+        labels[row, :len(tgt)] = torch.tensor(tgt)
+    real_tokens = sum(len(src) + len(tgt) for src, tgt in examples)
+    return {"input_ids": input_ids, "attention_mask": (input_ids != pad_id).long(), "labels": labels}, real_tokens
+
+
+# ----------------------------------------------------------------------------------- optimisation
+
+def make_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                         scale_parameter=False, relative_step=False, warmup_init=False, clip_threshold=1.0)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, cfg: PretrainConfig) -> float:
+    """Linear warmup, then cosine from learning_rate down to min_learning_rate at max_steps."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    floor = cfg.min_learning_rate / cfg.learning_rate
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def autocast_context(cfg: PretrainConfig, device: str):
+    """bf16 autocast: `auto` = on CUDA with bf16 support only; `on` = wherever torch supports it."""
+    use = cfg.bf16 == "on" or (cfg.bf16 == "auto" and device == "cuda" and torch.cuda.is_bf16_supported())
+    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=use)
+
+
+@torch.no_grad()
+def evaluate_loss(model, examples: list[Example], pad_id: int, batch_size: int, device: str, cfg: PretrainConfig
+                  ) -> float:
+    """Token-weighted mean cross-entropy on held-out responses (model left in eval mode; no RNG is used)."""
+    model.eval()
+    order = sorted(range(len(examples)), key=lambda index: len(examples[index][1]))
+    total_loss, total_tokens = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        batch, _ = collate([examples[i] for i in order[start:start + batch_size]], pad_id)
+        batch = {key: value.to(device) for key, value in batch.items()}
+        with autocast_context(cfg, device):
+            logits = model(**batch).logits
+        n_tokens = int((batch["labels"] != -100).sum())
+        loss = torch.nn.functional.cross_entropy(
+            logits.float().view(-1, logits.size(-1)), batch["labels"].view(-1), ignore_index=-100, reduction="sum")
+        total_loss += float(loss)
+        total_tokens += n_tokens
+    return total_loss / max(1, total_tokens)
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _trajectory_config(cfg: PretrainConfig) -> dict[str, Any]:
+    return {key: value for key, value in cfg.model_dump(mode="json").items() if key not in NON_TRAJECTORY_FIELDS}
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    found = sorted((Path(out_dir) / "checkpoints").glob("step-*"))
+    return found[-1] if found else None
+
+
+def save_checkpoint(out_dir: Path, model, tokenizer, optimizer, scheduler, position: Position,
+                    cfg: PretrainConfig, inputs: dict[str, str]) -> Path:
+    """Everything needed to continue exactly; written to a temp folder and renamed, old ones pruned."""
+    folder = Path(out_dir) / "checkpoints" / f"step-{position.step:08d}"
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        torch.save({
+            "position": asdict(position), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "rng": _rng_state(), "config": _trajectory_config(cfg), "inputs": inputs,
+        }, tmp / "trainer_state.pt")
+    for old in sorted((Path(out_dir) / "checkpoints").glob("step-*"))[:-KEEP_CHECKPOINTS]:
+        import shutil
+
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def _corpus_digest(corpus_dir: Path) -> str:
+    marker = Path(corpus_dir) / "corpus_digest.txt"
+    return marker.read_text(encoding="utf-8").strip() if marker.exists() else ""
+
+
+def _append_log(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past the checkpoint we resume from (they will be recomputed)."""
+    if path.exists():
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------------- main
+
+def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: Path,
+             log_metrics: LogMetrics | None = None) -> dict[str, Any]:
+    """Train the student on review → teacher response; resume from the latest checkpoint in `out_dir`.
+
+    Returns model_dir (the final HF folder, `out_dir/model`), final_train_loss, final_eval_loss, steps,
+    tokens_per_s (real, non-pad source + target tokens per second of training steps) and padding_ratio.
+    """
+    out_dir = Path(out_dir)
+    result_path = out_dir / "pretrain_result.json"
+    corpus_digest = _corpus_digest(corpus_dir)
+    student_digest = model_digest(student_dir)
+    inputs = {"corpus": corpus_digest, "student": student_digest}
+    if result_path.exists() and (out_dir / "model").exists():
+        done = json.loads(result_path.read_text(encoding="utf-8"))
+        if (done.get("config"), done.get("corpus_digest"), done.get("student_digest")) == (
+                _trajectory_config(cfg), corpus_digest, student_digest):
+            return done  # finished earlier from the same student, config and corpus
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tokenizer = load_student(student_dir, device=device)
+    sources, targets = load_corpus_split(corpus_dir, "train")
+    if not sources:
+        raise InputError(corpus_dir, "train", "the training split is empty")
+    train = tokenize_pairs(tokenizer, sources, targets, cfg.max_source_length, cfg.max_target_length)
+    dev_sources, dev_targets = load_corpus_split(corpus_dir, "validation")
+    validation = tokenize_pairs(tokenizer, dev_sources[:MAX_EVAL_EXAMPLES], dev_targets[:MAX_EVAL_EXAMPLES],
+                                cfg.max_source_length, cfg.max_target_length)
+    lengths = [(len(tgt), len(src)) for src, tgt in train]
+    pad_id = tokenizer.pad_token_id
+    pad_to = (cfg.max_source_length, cfg.max_target_length) if cfg.pad_to_max_length else None
+
+    optimizer = make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+    position = Position()
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / "train_log.jsonl"
+    checkpoint = latest_checkpoint(out_dir)
+    resumed_from_step = 0
+    if checkpoint is not None:
+        state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+        if state["config"] != _trajectory_config(cfg) or state["inputs"] != inputs:
+            raise InputError(checkpoint, None, "checkpoint was made with another pretrain config, corpus or "
+                                               "student; use a new output folder or delete its checkpoints/")
+        model, _ = load_student(checkpoint, device=device)
+        optimizer = make_optimizer(model, cfg)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+        # Order matters: building the scheduler resets the lr, so the optimizer state is loaded after it.
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        position = Position(**state["position"])
+        resumed_from_step = position.step
+        _truncate_log(log_path, position.step)
+    else:
+        log_path.unlink(missing_ok=True)
+
+    batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, position.epoch, cfg.group_by_length)
+    train_loss = eval_loss = float("nan")
+    real_tokens = padded_tokens = 0
+    train_seconds = 0.0
+    model.train()
+    progress = tqdm(total=cfg.max_steps, initial=position.step, desc="pretrain", unit="step")
+    while position.step < cfg.max_steps:
+        started = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        train_loss = 0.0
+        for _ in range(cfg.gradient_accumulation_steps):
+            if position.batch_in_epoch >= len(batches):  # next epoch, new (deterministic) order
+                position.epoch += 1
+                position.batch_in_epoch = 0
+                batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, position.epoch, cfg.group_by_length)
+            batch, n_real = collate([train[i] for i in batches[position.batch_in_epoch]], pad_id, pad_to)
+            position.batch_in_epoch += 1
+            batch = {key: value.to(device) for key, value in batch.items()}
+            with autocast_context(cfg, device):
+                loss = model(**batch).loss / cfg.gradient_accumulation_steps
+            loss.backward()
+            train_loss += loss.item()
+            real_tokens += n_real
+            padded_tokens += batch["input_ids"].numel() + batch["labels"].numel()
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]  # the lr this step used
+        optimizer.step()
+        scheduler.step()
+        position.step += 1
+        if device == "cuda":
+            torch.cuda.synchronize()
+        train_seconds += time.perf_counter() - started
+        progress.update(1)
+        progress.set_postfix(loss=f"{train_loss:.3f}")
+        record = {"step": position.step, "loss": train_loss, "lr": lr}
+
+        if validation and (position.step % cfg.eval_every == 0 or position.step == cfg.max_steps):
+            eval_loss = evaluate_loss(model, validation, pad_id, cfg.batch_size * 2, device, cfg)
+            model.train()
+            record["eval_loss"] = eval_loss
+        _append_log(log_path, record)
+        if log_metrics and (position.step % cfg.log_every == 0 or "eval_loss" in record
+                            or position.step == cfg.max_steps):
+            metrics = {"train/loss": train_loss, "train/lr": record["lr"],
+                       "train/tokens_per_s": real_tokens / max(train_seconds, 1e-9)}
+            if "eval_loss" in record:
+                metrics["eval/loss"] = eval_loss
+            log_metrics(metrics, position.step)
+        if position.step % cfg.checkpoint_every == 0 or position.step == cfg.max_steps:
+            save_checkpoint(out_dir, model, tokenizer, optimizer, scheduler, position, cfg, inputs)
+    progress.close()
+    if math.isnan(train_loss) and log_path.exists():  # resumed at the last step: report the logged losses
+        records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line]
+        train_loss = records[-1]["loss"] if records else train_loss
+        eval_loss = next((r["eval_loss"] for r in reversed(records) if "eval_loss" in r), eval_loss)
+
+    with atomic_dir(out_dir / "model") as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    result = {
+        "model_dir": str(out_dir / "model"), "final_train_loss": None if math.isnan(train_loss) else train_loss,
+        "final_eval_loss": None if math.isnan(eval_loss) else eval_loss,  # None: no validation split
+        "steps": position.step, "resumed_from_step": resumed_from_step, "epochs": position.epoch + position.batch_in_epoch / max(1, len(batches)),
+        "tokens_per_s": real_tokens / train_seconds if train_seconds else None,
+        "padding_ratio": 1 - real_tokens / padded_tokens if padded_tokens else None,
+        "n_train": len(train), "n_validation": len(validation),
+        "config": _trajectory_config(cfg), "corpus_digest": corpus_digest, "student_digest": student_digest,
+    }
+    with atomic_file(result_path) as handle:
+        json.dump(result, handle, indent=2)
+    return result

@@ -1,0 +1,137 @@
+"""Register the student in the MLflow model registry behind a quality gate.
+
+Every run's model becomes the `challenger`; `champion` moves only when the new model's mean F1 is at least the
+current champion's. The decision and both numbers are recorded on the run and on the model version. The model
+is logged (a pyfunc over the HF folder, models/serving.py) before a version is created, so a tracking outage leaves no half-registered
+version behind; re-registering the same weights (same digest) reuses the existing version. The MLflow registry
+has no compare-and-set, so registrations of one model are serialised by a machine-wide file lock: two runs
+finishing together cannot both read "no champion" and leave the worse model holding the alias.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from fsa_distill.digests import sha256_text
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+
+
+def registry_lock(tracking_uri: str, model_name: str, timeout_s: float = 600.0) -> FileLock:
+    """One registration per (tracking store, model) at a time on this machine (runs on other hosts: see docs)."""
+    folder = Path(tempfile.gettempdir()) / "fsa-distill-locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(folder / f"registry-{sha256_text(f'{tracking_uri}|{model_name}')[:16]}.lock", timeout=timeout_s)
+
+
+def _find_version_by_digest(client: MlflowClient, name: str, model_digest: str) -> Any | None:
+    for version in client.search_model_versions(f"name='{name}'"):
+        if version.tags.get("model_digest") == model_digest:
+            return version
+    return None
+
+
+def _current_champion(client: MlflowClient, name: str) -> Any | None:
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def log_student_model(model_dir: Path, run_id: str, tracking_uri: str) -> str:
+    """Log the student folder as a pyfunc model (see models/serving.py) on `run_id`; returns the model URI."""
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from models import serving
+
+    mlflow.set_tracking_uri(tracking_uri)
+    example = pd.DataFrame({"text": ["The pizza was great but the waiter was rude."]})
+    signature = infer_signature(example, ["pizza | positive ; waiter | negative"], params={"max_new_tokens": 100})
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="student",
+            python_model=str(Path(serving.__file__)),
+            artifacts={"student": str(model_dir)},
+            signature=signature,
+            pip_requirements=["mlflow", "pandas", "torch", "transformers", "tokenizers", "sentencepiece"],
+        )
+    return info.model_uri
+
+
+def gate_champion(new_f1: float, champion_f1: float | None) -> bool:
+    """The promotion rule: no champion yet, or the challenger is at least as good."""
+    return champion_f1 is None or new_f1 >= champion_f1
+
+
+def register_student(
+    model_dir: Path,
+    model_digest: str,
+    mean_f1: float,
+    run_id: str,
+    model_name: str,
+    tracking_uri: str,
+) -> dict[str, Any]:
+    """Log + register (or reuse) the model version, set `challenger`, and apply the `champion` gate."""
+    with registry_lock(tracking_uri, model_name):
+        return _register_unlocked(model_dir, model_digest, mean_f1, run_id, model_name, tracking_uri)
+
+
+def _register_unlocked(
+    model_dir: Path, model_digest: str, mean_f1: float, run_id: str, model_name: str, tracking_uri: str
+) -> dict[str, Any]:
+    client = MlflowClient(tracking_uri)
+    try:
+        client.get_registered_model(model_name)
+    except MlflowException:
+        try:
+            client.create_registered_model(model_name, description="fsa-distill student (T5, ATSA/ACSA)")
+        except MlflowException:  # created meanwhile by a concurrent flow run
+            client.get_registered_model(model_name)
+
+    version = _find_version_by_digest(client, model_name, model_digest)
+    reused = version is not None
+    if version is None:
+        model_uri = log_student_model(model_dir, run_id, tracking_uri)
+        version = client.create_model_version(
+            model_name,
+            source=model_uri,
+            run_id=run_id,
+            tags={"model_digest": model_digest, "mean_f1": f"{mean_f1:.6f}"},
+            # An MLflow tracking *server* rejects a models:/ source without the logged model's id.
+            model_id=model_uri.removeprefix("models:/") if model_uri.startswith("models:/") else None,
+        )
+    client.set_registered_model_alias(model_name, CHALLENGER, version.version)
+
+    champion = _current_champion(client, model_name)
+    champion_f1 = float(champion.tags["mean_f1"]) if champion and "mean_f1" in champion.tags else None
+    promoted = gate_champion(mean_f1, champion_f1)
+    if promoted:
+        client.set_registered_model_alias(model_name, CHAMPION, version.version)
+    decision = "promoted" if promoted else "kept_champion"
+    client.set_model_version_tag(model_name, version.version, "gate_decision", decision)
+    for key, value in {
+        "gate.decision": decision,
+        "gate.champion_version_before": champion.version if champion else "none",
+        "registered_model": f"{model_name}/{version.version}",
+    }.items():
+        client.set_tag(run_id, key, value)
+    client.log_metric(run_id, "gate.new_mean_f1", mean_f1)
+    if champion_f1 is not None:
+        client.log_metric(run_id, "gate.champion_mean_f1", champion_f1)
+    return {
+        "model_name": model_name,
+        "model_version": str(version.version),
+        "reused_version": reused,
+        "champion": promoted,
+        "champion_f1_before": champion_f1,
+        "decision": decision,
+    }

@@ -1,0 +1,205 @@
+"""Zero-shot baselines: aspect polarity without fine-tuning, for the student and the teacher.
+
+Student: the polarity of a given aspect is the label the student finds most likely. The encoder reads the
+sentence (as in pretraining, where it read reviews) and the decoder is scored on the teacher's own analysis
+format, `Opinion Target 1: "<term>"[NL]Sentiment: <Label>` (ACSA: `Aspect: "<category>"[NL]Sentiment: <Label>`):
+the sum of the label tokens' log-probabilities after that prefix, argmax over positive / negative / neutral.
+A distilled student has seen thousands of such lines; an undistilled one has not, which is the point.
+
+Teacher: the same question as a constrained chat prompt (answer with one word), and a few-shot extraction
+prompt scored with the benchmark scorer, so every results table has the teacher as a baseline row.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from models.student.build import NL_TOKEN
+from models.student.load import load_student
+
+LABELS = ("positive", "negative", "neutral")
+DECODER_PREFIX = {
+    "atsa": 'Opinion Target 1: "{aspect}"' + NL_TOKEN + "Sentiment:",
+    "acsa": 'Aspect: "{aspect}"' + NL_TOKEN + "Sentiment:",
+}
+
+
+def aspect_items(sentences: Sequence[dict[str, Any]], task: str) -> list[dict[str, str]]:
+    """One item per gold (aspect, polarity) pair of the protocol, conflict skipped: sentence, aspect, gold."""
+    from benchmark.targets import target_elements
+
+    items = []
+    for sentence in sentences:
+        for aspect, polarity in target_elements(sentence, task):
+            if polarity in LABELS:
+                items.append({"sentence": sentence["sentence"], "aspect": aspect, "gold": polarity})
+    return items
+
+
+@torch.no_grad()
+def label_log_probs(model, tokenizer, items: Sequence[dict[str, str]], task: str, batch_size: int = 32,
+                    progress: bool = True) -> list[list[float]]:
+    """For each item, the summed log-probability of each label (order of LABELS) after the decoder prefix."""
+    device = next(model.parameters()).device
+    model.eval()
+    rows: list[tuple[int, str, list[int], int]] = []  # (item, source, decoder ids, label token count)
+    for index, item in enumerate(items):
+        prefix = DECODER_PREFIX[task].format(aspect=item["aspect"])
+        prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        for label in LABELS:
+            full = tokenizer(f"{prefix} {label.capitalize()}", add_special_tokens=False)["input_ids"]
+            rows.append((index, item["sentence"], full, len(full) - len(prefix_ids)))
+    scores = [[0.0] * len(LABELS) for _ in items]
+    start_id = model.config.decoder_start_token_id
+    pad_id = tokenizer.pad_token_id
+    for start in tqdm(range(0, len(rows), batch_size), desc="zero-shot", unit="batch", disable=not progress):
+        chunk = rows[start:start + batch_size]
+        encoded = tokenizer([row[1] for row in chunk], padding=True, truncation=True, max_length=512,
+                            return_tensors="pt").to(device)
+        width = max(len(row[2]) for row in chunk)
+        labels = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        for r, row in enumerate(chunk):
+            labels[r, :len(row[2])] = torch.tensor(row[2])
+        decoder_input = torch.cat([torch.full((len(chunk), 1), start_id, dtype=torch.long), labels[:, :-1]], 1)
+        logits = model(**encoded, decoder_input_ids=decoder_input.to(device)).logits.float()
+        log_probs = torch.log_softmax(logits, dim=-1).gather(-1, labels.to(device).unsqueeze(-1)).squeeze(-1)
+        for r, (item_index, _, ids, n_label) in enumerate(chunk):
+            label_index = (start + r) % len(LABELS)
+            scores[item_index][label_index] = float(log_probs[r, len(ids) - n_label:len(ids)].sum())
+    return scores
+
+
+def rank_polarities(model_dir: Path | str, items: Sequence[dict[str, str]], task: str = "atsa",
+                    batch_size: int = 32) -> list[str]:
+    """The most likely polarity (positive / negative / neutral) of each item's aspect under the student."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tokenizer = load_student(model_dir, device=device)
+    scores = label_log_probs(model, tokenizer, items, task, batch_size)
+    return [LABELS[max(range(len(LABELS)), key=lambda k: row[k])] for row in scores]
+
+
+def polarity_metrics(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
+    """Accuracy and macro-F1 over the three labels (an unparsed answer counts as wrong)."""
+    accuracy = sum(g == p for g, p in zip(gold, predicted, strict=True)) / max(1, len(gold))
+    f1s = []
+    for label in LABELS:
+        tp = sum(g == label and p == label for g, p in zip(gold, predicted))
+        n_pred = sum(p == label for p in predicted)
+        n_gold = sum(g == label for g in gold)
+        precision = tp / n_pred if n_pred else 0.0
+        recall = tp / n_gold if n_gold else 0.0
+        f1s.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    return {"accuracy": accuracy, "macro_f1": sum(f1s) / len(f1s), "n": len(gold)}
+
+
+def zero_shot_eval(model_dir: Path | str, task: str, sentences: Sequence[dict[str, Any]],
+                   batch_size: int = 32) -> dict[str, Any]:
+    """Student zero-shot accuracy / macro-F1 over the benchmark aspects of `sentences` (conflict skipped)."""
+    items = aspect_items(sentences, task)
+    predicted = rank_polarities(model_dir, items, task, batch_size) if items else []
+    result = polarity_metrics([item["gold"] for item in items], predicted)
+    result["predictions"] = predicted
+    return result
+
+
+# ------------------------------------------------------------------------------------------ teacher
+
+ZERO_SHOT_PROMPT = (
+    'Review: "{sentence}"\n'
+    'What sentiment does the review express towards the {kind} "{aspect}"?\n'
+    "Answer with exactly one word: positive, negative or neutral."
+)
+EXTRACTION_PROMPT = (
+    "Extract every {kind} mentioned in a review sentence together with its sentiment "
+    "(positive, negative, neutral or conflict).\n"
+    "Answer on one line in the format: {element} | sentiment ; {element} | sentiment\n"
+    "{rule}\n\n{examples}Sentence: {sentence}\nAnswer:"
+)
+KIND = {"atsa": "aspect term", "acsa": "aspect category"}
+RULES = {
+    "atsa": "Aspect terms must be copied exactly as they appear in the sentence.",
+    "acsa": "Categories are written in lower case as 'entity attribute', e.g. food quality, service general.",
+}
+
+
+def _first_label(text: str) -> str:
+    match = re.search(r"\b(positive|negative|neutral)\b", text.lower())
+    return match.group(1) if match else "unparsed"
+
+
+def _chat(text: str, max_tokens: int):
+    from models.teacher.base import GenerationRequest
+
+    return GenerationRequest(messages=({"role": "user", "content": text},), max_tokens=max_tokens,
+                             temperature=0.0)
+
+
+def extraction_prompt(task: str, sentence: str, few_shot_examples: Sequence[dict[str, Any]]) -> str:
+    from benchmark.targets import linearise
+
+    examples = "".join(f"Sentence: {example['sentence']}\nAnswer: {linearise(example, task)}\n\n"
+                       for example in few_shot_examples)
+    element = "term" if task == "atsa" else "category"
+    return EXTRACTION_PROMPT.format(kind=KIND[task] + "s", element=element, rule=RULES[task],
+                                    examples=examples, sentence=sentence)
+
+
+def teacher_baseline(teacher_backend, task: str, sentences: Sequence[dict[str, Any]],
+                     few_shot_examples: Sequence[dict[str, Any]], views: Sequence[str] = ("normal", "implicit",
+                                                                                          "multi"),
+                     max_new_tokens: int = 100) -> dict[str, Any]:
+    """The teacher as a baseline row: zero-shot polarity (constrained prompt) and few-shot extraction per view."""
+    from benchmark.scorer import score_predictions
+
+    items = aspect_items(sentences, task)
+    answers = teacher_backend.generate([
+        _chat(ZERO_SHOT_PROMPT.format(sentence=item["sentence"], kind=KIND[task], aspect=item["aspect"]), 4)
+        for item in items
+    ]) if items else []
+    predicted = [_first_label(answer.text) for answer in answers]
+    zero_shot = polarity_metrics([item["gold"] for item in items], predicted)
+    zero_shot["unparsed"] = predicted.count("unparsed")
+
+    outputs = teacher_backend.generate([
+        _chat(extraction_prompt(task, sentence["sentence"], few_shot_examples), max_new_tokens)
+        for sentence in sentences
+    ]) if sentences else []
+    predictions = [output.text.strip().splitlines()[0] if output.text.strip() else "" for output in outputs]
+    extraction = {view: score_predictions(task, list(sentences), predictions, view=view) for view in views}
+    return {"model_id": getattr(teacher_backend, "model_id", "teacher"), "zero_shot": zero_shot,
+            "extraction": extraction, "extraction_predictions": predictions}
+
+
+# ------------------------------------------------------------------------------- stage entry points
+
+N_FEW_SHOT = 4
+
+
+def evaluate_zero_shot(model_dir: Path | str, task: str, dataset: str, config) -> dict[str, Any]:
+    """Zero-shot stage: the (pretrained, not fine-tuned) student on the test split (DataConfig subsample)."""
+    from benchmark.data import load_sentences
+
+    sentences = load_sentences(task, dataset, "test", config.data.data_dir)[:config.data.max_test_sentences]
+    result = zero_shot_eval(model_dir, task, sentences, batch_size=config.finetune.eval_batch_size)
+    return {"task": task, "dataset": dataset, "split": "test", "accuracy": result["accuracy"],
+            "macro_f1": result["macro_f1"], "n_aspects": result["n"]}
+
+
+def evaluate_teacher(teacher_backend, task: str, dataset: str, config) -> dict[str, Any]:
+    """Teacher-baseline stage: zero-shot polarity and few-shot extraction (the first N_FEW_SHOT train
+    sentences with aspects as examples) on the first `evaluate.teacher_max_sentences` test sentences."""
+    from benchmark.data import load_sentences
+    from benchmark.targets import linearise
+
+    sentences = load_sentences(task, dataset, "test", config.data.data_dir)[:config.evaluate.teacher_max_sentences]
+    examples = [s for s in load_sentences(task, dataset, "train", config.data.data_dir)
+                if linearise(s, task)][:N_FEW_SHOT]
+    result = teacher_baseline(teacher_backend, task, sentences, examples, views=list(config.evaluate.views),
+                              max_new_tokens=config.finetune.max_new_tokens)
+    return {"task": task, "dataset": dataset, "n_sentences": len(sentences), **result}
