@@ -1,0 +1,255 @@
+"""The `distill` flow: reviews → teacher → corpus → student → pretrain → finetune → evaluate → register.
+
+Wiring only: every stage is a cached Prefect task from tasks/stages.py; this module decides the order, the
+cache keys (tasks/caching.py) and what each stage's nested MLflow run records.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
+from prefect.runtime import flow_run
+
+from fsa_distill.config import DistillConfig, resolve_config
+from fsa_distill.digests import sha256_tree
+from fsa_distill.tracking import RunTracker
+from models.teacher.prompts import PROMPT_DIR, load_prompt
+from tasks import stages
+from tasks.caching import stage_key
+from tasks.collect import collect_reviews
+from tasks.evaluate import aggregate_runs, flat_metrics, gate_metric
+from tasks.register import register_student
+from tasks.report import build_report, curves_from_mlflow, scores_from_finetune
+
+TEACHER_CODE = ("tasks.generate", "tasks.generation_cache", "tasks.validation", "models.teacher")
+STUDENT_CODE = ("models.student",)
+
+
+class StageRunner:
+    """Runs one stage task inside a nested MLflow run and records whether it came from the cache."""
+
+    def __init__(self, config: DistillConfig, tracker: RunTracker, parent_run_id: str) -> None:
+        self.config = config
+        self.tracker = tracker
+        self.parent_run_id = parent_run_id
+        self.outcomes: dict[str, str] = {}
+        self.metric_runs: dict[str, str] = {}  # stage label → the MLflow run holding its live metrics
+
+    def __call__(self, label: str, stage_task: Any, *, live_metrics: bool = False, **parameters: Any) -> dict:
+        child = self.tracker.start_child(self.parent_run_id, label, {"stage_key": parameters["stage_key"]})
+        if live_metrics:
+            parameters["tracking_run_id"] = child
+        task_with_storage = stage_task.with_options(result_storage=stages.result_storage(self.config))
+        started = time.perf_counter()
+        try:
+            state = task_with_storage(**parameters, return_state=True)
+            result = state.result()
+        except BaseException:
+            self.tracker.finish(child, "FAILED")
+            raise
+        cached = state.name == "Cached"
+        self.outcomes[label] = "cached" if cached else "ran"
+        numeric = {key: value for key, value in result.items() if isinstance(value, (int, float))}
+        self.tracker.log_metrics(child, {**numeric, "stage_seconds": time.perf_counter() - started})
+        self.tracker.set_tags(child, {"cached": cached, "digest": result.get("digest", "")})
+        if result.get("trained_in_run"):  # a cached stage points at the run that actually computed it
+            self.metric_runs[label] = result["trained_in_run"]
+            if cached:
+                self.tracker.set_tags(child, {"cached_from_run": result["trained_in_run"]})
+        self.tracker.finish(child)
+        return result
+
+
+def _link_prefect_and_mlflow(mlflow_run_id: str, config: DistillConfig) -> None:
+    """Record each run's id on the other: MLflow tags (set at creation) and a Prefect tag + artifact."""
+    flow_run_id = flow_run.get_id()
+    if flow_run_id is None:
+        return
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run_id, tags=[*flow_run.get_tags(), f"mlflow:{mlflow_run_id}"])
+    create_markdown_artifact(
+        key="mlflow-run",
+        markdown=(
+            f"MLflow run `{mlflow_run_id}` in experiment `{config.tracking.experiment_name}` "
+            f"at `{config.mlflow_uri}`.\n\nOpen it with `mlflow ui --backend-store-uri {config.mlflow_uri}`."
+        ),
+        description="The MLflow parent run of this flow run",
+    )
+
+
+def prompt_digests(config: DistillConfig) -> list[str]:
+    """The templates' own digests: a custom `generation.prompt_dir` changes them without changing code."""
+    prompt_dir = config.generation.prompt_dir or PROMPT_DIR
+    return [load_prompt(name, prompt_dir=prompt_dir).digest for name in config.generation.prompts]
+
+
+def _finetune_all(
+    run_stage: StageRunner, label: str, model: dict[str, Any], config: DistillConfig
+) -> list[dict[str, Any]]:
+    results = []
+    for dataset in config.data.datasets:
+        for seed in config.finetune.seeds:
+            key = stage_key(
+                "finetune",
+                config,
+                ("data", "finetune"),
+                ("tasks.finetune", "tasks.predict", "benchmark") + STUDENT_CODE,
+                model=model,
+                dataset=dataset,
+                seed=seed,
+            )
+            results.append(
+                run_stage(
+                    f"{label}/{dataset}/seed-{seed}",
+                    stages.finetune_stage,
+                    live_metrics=True,
+                    stage_key=key,
+                    model=model,
+                    dataset=dataset,
+                    seed=seed,
+                    config=config,
+                )
+            )
+    return results
+
+
+def write_report(
+    config: DistillConfig,
+    summary: dict[str, Any],
+    distilled_runs: list[dict[str, Any]],
+    baseline_runs: list[dict[str, Any]],
+    generation: dict[str, Any],
+    metric_runs: dict[str, str],
+) -> Path:
+    """The run's HTML report (F1 by dataset × view, distilled vs undistilled, loss curves, teacher rejections)."""
+    curves = curves_from_mlflow(
+        config.mlflow_uri,
+        metric_runs,
+        ["train/loss", "eval/loss", "finetune/train_loss", "finetune/dev_f1"],
+    )
+    results = {
+        "title": f"fsa-distill {config.profile} — MLflow run {summary['mlflow_run_id']}",
+        "summary": {key: summary[key] for key in ("mean_f1", "model_name", "model_version", "decision", "seconds")},
+        "scores": scores_from_finetune(distilled_runs, "distilled") + scores_from_finetune(baseline_runs, "undistilled"),
+        "curves": {name.replace("/train/", "/train_").replace("/eval/", "/eval_"): points for name, points in curves.items()},
+        "rejections": generation.get("rejected_by_reason", {}),
+    }
+    return build_report(results, config.work_dir / "reports" / summary["mlflow_run_id"])
+
+
+def run_distill(config: DistillConfig) -> dict[str, Any]:
+    """The whole distillation for an already-resolved config (the flow body, callable from tests)."""
+    logger = get_run_logger()
+    tracker = RunTracker(config)
+    flow_run_id = str(flow_run.get_id() or "")
+    parent = tracker.start_parent(
+        run_name=f"distill-{config.profile}-{flow_run.get_name() or 'local'}",
+        tags={"prefect.flow_run_id": flow_run_id, "profile": config.profile, "config_digest": config.digest()},
+    )
+    tracker.log_dict(parent, config.model_dump(mode="json"), "config/resolved_config.json")
+    _link_prefect_and_mlflow(parent, config)
+    run_stage = StageRunner(config, tracker, parent)
+    started = time.perf_counter()
+    try:
+        reviews = collect_reviews(config, config.work_dir / "stages" / "collect")
+        tracker.log_metrics(parent, {"reviews": reviews["n_reviews"]})
+
+        generate_key = stage_key(
+            "generate", config, ("teacher", "generation"), TEACHER_CODE, reviews=reviews, prompts=prompt_digests(config)
+        )
+        generation = run_stage(
+            "generate", stages.generate_stage, live_metrics=True,
+            stage_key=generate_key, reviews=reviews, config=config,
+        )
+        corpus_key = stage_key("corpus", config, ("corpus",), ("tasks.corpus",), generation=generation)
+        corpus = run_stage("corpus", stages.corpus_stage, stage_key=corpus_key, generation=generation, config=config)
+        tracker.log_dataset(parent, Path(corpus["dataset_dir"]), "teacher-corpus", corpus["digest"], "pretraining")
+
+        student_key = stage_key("student", config, ("student",), STUDENT_CODE, corpus=corpus)
+        student = run_stage("student", stages.student_stage, stage_key=student_key, corpus=corpus, config=config)
+
+        model = student
+        if config.pretrain.enabled:
+            pretrain_key = stage_key(
+                "pretrain", config, ("pretrain",), ("tasks.pretrain",) + STUDENT_CODE, student=student, corpus=corpus
+            )
+            model = run_stage(
+                "pretrain", stages.pretrain_stage, live_metrics=True,
+                stage_key=pretrain_key, student=student, corpus=corpus, config=config,
+            )
+
+        distilled_runs = _finetune_all(run_stage, "finetune", model, config)
+        table = aggregate_runs(distilled_runs)
+        mean_f1 = gate_metric(table)
+        rows = {"student (distilled)" if config.pretrain.enabled else "student": table}
+        tracker.log_metrics(parent, {**flat_metrics(table, "distilled"), "mean_f1": mean_f1})
+
+        baseline_runs: list[dict[str, Any]] = []
+        if config.evaluate.undistilled_baseline and config.pretrain.enabled:
+            baseline_runs = _finetune_all(run_stage, "finetune-undistilled", student, config)
+            baseline = aggregate_runs(baseline_runs)
+            rows["student (undistilled)"] = baseline
+            tracker.log_metrics(parent, {**flat_metrics(baseline, "undistilled"), "undistilled_mean_f1": gate_metric(baseline)})
+
+        zero_shot: dict[str, Any] = {}
+        if config.evaluate.zero_shot:
+            for dataset in config.data.datasets:
+                key = stage_key("zero-shot", config, ("data",), ("tasks.zeroshot",), model=model, dataset=dataset)
+                zero_shot[dataset] = run_stage(
+                    f"zero-shot/{dataset}", stages.zeroshot_stage,
+                    stage_key=key, model=model, dataset=dataset, config=config,
+                )
+        teacher: dict[str, Any] = {}
+        if config.evaluate.teacher_baseline:
+            key = stage_key(
+                "teacher-baseline", config, ("data", "teacher", "evaluate"), ("tasks.zeroshot",) + TEACHER_CODE
+            )
+            teacher = run_stage("teacher-baseline", stages.teacher_baseline_stage, stage_key=key, config=config)["datasets"]
+
+        best = max(distilled_runs, key=lambda run: run["best_dev_f1"])
+        for run in distilled_runs:
+            tracker.log_artifact(parent, Path(run["predictions_path"]), f"predictions/{run['dataset']}/seed-{run['seed']}")
+        registration = register_student(
+            Path(best["model_dir"]),
+            sha256_tree(best["model_dir"]),
+            mean_f1,
+            parent,
+            config.registry.model_name,
+            config.mlflow_uri,
+        )
+        summary = {
+            "mlflow_run_id": parent,
+            "flow_run_id": flow_run_id,
+            "experiment": config.tracking.experiment_name,
+            "tracking_uri": config.mlflow_uri,
+            "mean_f1": mean_f1,
+            "results": rows,
+            "zero_shot": zero_shot,
+            "teacher": teacher,
+            "stages": run_stage.outcomes,
+            "seconds": time.perf_counter() - started,
+            **registration,
+        }
+        tracker.log_dict(parent, summary, "results/summary.json")
+        report_path = write_report(config, summary, distilled_runs, baseline_runs, generation, run_stage.metric_runs)
+        tracker.log_artifact(parent, report_path.parent, "report")
+        summary["report_path"] = str(report_path)
+        tracker.log_metrics(parent, {"flow_seconds": summary["seconds"]})
+        tracker.finish(parent)
+        logger.info("distill finished: mean F1 %.4f, model %s v%s", mean_f1, registration["model_name"], registration["model_version"])
+        return summary
+    except BaseException:
+        tracker.finish(parent, "FAILED")
+        raise
+
+
+@flow(name="distill")
+def distill(profile: str = "demo", config_file: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Distil the teacher into the student for a profile (+ config file + `key=value` overrides)."""
+    config = resolve_config(profile, Path(config_file) if config_file else None, overrides or [])
+    return run_distill(config)

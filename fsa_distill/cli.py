@@ -1,0 +1,33 @@
+"""The `fsa-distill` command line. Each command lives in fsa_distill/commands/<name>.py and keeps heavy
+imports (torch, vllm, mlflow) inside the function so `fsa-distill --help` stays fast."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from fsa_distill.commands import bench, data, generate, predict, run, score
+
+# The ephemeral Prefect server's telemetry ping logs an ERROR on every offline run; set the variable to opt in.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n")[0])
+data_app = typer.Typer(no_args_is_help=True, help="Benchmark data: convert user data into the benchmark schema.")
+bench_app = typer.Typer(no_args_is_help=True, help="Performance benchmarks; each prints one JSON line.")
+app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
+
+data_app.command("convert")(data.convert)
+app.command("score")(score.score)
+app.command("generate")(generate.generate)
+app.command("predict")(predict.predict)
+app.command("zeroshot")(predict.zeroshot)
+app.command("run")(run.run)
+bench_app.command("scorer")(bench.scorer)
+bench_app.command("teacher")(bench.teacher)
+bench_app.command("train")(bench.train)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,86 @@
+"""`fsa-distill bench …`: thin CLI over the scripts in benchmark/perf/; each prints one JSON line."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from fsa_distill.console import print_json
+
+
+def scorer(
+    n_pairs: Annotated[int, typer.Option(help="Predicted pairs to score.")] = 1_000_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
+) -> None:
+    """Scorer throughput on ~1M pairs vs the paper's quadratic scorer; writes benchmark/perf/results/scorer.json."""
+    from benchmark.perf.bench_scorer import RESULTS_PATH, run
+
+    result = run(n_pairs=n_pairs, out_path=RESULTS_PATH if n_pairs >= 1_000_000 else None)
+    if as_json:
+        print_json(result)
+        return
+    naive_seconds = result["baseline"]["naive_seconds_extrapolated_to_full"]
+    typer.echo(f"scored {result['n_pred_pairs']:,} predicted / {result['n_gold_pairs']:,} gold pairs in "
+               f"{result['seconds']} s; the paper's scorer would take ~{naive_seconds} s "
+               f"({result['speedup_vs_naive_extrapolated']}x slower)")
+
+
+def teacher(
+    n_prompts: Annotated[int, typer.Option(help="Prompts (half analysis, half rewrite).")] = 128,
+    max_tokens: Annotated[int, typer.Option(help="Tokens per answer (forced, for a fair comparison).")] = 200,
+    work_dir: Annotated[str, typer.Option(help="Where the converted SmolLM2 teacher is cached.")] = "work",
+    compile_graphs: Annotated[bool, typer.Option("--compile", help="Let vLLM compile graphs.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
+) -> None:
+    """vLLM vs HF generate on the SmolLM2 teacher, plus the pipeline's overhead; writes results/teacher.json."""
+    from pathlib import Path
+
+    from benchmark.perf.bench_teacher import RESULTS_PATH, run_teacher_bench
+
+    result = run_teacher_bench(n_prompts, max_tokens, Path(work_dir), enforce_eager=not compile_graphs,
+                               results_path=RESULTS_PATH)
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(f"vLLM {result['vllm_tokens_per_s']} tok/s, HF generate {result['hf_tokens_per_s']} tok/s "
+               f"({result['ratio']}x); pipeline {result['pipeline_tokens_per_s']} tok/s "
+               f"({result['pipeline_vs_direct']:.0%} of direct vLLM)")
+
+
+def train(
+    n_examples: Annotated[int, typer.Option(help="Mixtral pairs (../shared held-out set) for the second padding "
+                                                  "comparison.")] = 496,
+    n_pipeline_reviews: Annotated[int, typer.Option(help="rest14 train sentences answered by the teacher (both "
+                                                          "prompts) for the headline padding comparison.")] = 200,
+    n_reviews: Annotated[int, typer.Option(help="Reviews decoded by student and teacher.")] = 200,
+    student: Annotated[str | None, typer.Option(help="Headline student (default: the demo profile's).")] = None,
+    min_steps: Annotated[int, typer.Option(help="Timed pretraining steps per mode, at least (whole epochs).")] = 20,
+    output_tokens: Annotated[int, typer.Option(help="New tokens per review, forced for both models.")] = 32,
+    threads: Annotated[int, typer.Option(help="Torch CPU threads (1: stable timings on a shared machine).")] = 1,
+    work_dir: Annotated[str, typer.Option(help="Teacher model and the bench's generation cache live here.")] = "work",
+    skip_teacher: Annotated[bool, typer.Option("--skip-teacher", help="No teacher: Mixtral padding and student "
+                                                                       "speed only.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
+) -> None:
+    """Pretraining tokens/s (dynamic vs fixed max-length padding) on the pipeline's teacher corpus and on the
+    Mixtral set, and student vs teacher inference reviews/s; writes benchmark/perf/results/train.json."""
+    from pathlib import Path
+
+    from benchmark.perf.bench_train import RESULTS_PATH, run_train_bench
+
+    result = run_train_bench(n_examples=n_examples, n_pipeline_reviews=n_pipeline_reviews, n_reviews=n_reviews,
+                             student=student, work_dir=Path(work_dir), with_teacher=not skip_teacher,
+                             min_steps=min_steps, output_tokens=output_tokens, threads=threads,
+                             results_path=RESULTS_PATH)
+    if as_json:
+        print_json(result)
+        return
+    padding, mixtral, inference = result["pretrain_padding"], result["pretrain_padding_mixtral"], result["inference"]
+    if padding is not None:
+        typer.echo(f"pretraining (pipeline corpus): dynamic {padding['dynamic_tokens_per_s']} tok/s vs fixed "
+                   f"{padding['fixed_tokens_per_s']} tok/s ({padding['ratio']}x)")
+    typer.echo(f"pretraining (Mixtral set): dynamic {mixtral['dynamic_tokens_per_s']} tok/s vs fixed "
+               f"{mixtral['fixed_tokens_per_s']} tok/s ({mixtral['ratio']}x)")
+    typer.echo(f"inference: student {inference['student']} {inference['student_reviews_per_s']} reviews/s vs "
+               f"teacher {inference['teacher_reviews_per_s']} ({inference['ratio']}x)")

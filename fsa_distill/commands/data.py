@@ -1,0 +1,35 @@
+"""`fsa-distill data convert`: SemEval ABSA XML → the benchmark JSON schema (../shared/README.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from fsa_distill.console import print_json, stderr, user_errors
+from fsa_distill.files import write_json_atomically
+
+
+def convert(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="SemEval-2014 or 2015/2016 ABSA XML file.")],
+    task: Annotated[Literal["atsa", "acsa"], typer.Option(help="Keep aspect terms (atsa) or categories (acsa).")],
+    out: Annotated[Path, typer.Option(help="Benchmark JSON file to write.")],
+    keep_empty: Annotated[
+        bool, typer.Option(help="Keep sentences without an aspect for the task (the benchmark test sets do).")
+    ] = False,
+) -> None:
+    """Convert SemEval ABSA XML into benchmark JSON; prints {"sentences", "aspects", "skipped", "skipped_items"}."""
+    from benchmark.importers import convert_semeval_xml
+
+    with user_errors():
+        sentences, skipped = convert_semeval_xml(input_path, task, keep_empty=keep_empty)
+        write_json_atomically(out, sentences)
+    for item in skipped:
+        stderr.print(f"skipped {item['id']}: {item['reason']}", highlight=False, markup=False)
+    print_json({
+        "sentences": len(sentences),
+        "aspects": sum(len(sentence["aspects"]) for sentence in sentences),
+        "skipped": len(skipped),
+        "skipped_items": skipped,
+    })

@@ -1,0 +1,63 @@
+"""`fsa-distill generate`: teacher answers for a review corpus (validated, cached per answer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fsa_distill.console import print_json, stderr, user_errors
+
+SUMMARY_KEYS = ("reviews", "generated", "cached", "rejected", "tokens", "tokens_per_s")
+
+
+def generate(
+    corpus: Annotated[list[Path], typer.Option("--corpus", help="Review file (JSONL / CSV / TXT); repeatable.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: accepted answers, rejected/ inside.")],
+    prompts: Annotated[str | None, typer.Option(help="Comma-separated prompts, e.g. analysis,rewrite.")] = None,
+    teacher: Annotated[str | None, typer.Option(help="smollm2-135m-instruct, a hub id or a folder.")] = None,
+    backend: Annotated[str | None, typer.Option(help="vllm, openai or hf.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (openai backend).")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="New tokens per answer.")] = None,
+    max_reviews: Annotated[int | None, typer.Option(help="Only the first N reviews.")] = None,
+    text_field: Annotated[str, typer.Option(help="Review text field in JSONL / CSV.")] = "text",
+    profile: Annotated[str, typer.Option(help="Config profile: demo, study, paper.")] = "demo",
+    config_file: Annotated[Path | None, typer.Option("--config", help="YAML merged over the profile.")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="e.g. generation.batch_size=32.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON line of stats.")] = False,
+) -> None:
+    """Ask the teacher every prompt for every review; rerunning only generates what is not cached."""
+    with user_errors():
+        from pydantic import ValidationError
+
+        from benchmark.importers import read_review_corpus
+        from fsa_distill.config import ConfigError, resolve_config
+        from tasks.generate import generate_responses
+
+        flags = {
+            "generation.prompts": [n.strip() for n in prompts.split(",") if n.strip()] if prompts else None,
+            "teacher.model": teacher,
+            "teacher.backend": backend,
+            "teacher.base_url": base_url,
+            "generation.max_new_tokens": max_tokens,
+        }
+        config = resolve_config(profile, config_file, overrides or [])
+        for dotted, value in flags.items():
+            if value is not None:
+                section, key = dotted.split(".")
+                try:
+                    setattr(getattr(config, section), key, value)
+                except ValidationError as error:
+                    raise ConfigError(f"--{key.replace('_', '-')}: {error.errors()[0]['msg']}") from None
+        reviews = [review for path in corpus for review in read_review_corpus(path, text_field=text_field)]
+        if max_reviews is not None:
+            reviews = reviews[:max_reviews]
+        stats = generate_responses(reviews, config, out, progress=not json_output)
+    if json_output:
+        print_json(stats)
+        return
+    for key in SUMMARY_KEYS + ("cache_hit_rate", "rejected_by_reason", "dataset_dir", "rejected_dir"):
+        value = stats[key]
+        stderr.print(f"{key:>18}: {value:.3g}" if isinstance(value, float) else f"{key:>18}: {value}",
+                     highlight=False, markup=False)

@@ -1,0 +1,69 @@
+"""`fsa-distill run`: the whole distillation flow for a profile, with the config validated before any work."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fsa_distill.config import PROFILES, resolve_config
+from fsa_distill.console import print_json, user_errors
+
+
+def _print_summary(summary: dict[str, Any], views: list[str]) -> None:
+    from tasks.evaluate import format_table
+
+    console = Console()
+    table = Table(title=f"F1 × 100 (mean ± std over seeds) — gate metric mean_f1 = {100 * summary['mean_f1']:.2f}")
+    for column in ("model", "dataset", *views):
+        table.add_column(column)
+    for row in format_table(summary["results"], views):
+        table.add_row(*row)
+    for dataset, scores in summary.get("teacher", {}).items():
+        extraction = scores.get("extraction", {})
+        cells = [f"{100 * extraction[view]['f1']:.2f}" if view in extraction else "–" for view in views]
+        table.add_row("teacher (few-shot)", dataset, *cells)
+    console.print(table)
+    for dataset, scores in summary.get("zero_shot", {}).items():
+        console.print(f"zero-shot student on {dataset}: accuracy {scores.get('accuracy', float('nan')):.3f}, "
+                      f"macro-F1 {scores.get('macro_f1', float('nan')):.3f}")
+    for dataset, scores in summary.get("teacher", {}).items():
+        if "zero_shot" in scores:
+            console.print(f"zero-shot teacher on {dataset}: accuracy {scores['zero_shot'].get('accuracy', float('nan')):.3f}, "
+                          f"macro-F1 {scores['zero_shot'].get('macro_f1', float('nan')):.3f}")
+    stages = ", ".join(f"{name}: {outcome}" for name, outcome in summary["stages"].items())
+    console.print(f"stages — {stages}")
+    champion = "now champion" if summary["champion"] else "champion kept (gate not passed)"
+    console.print(
+        f"registered {summary['model_name']} v{summary['model_version']} @challenger, {champion}\n"
+        f"MLflow run {summary['mlflow_run_id']} (experiment {summary['experiment']}); "
+        f"Prefect flow run {summary['flow_run_id']}\n"
+        f"look at it: mlflow ui --backend-store-uri {summary['tracking_uri']}   (or `make dashboard`)\n"
+        f"took {summary['seconds']:.0f} s"
+    )
+
+
+def run(
+    profile: Annotated[str, typer.Option(help=f"One of {', '.join(PROFILES)}.")] = "demo",
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file merged over the profile.")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Override one key, e.g. --set finetune.epochs=3.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as one JSON line.")] = False,
+) -> None:
+    """Run the `distill` flow (generate → corpus → pretrain → finetune → evaluate → register)."""
+    with user_errors():
+        resolved = resolve_config(profile, config, overrides or [])
+        if resolved.tracking.prefect_api_url:
+            os.environ["PREFECT_API_URL"] = resolved.tracking.prefect_api_url
+        from flows.distill import distill
+
+        summary = distill(profile=profile, config_file=str(config) if config else None, overrides=overrides or [])
+    if as_json:
+        print_json(summary)
+    else:
+        _print_summary(summary, resolved.evaluate.views)

@@ -1,0 +1,16 @@
+"""Errors users can act on: they name the file, the place in it and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class InputError(Exception):
+    """Bad user input (a data file, a model folder, a config). The CLI prints it and exits with code 2."""
+
+    def __init__(self, path: str | Path | None, location: str | None, problem: str) -> None:
+        self.path = str(path) if path is not None else None
+        self.location = location
+        self.problem = problem
+        where = ": ".join(part for part in (self.path, location) if part)
+        super().__init__(f"{where}: {problem}" if where else problem)
