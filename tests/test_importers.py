@@ -1,0 +1,267 @@
+"""SemEval XML → benchmark JSON (both formats, both tasks, bad files) and review corpora (JSONL / CSV / TXT)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from benchmark.data import read_benchmark_file
+from benchmark.importers import convert_semeval_xml, read_review_corpus
+from benchmark.scorer import score_predictions
+from benchmark.targets import linearise
+from fsa_distill.commands.data import convert
+from fsa_distill.errors import InputError
+
+SEMEVAL_2014 = """<?xml version="1.0" encoding="UTF-8"?>
+<sentences>
+  <sentence id="813">
+    <text>All the appetizers and salads were fabulous, the steak was mouth watering and the pasta was delicious!!!</text>
+    <aspectTerms>
+      <aspectTerm term="appetizers" polarity="positive" from="8" to="18"/>
+      <aspectTerm term="salads" polarity="positive" from="23" to="29"/>
+      <aspectTerm term="steak" polarity="positive" from="49" to="54"/>
+      <aspectTerm term="pasta" polarity="conflict" from="82" to="87"/>
+    </aspectTerms>
+    <aspectCategories>
+      <aspectCategory category="food" polarity="positive"/>
+    </aspectCategories>
+  </sentence>
+  <sentence id="1151">
+    <text>Café au lait — tasty.</text>
+    <aspectTerms><aspectTerm term="Café au lait" polarity="positive" from="0" to="12"/></aspectTerms>
+    <aspectCategories><aspectCategory category="food" polarity="positive"/></aspectCategories>
+  </sentence>
+  <sentence id="2777">
+    <text>To my wife's birthday, we went there.</text>
+    <aspectCategories><aspectCategory category="anecdotes/miscellaneous" polarity="neutral"/></aspectCategories>
+  </sentence>
+</sentences>
+"""
+
+SEMEVAL_2016 = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Reviews>
+  <Review rid="1004293">
+    <sentences>
+      <sentence id="1004293:0">
+        <text>Judging from previous posts this used to be a good place, but not any longer.</text>
+        <Opinions>
+          <Opinion target="place" category="RESTAURANT#GENERAL" polarity="negative" from="51" to="56"/>
+        </Opinions>
+      </sentence>
+      <sentence id="1004293:1">
+        <text>The food was lousy - too sweet or too salty and the portions tiny.</text>
+        <Opinions>
+          <Opinion target="food" category="FOOD#QUALITY" polarity="negative" from="4" to="8"/>
+          <Opinion target="portions" category="FOOD#STYLE_OPTIONS" polarity="negative" from="52" to="60"/>
+        </Opinions>
+      </sentence>
+      <sentence id="1004293:2">
+        <text>Avoid this place!</text>
+        <Opinions>
+          <Opinion target="NULL" category="RESTAURANT#GENERAL" polarity="negative" from="0" to="0"/>
+        </Opinions>
+      </sentence>
+      <sentence id="1004293:3" OutOfScope="TRUE">
+        <text>We walked in.</text>
+      </sentence>
+    </sentences>
+  </Review>
+</Reviews>
+"""
+
+
+def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    return path
+
+
+# --------------------------------------------------------------------------- SemEval-2014
+
+def test_semeval_2014_atsa(tmp_path):
+    sentences, skipped = convert_semeval_xml(write(tmp_path, "rest.xml", SEMEVAL_2014), "atsa")
+    assert [s["ID"] for s in sentences] == ["813", "1151"]
+    assert sentences[0]["aspects"][3] == {"from": "82", "to": "87", "target": "pasta", "category": None,
+                                          "polarity": "conflict"}
+    assert sentences[1]["aspects"][0]["target"] == "Café au lait"
+    assert skipped == [{"id": "2777", "reason": "no aspect term"}]
+    assert linearise(sentences[0], "atsa") == (
+        "appetizers | positive ; salads | positive ; steak | positive ; pasta | conflict")
+
+
+def test_semeval_2014_acsa_and_keep_empty(tmp_path):
+    path = write(tmp_path, "rest.xml", SEMEVAL_2014)
+    sentences, skipped = convert_semeval_xml(path, "acsa")
+    assert skipped == []
+    assert sentences[2]["aspects"] == [{"from": None, "to": None, "target": None,
+                                        "category": "anecdotes/miscellaneous", "polarity": "neutral"}]
+    kept, skipped = convert_semeval_xml(path, "atsa", keep_empty=True)
+    assert len(kept) == 3 and kept[2]["aspects"] == [] and skipped == []
+
+
+# --------------------------------------------------------------------------- SemEval-2015/2016
+
+def test_semeval_2016_atsa_skips_implicit_targets_with_reasons(tmp_path):
+    sentences, skipped = convert_semeval_xml(write(tmp_path, "rest16.xml", SEMEVAL_2016), "atsa")
+    assert [s["ID"] for s in sentences] == ["1004293:0", "1004293:1"]
+    assert sentences[1]["aspects"][1] == {"from": "52", "to": "60", "target": "portions",
+                                          "category": "FOOD#STYLE_OPTIONS", "polarity": "negative"}
+    assert [item["id"] for item in skipped] == ["1004293:2", "1004293:2", "1004293:3"]
+    assert "implicit target" in skipped[0]["reason"] and skipped[1]["reason"] == "no aspect term"
+
+
+def test_semeval_2016_acsa_keeps_every_opinion(tmp_path):
+    sentences, skipped = convert_semeval_xml(write(tmp_path, "rest16.xml", SEMEVAL_2016), "acsa")
+    assert [len(s["aspects"]) for s in sentences] == [1, 2, 1]
+    assert sentences[2]["aspects"][0] == {"from": "0", "to": "0", "target": "NULL", "category": "RESTAURANT#GENERAL",
+                                          "polarity": "negative"}
+    assert skipped == [{"id": "1004293:3", "reason": "no aspect category"}]
+    assert linearise(sentences[1], "acsa") == "food quality | negative ; food style_options | negative"
+
+
+# --------------------------------------------------------------------------- bad files
+
+BAD_FILES = {
+    "malformed": (SEMEVAL_2014.replace("</text>\n    <aspectTerms>", "\n    <aspectTerms>", 1),
+                  r"line \d+ column \d+: malformed XML"),
+    "latin1": (SEMEVAL_2014.encode("latin-1", errors="replace").replace(b"Caf?", b"Caf\xe9"),
+               r"line 16: not valid UTF-8 \(byte 0xe9"),
+    "polarity": (SEMEVAL_2014.replace('polarity="conflict"', 'polarity="mixed"'),
+                 r"sentence id=813: aspectTerm: unknown polarity 'mixed'"),
+    "offsets": (SEMEVAL_2014.replace('from="49" to="54"', 'from="50" to="55"'),
+                r"sentence id=813: aspectTerm term='steak': offsets from=50 to=55 select 'teak '"),
+    "offsets_2016": (SEMEVAL_2016.replace('from="4" to="8"', 'from="4" to="x"'),
+                     r"sentence id=1004293:1: Opinion term='food': from='4' to='x' are not integer offsets"),
+    "root": ("<reviews/>", r"<reviews>: root element is neither"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_files_name_file_and_element(tmp_path, case):
+    content, message = BAD_FILES[case]
+    path = write(tmp_path, f"{case}.xml", content)
+    with pytest.raises(InputError, match=message) as caught:
+        convert_semeval_xml(path, "atsa")
+    assert caught.value.path == str(path)
+
+
+def test_declared_latin1_encoding_is_honoured(tmp_path):
+    content = SEMEVAL_2014.replace('encoding="UTF-8"', 'encoding="ISO-8859-1"').replace(" — ", " - ")
+    sentences, _ = convert_semeval_xml(write(tmp_path, "latin.xml", content.encode("latin-1")), "atsa")
+    assert sentences[1]["sentence"] == "Café au lait - tasty."
+
+
+# --------------------------------------------------------------------------- the CLI
+
+def run_convert(*args):
+    app = typer.Typer()
+    app.command()(convert)
+    app.command("unused")(lambda: None)  # keeps typer from collapsing into a single-command app
+    result = CliRunner().invoke(app, ["convert", *map(str, args)])
+    return result, " ".join(result.stderr.split())
+
+
+def test_convert_cli_writes_benchmark_json_and_one_summary_line(tmp_path):
+    out = tmp_path / "out" / "test.json"
+    result, stderr = run_convert(write(tmp_path, "rest16.xml", SEMEVAL_2016), "--task", "atsa", "--out", out)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["sentences"], summary["aspects"], summary["skipped"]) == (2, 3, 3)
+    assert summary["skipped_items"][0]["id"] == "1004293:2"
+    assert "skipped 1004293:3: no aspect term" in stderr
+    sentences = read_benchmark_file(out)
+    assert sentences[0] == {"ID": "1004293:0", "sentence": sentences[0]["sentence"], "aspects": [
+        {"from": "51", "to": "56", "target": "place", "category": "RESTAURANT#GENERAL", "polarity": "negative"}]}
+    gold = score_predictions("atsa", sentences, [linearise(s, "atsa") for s in sentences])
+    assert gold["f1"] == 1.0 and gold["n_gold"] == 3
+    assert [p.name for p in out.parent.iterdir()] == ["test.json"]
+
+
+@pytest.mark.parametrize("case", ["malformed", "latin1", "polarity", "offsets"])
+def test_convert_cli_bad_file_exit_2_and_no_output(tmp_path, case):
+    content, _ = BAD_FILES[case]
+    path = write(tmp_path, f"{case}.xml", content)
+    out = tmp_path / "out" / "converted.json"
+    out.parent.mkdir()
+    result, stderr = run_convert(path, "--task", "atsa", "--out", out)
+    assert result.exit_code == 2
+    assert str(path) in stderr and "error:" in stderr
+    assert list(out.parent.iterdir()) == []
+    assert result.stdout == ""
+
+
+def test_convert_cli_rejects_unknown_task(tmp_path):
+    result, _ = run_convert(write(tmp_path, "r.xml", SEMEVAL_2014), "--task", "absa", "--out", tmp_path / "o.json")
+    assert result.exit_code == 2 and not (tmp_path / "o.json").exists()
+
+
+# --------------------------------------------------------------------------- review corpora
+
+def test_jsonl_corpus_uses_the_id_field_or_stem_and_line(tmp_path):
+    path = write(tmp_path, "reviews.jsonl", '\ufeff{"id": 17, "text": " Great pho. "}\n\n'
+                 '{"text": "Slow service."}\n{"text": ""}\n{"ID": "x", "text": "Ok."}\n')
+    assert read_review_corpus(path) == [{"id": "17", "text": "Great pho."}, {"id": "reviews:3", "text": "Slow service."},
+                                        {"id": "x", "text": "Ok."}]
+
+
+def test_jsonl_corpus_with_another_text_field(shared_dir, tmp_path):
+    path = write(tmp_path, "mixtral.jsonl", '{"ID": "a1", "Text": "Nice.", "Overall": 5}\n')
+    assert read_review_corpus(path, text_field="Text") == [{"id": "a1", "text": "Nice."}]
+    real = read_review_corpus(shared_dir / "teacher_outputs" / "mixtral_500.jsonl", text_field="Text")
+    assert len(real) == 500 and all(review["id"].isdigit() and review["text"] for review in real)
+
+
+def test_csv_corpus_ids_follow_physical_lines(tmp_path):
+    path = write(tmp_path, "shop.csv", 'text,stars\n"Line one,\nstill one",5\nSecond,3\n')
+    assert read_review_corpus(path) == [{"id": "shop:2", "text": "Line one,\nstill one"},
+                                        {"id": "shop:4", "text": "Second"}]
+    with_ids = write(tmp_path, "ids.csv", "\ufeffid,body\nr1,Good\nr2,Bad\n")
+    assert read_review_corpus(with_ids, text_field="body") == [{"id": "r1", "text": "Good"},
+                                                               {"id": "r2", "text": "Bad"}]
+
+
+def test_txt_corpus_is_one_review_per_line(tmp_path):
+    path = write(tmp_path, "notes.txt", "First review.\n\n  Third line review.  \n")
+    assert read_review_corpus(path) == [{"id": "notes:1", "text": "First review."},
+                                        {"id": "notes:3", "text": "Third line review."}]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("bad.jsonl", '{"text": "ok"}\n{"text": \n', "line 2: not valid JSON"),
+    ("bad.jsonl", '{"text": "ok"}\n["a"]\n', "line 2: expected a JSON object"),
+    ("bad.jsonl", '{"body": "ok"}\n', "line 1: no 'text' field"),
+    ("bad.jsonl", '{"text": 5}\n', "line 1: 'text' must be a string"),
+    ("bad.csv", "body,stars\nok,5\n", "line 1: no 'text' column"),
+    ("bad.txt", b"fine\ncaf\xe9\n", "line 2: not valid UTF-8"),
+    ("bad.xlsx", "", "unsupported review file type"),
+])
+def test_bad_corpora_name_file_and_line(tmp_path, name, content, message):
+    path = write(tmp_path, name, content)
+    with pytest.raises(InputError, match=message) as caught:
+        read_review_corpus(path)
+    assert caught.value.path == str(path)
+
+
+def test_installed_cli_convert_exit_codes(tmp_path):
+    good, bad = write(tmp_path, "good.xml", SEMEVAL_2014), write(tmp_path, "bad.xml", BAD_FILES["offsets"][0])
+    command = [sys.executable, "-m", "fsa_distill.cli", "data", "convert"]
+    done = subprocess.run([*command, str(good), "--task", "acsa", "--out", str(tmp_path / "good.json")],
+                          check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["sentences"] == 3
+    done = subprocess.run([*command, str(bad), "--task", "atsa", "--out", str(tmp_path / "bad.json")],
+                          check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "sentence id=813" in done.stderr and not (tmp_path / "bad.json").exists()
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_byte_order_marks_are_understood(tmp_path, encoding):
+    content = SEMEVAL_2014.replace('encoding="UTF-8"', f'encoding="{encoding.upper().removesuffix("-SIG")}"')
+    sentences, _ = convert_semeval_xml(write(tmp_path, "bom.xml", content.encode(encoding)), "atsa")
+    assert sentences[1]["sentence"] == "Café au lait — tasty."

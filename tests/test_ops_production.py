@@ -1,0 +1,141 @@
+"""Production mode for real: deployments/servers.sh starts a Prefect server and an MLflow tracking server on
+PostgreSQL (databases of their own, dropped at the end), deploy.sh registers the deployments, worker.sh runs a
+process worker, and a shortened demo `distill` runs through it. Checked: the flow run completes on the worker, and
+the run, its metrics, its artifacts and the registered model land in the PostgreSQL-backed MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.teacher_fixtures import free_port
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+PG = {"host": "127.0.0.1", "port": 5432, "user": os.environ.get("FSA_PG_USER", "postgres")}
+
+
+def _pg_connect(dbname: str = "postgres"):
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        connection = psycopg2.connect(dbname=dbname, connect_timeout=5, **PG)
+    except psycopg2.OperationalError as error:
+        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432 as {PG['user']}: {error}")
+    connection.autocommit = True
+    return connection
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """Both servers on fresh databases; stopped and their databases dropped afterwards."""
+    _pg_connect().close()
+    suffix = secrets.token_hex(4)
+    base = tmp_path_factory.mktemp("servers")
+    env = {
+        **os.environ,
+        "FSA_SERVERS_DIR": str(base / "servers"),
+        "FSA_PREFECT_PORT": str(free_port()),
+        "FSA_MLFLOW_PORT": str(free_port()),
+        "FSA_PREFECT_DB": f"fsa_prefect_test_{suffix}",
+        "FSA_MLFLOW_DB": f"fsa_mlflow_test_{suffix}",
+        "FSA_PG_USER": PG["user"],
+    }
+    env.pop("PREFECT_API_URL", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    script = str(ROOT / "deployments" / "servers.sh")
+    try:
+        started = subprocess.run(check=False, args=[script, "start"], env=env, text=True, capture_output=True, timeout=400)
+        assert started.returncode == 0, started.stderr
+        urls = subprocess.run([script, "env"], env=env, text=True, capture_output=True, check=True).stdout
+        env.update(line.removeprefix("export ").split("=", 1) for line in urls.strip().splitlines())
+        yield {"env": env, "base": base, "prefect_db": env["FSA_PREFECT_DB"], "mlflow_db": env["FSA_MLFLOW_DB"],
+               "script": script}
+    finally:
+        subprocess.run(check=False, args=[script, "stop"], env=env, text=True, capture_output=True, timeout=120)
+        connection = _pg_connect()
+        with connection.cursor() as cursor:
+            for name in (env["FSA_PREFECT_DB"], env["FSA_MLFLOW_DB"]):
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.close()
+
+
+def test_servers_are_healthy_and_use_postgresql(servers: dict) -> None:
+    status = subprocess.run(check=False, args=[servers["script"], "status"], env=servers["env"], text=True, capture_output=True)
+    assert status.returncode == 0, status.stderr
+    connection = _pg_connect(servers["prefect_db"])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'flow_run'")
+        assert cursor.fetchone()[0] == 1  # Prefect migrated its schema into our database
+    connection.close()
+    connection = _pg_connect(servers["mlflow_db"])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'registered_models'")
+        assert cursor.fetchone()[0] == 1
+    connection.close()
+    # Started twice: the second start notices the running servers instead of starting more.
+    again = subprocess.run(check=False, args=[servers["script"], "start"], env=servers["env"], text=True, capture_output=True)
+    assert again.returncode == 0 and "already running" in again.stderr
+
+
+def test_demo_flow_through_a_worker_lands_in_postgres_mlflow(servers: dict, smollm2_dir, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.test_flow import tiny_overrides
+
+    env = {**servers["env"], "FSA_WORK_DIR": str(tmp_path / "work"), "FSA_INBOX": str(tmp_path / "inbox")}
+    deployed = subprocess.run(check=False, args=[str(ROOT / "deployments" / "deploy.sh")], env=env, text=True, capture_output=True,
+                              timeout=300)
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    for name in ("distill/weekly", "retrain-on-new-corpus/inbox-poll", "benchmark/champion"):
+        assert name.split("/")[1] in deployed.stdout
+
+    worker_log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed after the worker stops
+    worker = subprocess.Popen([str(ROOT / "deployments" / "worker.sh")], env=env, stdout=worker_log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # The flow's tiny test config, lighter still: this test checks the wiring, not the model.
+        overrides = [o for o in tiny_overrides(tmp_path / "work", smollm2_dir[0])
+                     if not o.startswith("tracking.experiment_name")]
+        overrides += ["generation.max_new_tokens=48", "generation.reask_rejected=false", "evaluate.zero_shot=false"]
+        # Settings are read once per process: point this client at the test's server explicitly.
+        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
+            flow_run = run_deployment("distill/on-demand", parameters={"profile": "demo", "overrides": overrides},
+                                      timeout=1800, poll_interval=5)
+        log_text = (tmp_path / "worker.log").read_text(errors="replace")
+        assert flow_run.state.is_completed(), f"{flow_run.state}\n{log_text[-4000:]}"
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
+        worker_log.close()
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs(
+        [client.get_experiment_by_name("fsa-distill").experiment_id],
+        filter_string=f"tags.`prefect.flow_run_id` = '{flow_run.id}'",
+    )
+    assert len(runs) == 1, "the flow run's MLflow parent run is in the server"
+    run = runs[0]
+    assert run.info.status == "FINISHED" and "mean_f1" in run.data.metrics
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:"), "artifacts go through the tracking server"
+    version = client.get_model_version_by_alias("fsa-distill-student", "challenger")
+    assert version.run_id == run.info.run_id
+    # ... and really in PostgreSQL, not in a local file store.
+    connection = _pg_connect(servers["mlflow_db"])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT status FROM runs WHERE run_uuid = %s", (run.info.run_id,))
+        assert cursor.fetchone() == ("FINISHED",)
+        cursor.execute("SELECT count(*) FROM model_versions WHERE name = 'fsa-distill-student'")
+        assert cursor.fetchone()[0] >= 1
+    connection.close()
+    served = servers["base"] / "servers" / "mlflow-artifacts"
+    assert any(served.rglob("MLmodel")), "the model's files are in the server's artifact store"

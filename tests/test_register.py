@@ -1,0 +1,85 @@
+"""The gated registry: challenger on every run, champion only when mean F1 does not drop."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from models.student import build_student
+from tasks.register import gate_champion, register_student, registry_lock
+
+
+@pytest.fixture(scope="module")
+def tiny_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    texts = ["the food was great", "service was slow and rude", "nice screen, bad battery"] * 40
+    return build_student("t5-tiny", tmp_path_factory.mktemp("student") / "model", texts, 300)
+
+
+@pytest.fixture()
+def registry(tmp_path: Path) -> tuple[MlflowClient, str, str]:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("gate", artifact_location=(tmp_path / "artifacts").as_uri())
+    return client, uri, experiment
+
+
+def _register(registry, model_dir: Path, digest: str, f1: float) -> dict:
+    client, uri, experiment = registry
+    run_id = client.create_run(experiment).info.run_id
+    return {**register_student(model_dir, digest, f1, run_id, "student", uri), "run_id": run_id}
+
+
+def test_gate_rule() -> None:
+    assert gate_champion(0.1, None)
+    assert gate_champion(0.5, 0.5)
+    assert not gate_champion(0.49, 0.5)
+
+
+def test_registration_waits_for_a_concurrent_one(registry, tiny_student: Path) -> None:
+    """The gate reads then writes the champion alias: a second registration must not interleave with it."""
+    client, uri, _ = registry
+    results: list[dict] = []
+    with registry_lock(uri, "student"):  # a concurrent registration is in progress
+        worker = threading.Thread(target=lambda: results.append(_register(registry, tiny_student, "digest-w", 0.3)))
+        worker.start()
+        worker.join(timeout=5)
+        assert worker.is_alive() and not results, "registration went ahead while another one held the registry"
+        assert client.search_registered_models() == [], "the registry was touched while locked"
+    worker.join(timeout=120)
+    assert results and results[0]["champion"]
+
+
+def test_champion_moves_only_up_and_decision_is_recorded(registry, tiny_student: Path) -> None:
+    client = registry[0]
+    first = _register(registry, tiny_student, "digest-a", 0.50)
+    assert first["champion"] and first["decision"] == "promoted"
+
+    worse = _register(registry, tiny_student, "digest-b", 0.40)
+    assert not worse["champion"]
+    assert client.get_model_version_by_alias("student", "champion").version == int(first["model_version"])
+    assert client.get_model_version_by_alias("student", "challenger").version == int(worse["model_version"])
+    run = client.get_run(worse["run_id"])
+    assert run.data.tags["gate.decision"] == "kept_champion"
+    assert run.data.metrics["gate.new_mean_f1"] == pytest.approx(0.40)
+    assert run.data.metrics["gate.champion_mean_f1"] == pytest.approx(0.50)
+
+    better = _register(registry, tiny_student, "digest-c", 0.55)
+    assert better["champion"]
+    assert client.get_model_version_by_alias("student", "champion").version == int(better["model_version"])
+
+    again = _register(registry, tiny_student, "digest-c", 0.55)
+    assert again["reused_version"] and again["model_version"] == better["model_version"]
+    assert len(client.search_model_versions("name='student'")) == 3
+
+
+def test_registered_champion_serves_predictions(registry, tiny_student: Path) -> None:
+    _register(registry, tiny_student, "digest-a", 0.5)
+    mlflow.set_tracking_uri(registry[1])
+    model = mlflow.pyfunc.load_model("models:/student@champion")
+    predictions = model.predict(pd.DataFrame({"text": ["the food was great", "bad battery"]}), params={"max_new_tokens": 4})
+    assert len(predictions) == 2 and all(isinstance(text, str) for text in predictions)

@@ -1,0 +1,114 @@
+"""Corpus building and distillation pretraining: dedup/split rules, exact resume, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from datasets import Dataset, load_from_disk
+
+from fsa_distill.config import CorpusConfig, PretrainConfig
+from fsa_distill.errors import InputError
+from tasks.corpus import build_corpus
+from tasks.pretrain import collate, epoch_batches, pretrain
+
+
+def _config(**overrides) -> PretrainConfig:
+    base = {"max_steps": 5, "batch_size": 4, "checkpoint_every": 2, "eval_every": 2, "log_every": 1,
+            "max_source_length": 32, "max_target_length": 48, "learning_rate": 3e-3}
+    return PretrainConfig(**{**base, **overrides})
+
+
+def _losses(out_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (out_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_corpus_keeps_valid_unique_pairs_with_nl(tmp_path: Path) -> None:
+    rows = [
+        {"review_id": "a", "review": "Good\nfood", "prompt": "rewrite", "response": "Nice.\nTasty.", "valid": True},
+        {"review_id": "a", "review": "Good\nfood", "prompt": "rewrite", "response": "Nice.\nTasty.", "valid": True},
+        {"review_id": "b", "review": "Bad", "prompt": "analysis", "response": "", "valid": False},
+    ] + [{"review_id": f"r{i}", "review": f"review {i}", "prompt": "analysis", "response": f"resp {i}",
+          "valid": True} for i in range(40)]
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "gen"))
+    cfg = CorpusConfig(dev_fraction=0.25)
+    stats = build_corpus([tmp_path / "gen"], tmp_path / "corpus", cfg)
+    assert stats["n_train"] + stats["n_validation"] == 41 and stats["n_duplicates"] == 1 and stats["n_invalid"] == 1
+    corpus = load_from_disk(str(tmp_path / "corpus"))
+    assert "Nice.[NL]Tasty." in list(corpus["train"]["target"]) + list(corpus["validation"]["target"])
+    again = build_corpus([tmp_path / "gen"], tmp_path / "corpus2", cfg)
+    assert again["digest"] == stats["digest"]  # deterministic split and content digest
+
+    with pytest.raises(InputError, match="no valid teacher responses"):
+        Dataset.from_list(rows[2:3]).save_to_disk(str(tmp_path / "bad"))
+        build_corpus([tmp_path / "bad"], tmp_path / "corpus3", cfg)
+    assert not (tmp_path / "corpus3").exists()
+
+
+def test_heldout_file_becomes_validation(tmp_path: Path, tiny_generation_dir: Path) -> None:
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text('\ufeff{"ID": 1, "Text": "Great pizza", "mixtral_response": "Positive.\\nYes."}\n',
+                       encoding="utf-8")
+    stats = build_corpus([tiny_generation_dir], tmp_path / "corpus", CorpusConfig(), heldout_file=heldout)
+    assert stats["n_validation"] == 1
+    assert list(load_from_disk(str(tmp_path / "corpus"))["validation"]["target"]) == ["Positive.[NL]Yes."]
+
+
+def test_length_grouping_cuts_padding() -> None:
+    lengths = [((i * 37) % 97) + 3 for i in range(400)]
+    examples = [([5] * n, [6] * n) for n in lengths]
+
+    def pad_fraction(group: bool) -> float:
+        real = padded = 0
+        for batch in epoch_batches(lengths, 8, seed=1, epoch=0, group_by_length=group):
+            tensors, n_real = collate([examples[i] for i in batch], pad_id=0)
+            real += n_real
+            padded += tensors["input_ids"].numel() + tensors["labels"].numel()
+        return 1 - real / padded
+
+    assert pad_fraction(True) < 0.1 < pad_fraction(False)
+    assert sorted(i for b in epoch_batches(lengths, 8, 1, 0, True) for i in b) == list(range(400))
+    assert epoch_batches(lengths, 8, 1, 3, True) == epoch_batches(lengths, 8, 1, 3, True)
+
+
+def test_resume_is_bit_exact(tmp_path: Path, tiny_student_dir: Path, tiny_corpus_dir: Path) -> None:
+    cfg = _config()
+    full = pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "full")
+    assert full["steps"] == 5 and Path(full["model_dir"], "config.json").exists()
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_step_3(metrics: dict, step: int | None) -> None:
+        if step == 3:
+            raise Crash
+
+    with pytest.raises(Crash):
+        pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "resumed", log_metrics=crash_at_step_3)
+    assert not (tmp_path / "resumed" / "model").exists()
+    resumed = pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "resumed")
+    # Steps 3-5 were recomputed from the step-2 checkpoint: every loss must equal the uninterrupted run's.
+    assert _losses(tmp_path / "resumed") == _losses(tmp_path / "full")
+    assert resumed["final_eval_loss"] == full["final_eval_loss"]
+    assert pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "full")["steps"] == 5  # cached result
+
+
+def test_checkpoint_from_other_config_and_empty_split(tmp_path: Path, tiny_student_dir: Path,
+                                                     tiny_corpus_dir: Path) -> None:
+    pretrain(tiny_student_dir, tiny_corpus_dir, _config(max_steps=2), tmp_path / "run")
+    with pytest.raises(InputError, match="another pretrain config, corpus or student"):
+        pretrain(tiny_student_dir, tiny_corpus_dir, _config(max_steps=2, learning_rate=1e-3), tmp_path / "run")
+
+    no_train = tmp_path / "no-train"
+    Dataset.from_list([{"id": "1", "source": "a", "target": "b", "prompt": ""}]).save_to_disk(str(no_train / "x"))
+    from datasets import DatasetDict
+    from datasets import load_from_disk as load
+
+    DatasetDict({"validation": load(str(no_train / "x"))}).save_to_disk(str(tmp_path / "only-validation"))
+    with pytest.raises(InputError, match="no 'train' split") as caught:
+        pretrain(tiny_student_dir, tmp_path / "only-validation", _config(), tmp_path / "never")
+    assert str(tmp_path / "only-validation") in str(caught.value)
+    with pytest.raises(InputError, match="corpus folder not found"):
+        pretrain(tiny_student_dir, tmp_path / "missing", _config(), tmp_path / "never")
+    assert not (tmp_path / "never" / "model").exists()

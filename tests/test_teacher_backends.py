@@ -1,0 +1,137 @@
+"""Backends without vLLM: OpenAI-compatible client against a local server that fails on purpose, HF
+`generate` on a tiny Llama, the factory's model resolution, and the SmolLM2 conversion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fsa_distill.config import TeacherConfig
+from fsa_distill.errors import InputError
+from models.teacher.base import GenerationRequest, TeacherError
+from models.teacher.factory import build_teacher, resolve_model
+from models.teacher.hf_backend import HFBackend
+from models.teacher.openai_backend import OpenAIBackend
+from models.teacher.prompts import load_prompt
+
+
+def chat(text: str, **sampling: object) -> GenerationRequest:
+    return GenerationRequest(messages=({"role": "user", "content": text},), **sampling)  # type: ignore[arg-type]
+
+
+def client(base_url: str, **kwargs: object) -> OpenAIBackend:
+    return OpenAIBackend(base_url, model="served", backoff_s=0.01, **kwargs)  # type: ignore[arg-type]
+
+
+def test_openai_backend_retries_503_and_429_then_answers(flaky_server, monkeypatch) -> None:
+    monkeypatch.setenv("FSA_TEST_KEY", "sk-secret-value")
+    server = flaky_server([503, 503, 429])
+    backend = client(server.base_url, api_key_env="FSA_TEST_KEY", max_retries=5, max_concurrency=2)
+    results = backend.generate([chat("first review"), chat("second review")])
+    assert [r.text for r in results] == ["echo: first review", "echo: second review"]
+    assert all(r.finish_reason == "stop" and r.n_tokens == 5 for r in results)
+    assert backend.retries == 3 and len(server.requests) == 5
+    assert server.requests[-1]["headers"]["Authorization"] == "Bearer sk-secret-value"
+    assert server.requests[-1]["body"]["seed"] == 0 and server.requests[-1]["path"] == "/v1/chat/completions"
+
+
+def test_openai_backend_gives_up_after_max_retries_without_leaking_the_key(flaky_server, monkeypatch) -> None:
+    monkeypatch.setenv("FSA_TEST_KEY", "sk-secret-value")
+    server = flaky_server([500] * 10)
+    backend = client(server.base_url, api_key_env="FSA_TEST_KEY", max_retries=2)
+    with pytest.raises(TeacherError) as caught:
+        backend.generate([chat("a review")])
+    assert len(server.requests) == 3 and "sk-secret" not in str(caught.value)
+
+
+def test_openai_backend_stops_on_auth_errors_and_marks_bad_requests(flaky_server) -> None:
+    with pytest.raises(TeacherError, match="401"):
+        client(flaky_server([401]).base_url).generate([chat("a review")])
+    result = client(flaky_server([400]).base_url).generate([chat("a review")])
+    assert result[0].finish_reason == "error"
+
+
+def test_openai_backend_retries_when_the_server_is_down() -> None:
+    backend = client("http://127.0.0.1:9/v1", max_retries=1, request_timeout_s=2)
+    with pytest.raises(TeacherError, match="failed after 1 retries"):
+        backend.generate([chat("a review")])
+
+
+def test_hf_backend_generates_with_the_chat_template(tiny_llama_dir: Path) -> None:
+    with HFBackend(str(tiny_llama_dir), model_id="tiny", weights_digest="d") as backend:
+        prompt = backend.render_prompt(load_prompt("rewrite").request("Nice place."))
+        assert prompt.startswith("<|im_start|>") and prompt.endswith("<|im_start|>assistant\n")
+        fixed = backend.generate([chat("hello", max_tokens=6, ignore_eos=True), chat("hi there", max_tokens=6,
+                                                                                    ignore_eos=True)])
+        assert [r.n_tokens for r in fixed] == [6, 6] and {r.finish_reason for r in fixed} == {"length"}
+        text = "one two three four five six seven"
+        cut = backend.truncate(text, 3)
+        assert text.startswith(cut) and 0 < backend.count_tokens(cut) <= 3 < backend.count_tokens(text)
+        assert backend.truncate("short", 10) == "short"
+
+
+def test_factory_resolves_builtin_folders_and_hub_ids(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    hub = resolve_model(TeacherConfig(model="mistralai/Mixtral-8x7B-Instruct-v0.1", revision="abc"), tmp_path)
+    assert hub.path == hub.model_id == "mistralai/Mixtral-8x7B-Instruct-v0.1"
+    assert hub.weights_digest == "hub:mistralai/Mixtral-8x7B-Instruct-v0.1@abc"
+    folder = resolve_model(TeacherConfig(model=str(tiny_llama_dir)), tmp_path)
+    assert folder.weights_digest.startswith("sha256:") and folder.path == str(tiny_llama_dir.resolve())
+    with pytest.raises(InputError):
+        resolve_model(TeacherConfig(model="./no/such/folder"), tmp_path)
+    with pytest.raises(InputError, match="base_url"):
+        build_teacher(TeacherConfig(backend="openai"), tmp_path)
+    served = build_teacher(TeacherConfig(backend="openai", base_url="http://x/v1", model="m"), tmp_path)
+    assert isinstance(served, OpenAIBackend) and served.model_id == "m"
+
+
+def test_smollm2_is_converted_once_into_a_digest_keyed_folder(smollm2_dir: tuple[Path, str]) -> None:
+    from models.teacher.smollm2 import ensure_smollm2
+
+    folder, digest = smollm2_dir
+    assert folder.name == f"smollm2-135m-instruct-{digest[:12]}"
+    assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
+    assert "quantization_config" not in (folder / "config.json").read_text()
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert ensure_smollm2(folder.parent) == (folder, digest)  # cached: not converted again
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".smollm2") and p.is_dir()]
+
+
+def test_converted_smollm2_answers_sensibly(smollm2_dir: tuple[Path, str]) -> None:
+    folder, digest = smollm2_dir
+    with HFBackend(str(folder), model_id="smollm2", weights_digest=digest) as backend:
+        [answer] = backend.generate([chat("What is the capital of France? Answer in one word.", max_tokens=8)])
+    assert "paris" in answer.text.lower()
+
+
+def test_openai_backend_works_from_inside_an_event_loop(flaky_server) -> None:
+    import asyncio
+
+    backend = client(flaky_server([]).base_url)
+
+    async def from_async_code() -> str:
+        return backend.generate([chat("inside a loop")])[0].text
+
+    assert asyncio.run(from_async_code()) == "echo: inside a loop"
+
+
+def test_lazy_teacher_starts_the_engine_only_when_something_is_missing(tmp_path: Path,
+                                                                      tiny_llama_dir: Path) -> None:
+    from fsa_distill.config import DistillConfig
+    from models.teacher.factory import LazyTeacher
+    from tasks.generate import generate_responses
+    from tests.teacher_fixtures import make_reviews
+
+    config = DistillConfig(work_dir=tmp_path / "work")
+    config.teacher = TeacherConfig(model=str(tiny_llama_dir), backend="hf", max_model_len=512)
+    config.generation.max_new_tokens = 4
+    reviews = make_reviews(2)
+    first = LazyTeacher(config.teacher, config.work_dir)
+    generate_responses(reviews, config, tmp_path / "out", teacher=first, progress=False)
+    assert first.started and first.model_id == tiny_llama_dir.name
+    first.close()
+    rerun = LazyTeacher(config.teacher, config.work_dir)
+    stats = generate_responses(reviews, config, tmp_path / "out", teacher=rerun, progress=False)
+    assert stats["cached"] == 4 and not rerun.started
+    assert generate_responses(reviews, config, tmp_path / "out", progress=False)["cached"] == 4  # default path
