@@ -53,6 +53,21 @@ def atomic_file(path: Path, mode: str = "w", encoding: str | None = "utf-8") -> 
         tmp.unlink(missing_ok=True)
 
 
+def remove_leftover_temporaries(folder: Path) -> list[Path]:
+    """Delete the temp files/folders that a killed writer left in `folder` (the rename never happened).
+
+    Only for folders one process writes at a time (e.g. under the work dir's model-heavy lock): another
+    writer's temporary in progress would look the same.
+    """
+    leftovers = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    for leftover in leftovers:
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+    return leftovers
+
+
 def write_json_atomically(path: Path, payload: Any, **dump_options: Any) -> None:
     """`payload` as indented UTF-8 JSON at `path`, all or nothing."""
     with atomic_file(path) as handle:

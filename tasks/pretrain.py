@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -34,7 +35,7 @@ from tqdm.auto import tqdm
 
 from fsa_distill.config import PretrainConfig
 from fsa_distill.errors import InputError
-from fsa_distill.files import atomic_dir, atomic_file
+from fsa_distill.files import atomic_dir, atomic_file, remove_leftover_temporaries
 from models.student.load import load_student, model_digest
 
 LogMetrics = Callable[[dict[str, float], int | None], None]
@@ -189,6 +190,8 @@ def _trajectory_config(cfg: PretrainConfig) -> dict[str, Any]:
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest finished checkpoint; a half-saved one (killed mid-save) is removed, never resumed from."""
+    remove_leftover_temporaries(Path(out_dir) / "checkpoints")
     found = sorted((Path(out_dir) / "checkpoints").glob("step-*"))
     return found[-1] if found else None
 
@@ -205,8 +208,6 @@ def save_checkpoint(out_dir: Path, model, tokenizer, optimizer, scheduler, posit
             "rng": _rng_state(), "config": _trajectory_config(cfg), "inputs": inputs,
         }, tmp / "trainer_state.pt")
     for old in sorted((Path(out_dir) / "checkpoints").glob("step-*"))[:-KEEP_CHECKPOINTS]:
-        import shutil
-
         shutil.rmtree(old, ignore_errors=True)
     return folder
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,17 @@ from typing import Any, Self
 import pytest
 
 from models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend
+
+def answers_cached_so_far(cache_path: Path) -> int:
+    """Rows in a cache another process is writing; 0 until it exists with its tables (polled by kill tests)."""
+    if not cache_path.exists():
+        return 0
+    try:
+        with sqlite3.connect(cache_path) as connection:
+            return connection.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    except sqlite3.OperationalError:  # file created, schema not yet: the writer is still setting up
+        return 0
+
 
 GOOD_REWRITE = "I loved the {word}, and I am happy to say so plainly."
 

@@ -127,7 +127,8 @@ def test_kill_during_pretraining_then_resume(tmp_path: Path, teacher_dir: Path) 
     deadline = time.monotonic() + 600
     checkpoints: list[Path] = []
     while time.monotonic() < deadline and first.poll() is None:
-        checkpoints = list((config.work_dir / "stages" / "pretrain").glob("*/checkpoints/*"))
+        # Finished checkpoints only: a `.step-*.tmp` folder is one being saved (killing then would leave none).
+        checkpoints = list((config.work_dir / "stages" / "pretrain").glob("*/checkpoints/step-*"))
         if checkpoints:
             break
         time.sleep(0.5)

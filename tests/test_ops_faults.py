@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from fsa_distill.config import DistillConfig
-from tests.teacher_fixtures import FakeTeacher, free_port, make_reviews
+from tests.teacher_fixtures import FakeTeacher, answers_cached_so_far, free_port, make_reviews
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -169,7 +169,7 @@ def test_kill_during_generation_keeps_finished_answers(tmp_path: Path) -> None:
                              env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.time() + 120
     while time.time() < deadline:
-        if cache_path.exists() and len(_cache_rows(cache_path)) >= 6:
+        if answers_cached_so_far(cache_path) >= 6:
             break
         time.sleep(0.2)
     child.send_signal(signal.SIGKILL)

@@ -87,10 +87,15 @@ def test_resume_is_bit_exact(tmp_path: Path, tiny_student_dir: Path, tiny_corpus
     with pytest.raises(Crash):
         pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "resumed", log_metrics=crash_at_step_3)
     assert not (tmp_path / "resumed" / "model").exists()
+    # A SIGKILL during a checkpoint save leaves its temp folder: it must be dropped, not resumed from.
+    half_saved = tmp_path / "resumed" / "checkpoints" / ".step-00000004.0123456789ab.tmp"
+    half_saved.mkdir()
+    (half_saved / "trainer_state.pt").write_bytes(b"truncated")
     resumed = pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "resumed")
     # Steps 3-5 were recomputed from the step-2 checkpoint: every loss must equal the uninterrupted run's.
     assert _losses(tmp_path / "resumed") == _losses(tmp_path / "full")
-    assert resumed["final_eval_loss"] == full["final_eval_loss"]
+    assert resumed["final_eval_loss"] == full["final_eval_loss"] and resumed["resumed_from_step"] == 2
+    assert not half_saved.exists()
     assert pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "full")["steps"] == 5  # cached result
 
 

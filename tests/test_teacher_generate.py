@@ -23,7 +23,7 @@ from fsa_distill.config import DistillConfig
 from models.teacher.base import GenerationRequest
 from tasks.generate import generate_responses
 from tasks.generation_cache import CacheEntry, GenerationCache
-from tests.teacher_fixtures import FakeTeacher, make_reviews
+from tests.teacher_fixtures import FakeTeacher, answers_cached_so_far, make_reviews
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,7 +115,7 @@ def test_killed_process_resumes_where_it_stopped(tmp_path: Path) -> None:
                                env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if cache_path.exists() and accepted_in_cache(cache_path) >= 8:
+        if answers_cached_so_far(cache_path) >= 8:
             break
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
