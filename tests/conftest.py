@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -10,7 +12,10 @@ import pytest
 
 # Before anything imports Prefect or MLflow: a Prefect home of the test session's own (its ephemeral server's
 # database), and no telemetry calls to the outside world, which this machine cannot reach anyway.
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="fsa-prefect-home-"))
+if "PREFECT_HOME" not in os.environ:
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="fsa-prefect-home-")
+    # Registered before Prefect is imported, so it runs after Prefect's own exit handlers stop its server.
+    atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
