@@ -17,6 +17,7 @@ import pytest
 
 from models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend
 
+
 def answers_cached_so_far(cache_path: Path) -> int:
     """Rows in a cache another process is writing; 0 until it exists with its tables (polled by kill tests)."""
     if not cache_path.exists():

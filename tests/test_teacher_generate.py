@@ -6,7 +6,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -34,11 +33,6 @@ def make_config(tmp_path: Path, **generation: object) -> DistillConfig:
     for key, value in generation.items():
         setattr(config.generation, key, value)
     return config
-
-
-def accepted_in_cache(path: Path) -> int:
-    with sqlite3.connect(path) as conn:
-        return conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
 
 def test_second_run_is_all_cache_hits(tmp_path: Path) -> None:
@@ -91,7 +85,7 @@ def test_crash_mid_run_keeps_finished_chunks(tmp_path: Path) -> None:
         generate_responses(reviews, config, tmp_path / "out", teacher=FakeTeacher(fail_after_calls=3),
                            progress=False)
     cache_path = config.work_dir / "cache" / "teacher_responses.sqlite"
-    assert accepted_in_cache(cache_path) == 12
+    assert answers_cached_so_far(cache_path) == 12
     resumed = FakeTeacher()
     stats = generate_responses(reviews, config, tmp_path / "out", teacher=resumed, progress=False)
     assert resumed.n_requests == 12 and stats["cached"] == 12 and stats["rows"] == 24
@@ -120,7 +114,7 @@ def test_killed_process_resumes_where_it_stopped(tmp_path: Path) -> None:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    done = accepted_in_cache(cache_path)
+    done = answers_cached_so_far(cache_path)
     assert 8 <= done < 80 and done % 4 == 0  # whole chunks only
     resumed = FakeTeacher()
     stats = generate_responses(make_reviews(40), make_config(tmp_path), tmp_path / "out", teacher=resumed,

@@ -40,7 +40,7 @@ def native_bf16_on_cpu() -> bool:
 
 def compute_dtype(requested: str) -> str:
     """The dtype the engine runs in. `auto` on a CPU without native bf16 means float32: vLLM's CPU default,
-    bfloat16, is emulated there and ~3x slower (SmolLM2 on a 2-core AVX2 EPYC: 28 vs 92 tokens/s, see
+    bfloat16, is emulated there and 3-5x slower (SmolLM2 on a 2-core AVX2 EPYC: 24.9 vs 134.3 tokens/s,
     `fsa-distill bench teacher`). GPUs and explicit dtypes are left to the engine."""
     import torch
 
