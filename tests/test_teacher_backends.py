@@ -158,3 +158,29 @@ def test_lazy_teacher_starts_the_engine_only_when_something_is_missing(tmp_path:
     stats = generate_responses(reviews, config, tmp_path / "out", teacher=rerun, progress=False)
     assert stats["cached"] == 4 and not rerun.started
     assert generate_responses(reviews, config, tmp_path / "out", progress=False)["cached"] == 4  # default path
+
+
+def test_vllm_worker_gets_every_core_only_on_small_cpu_machines(monkeypatch) -> None:
+    import os
+
+    import torch
+
+    from models.teacher import vllm_backend
+
+    monkeypatch.delenv(vllm_backend.RESERVED_CPU_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(vllm_backend, "usable_cores", lambda: 2)
+    with vllm_backend.all_cores_for_cpu_worker():  # what the engine's spawned processes inherit
+        assert os.environ[vllm_backend.RESERVED_CPU_ENV] == "0"
+    assert vllm_backend.RESERVED_CPU_ENV not in os.environ  # only while the engine starts
+
+    monkeypatch.setattr(vllm_backend, "usable_cores", lambda: 8)
+    assert vllm_backend.reserved_cpu_override() is None  # larger machines keep vLLM's reservation
+    monkeypatch.setattr(vllm_backend, "usable_cores", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert vllm_backend.reserved_cpu_override() is None  # GPUs: nothing to reserve on the CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv(vllm_backend.RESERVED_CPU_ENV, "1")
+    with vllm_backend.all_cores_for_cpu_worker():  # the user's own value wins
+        assert os.environ[vllm_backend.RESERVED_CPU_ENV] == "1"
+    assert os.environ[vllm_backend.RESERVED_CPU_ENV] == "1"
