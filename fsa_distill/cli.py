@@ -11,6 +11,8 @@ from fsa_distill.commands import bench, data, generate, predict, run, score
 
 # The ephemeral Prefect server's telemetry ping logs an ERROR on every offline run; set the variable to opt in.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# vLLM logs to stdout by default (its engine processes too); stdout carries only `--json` results.
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n")[0])
 data_app = typer.Typer(no_args_is_help=True, help="Benchmark data: convert user data into the benchmark schema.")
