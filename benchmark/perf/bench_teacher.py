@@ -1,10 +1,13 @@
-"""Teacher throughput: vLLM vs HF `generate` on the same model, prompts and token budget, the pipeline's
-own path (cache, validation, dataset writing) vs calling vLLM directly, and, on CPUs without native bf16,
-the dtype the pipeline picks (float32) vs vLLM's own default (bfloat16).
+"""Teacher throughput: vLLM vs HF `generate` on the same model, dtype, prompts and token budget, the pipeline's
+own path (cache, validation, dataset writing) vs calling vLLM directly, and where the pipeline overrides an
+engine default, that default too: on CPUs without native bf16 the dtype (float32 vs vLLM's bfloat16), on
+2-core machines the core reservation (both cores for the worker vs one kept for vLLM's scheduler).
 
 Every answer is forced to exactly `max_tokens` tokens (ignore_eos / min_tokens) so all three paths produce
 the same number of tokens. The prefix cache is reset before each timed vLLM run, so no run profits from an
-earlier one. Writes benchmark/perf/results/teacher.json.
+earlier one. Direct and pipeline runs alternate `repeats` times and their medians are compared: one pair of
+runs varied by ±10% here (2-core machine), while the pipeline's own work (cache, validation, writing) is
+~0.1 s of a 45 s run. Writes benchmark/perf/results/teacher.json.
 
     python -m benchmark.perf.bench_teacher --n-prompts 128 --max-tokens 200
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -46,13 +50,34 @@ def _vllm_direct(backend: Any, requests: list[Any]) -> tuple[int, float]:
     return sum(len(o.outputs[0].token_ids) for o in outputs), seconds
 
 
-def _vllm_own_dtype(model_dir: Path, digest: str, requests: list[Any], enforce_eager: bool,
-                    kv_cache_memory_gib: float) -> tuple[int, float]:
-    """The same direct run with `dtype="auto"` handed to vLLM unchanged (bfloat16 on CPUs)."""
-    from models.teacher.vllm_backend import VLLMBackend
+def _pipeline(backend: Any, reviews: list[dict[str, str]], config: Any) -> tuple[int, float, dict[str, Any]]:
+    """The same prompts through `generate_responses`: cache, validation and dataset writing included."""
+    from tasks.generate import generate_responses
 
-    backend = VLLMBackend(str(model_dir), model_id="bench", weights_digest=digest, dtype="auto",
-                          kv_cache_memory_gib=kv_cache_memory_gib, enforce_eager=enforce_eager)
+    with tempfile.TemporaryDirectory(prefix="bench-teacher-") as temp:
+        backend.llm.reset_prefix_cache()
+        started = time.perf_counter()
+        stats = generate_responses(reviews, config, Path(temp) / "out", teacher=backend,
+                                   cache_path=Path(temp) / "cache.sqlite", progress=False, ignore_eos=True)
+        return stats["tokens"], time.perf_counter() - started, stats
+
+
+def _vllm_engine_defaults(model_dir: Path, digest: str, requests: list[Any], enforce_eager: bool,
+                          kv_cache_memory_gib: float, dtype: str, reserve_one_core: bool) -> tuple[int, float]:
+    """The same direct run with one of the pipeline's engine choices undone: `dtype="auto"` handed to vLLM
+    unchanged (bfloat16 on CPUs), or `reserve_one_core` as vLLM does for its scheduler by default."""
+    from models.teacher.vllm_backend import RESERVED_CPU_ENV, VLLMBackend
+
+    saved = os.environ.get(RESERVED_CPU_ENV)
+    if reserve_one_core:  # vLLM's default for tensor parallel size 1; our override then stays off
+        os.environ[RESERVED_CPU_ENV] = "1"
+    try:
+        backend = VLLMBackend(str(model_dir), model_id="bench", weights_digest=digest, dtype=dtype,
+                              kv_cache_memory_gib=kv_cache_memory_gib, enforce_eager=enforce_eager)
+    finally:
+        os.environ.pop(RESERVED_CPU_ENV, None)
+        if saved is not None:
+            os.environ[RESERVED_CPU_ENV] = saved
     try:
         backend.generate(requests[:4])  # warm-up, as for the main run
         return _vllm_direct(backend, requests)
@@ -60,10 +85,19 @@ def _vllm_own_dtype(model_dir: Path, digest: str, requests: list[Any], enforce_e
         backend.close()
 
 
-def _hf(model_dir: Path, requests: list[Any], batch_size: int) -> tuple[int, float]:
+def _per_s(run: tuple[int, float] | None) -> float | None:
+    return round(run[0] / run[1], 1) if run else None
+
+
+def engine_dtype(backend: Any) -> str:
+    """The dtype vLLM really runs in (`auto` resolved), e.g. "bfloat16"."""
+    return str(backend.llm.llm_engine.model_config.dtype).removeprefix("torch.")
+
+
+def _hf(model_dir: Path, requests: list[Any], batch_size: int, dtype: str) -> tuple[int, float]:
     from models.teacher.hf_backend import HFBackend
 
-    backend = HFBackend(str(model_dir), model_id="bench", weights_digest="bench", dtype="float32")
+    backend = HFBackend(str(model_dir), model_id="bench", weights_digest="bench", dtype=dtype)
     try:
         backend.generate(requests[:2])  # warm-up
         started = time.perf_counter()
@@ -82,14 +116,15 @@ def run_teacher_bench(
     enforce_eager: bool = True,
     kv_cache_memory_gib: float = 2.0,
     hf_batch_size: int = 32,
+    repeats: int = 3,
     results_path: Path | None = RESULTS_PATH,
 ) -> dict[str, Any]:
     from fsa_distill.config import DistillConfig
     from models.teacher.factory import compute_dtype
     from models.teacher.prompts import load_prompt
     from models.teacher.smollm2 import NAME, ensure_smollm2
-    from models.teacher.vllm_backend import VLLMBackend
-    from tasks.generate import build_jobs, generate_responses, input_budget
+    from models.teacher.vllm_backend import VLLMBackend, reserved_cpu_override
+    from tasks.generate import build_jobs, input_budget
 
     model_dir, digest = ensure_smollm2(Path(work_dir) / "models")
     config = DistillConfig(work_dir=work_dir)
@@ -106,27 +141,31 @@ def run_teacher_bench(
         max_model_len=config.teacher.max_model_len, kv_cache_memory_gib=kv_cache_memory_gib,
         enforce_eager=enforce_eager, enable_prefix_caching=config.teacher.enable_prefix_caching,
     )
+    vllm_dtype = engine_dtype(backend)
     try:
         budget = input_budget(config, backend, prompts)
         reviews = [{"id": r["id"], "text": backend.truncate(r["text"], budget)} for r in reviews]
         jobs = build_jobs([(r["id"], r["text"]) for r in reviews], prompts, config, backend, ignore_eos=True)
         requests = [job.request for job in jobs][:n_prompts]
         backend.generate(requests[:4])  # warm-up (first-step allocations), not timed
-        vllm_tokens, vllm_s = _vllm_direct(backend, requests)
-        with tempfile.TemporaryDirectory(prefix="bench-teacher-") as temp:
-            backend.llm.reset_prefix_cache()
-            started = time.perf_counter()
-            stats = generate_responses(
-                reviews, config, Path(temp) / "out", teacher=backend, cache_path=Path(temp) / "cache.sqlite",
-                progress=False, ignore_eos=True,
-            )
-            pipeline_s = time.perf_counter() - started
+        direct_runs, pipeline_runs = [], []
+        for _ in range(repeats):  # interleaved, so load changes on the machine hit both paths alike
+            direct_runs.append(_vllm_direct(backend, requests))
+            pipeline_runs.append(_pipeline(backend, reviews, config))
     finally:
         backend.close()
-    hf_tokens, hf_s = _hf(model_dir, requests, hf_batch_size)
-    own_dtype = None
+    vllm_tokens, vllm_s = direct_runs[0][0], statistics.median(run[1] for run in direct_runs)
+    pipeline_s = statistics.median(run[1] for run in pipeline_runs)
+    stats = pipeline_runs[0][2]
+    hf_tokens, hf_s = _hf(model_dir, requests, hf_batch_size, vllm_dtype)
+    own_dtype = reserved_core = None
     if dtype != config.teacher.dtype:
-        own_dtype = _vllm_own_dtype(model_dir, digest, requests, enforce_eager, kv_cache_memory_gib)
+        own_dtype = _vllm_engine_defaults(model_dir, digest, requests, enforce_eager, kv_cache_memory_gib,
+                                          "auto", reserve_one_core=False)
+    all_cores = reserved_cpu_override()
+    if all_cores is not None:
+        reserved_core = _vllm_engine_defaults(model_dir, digest, requests, enforce_eager, kv_cache_memory_gib,
+                                              vllm_dtype, reserve_one_core=True)
 
     results = {
         "vllm_tokens_per_s": round(vllm_tokens / vllm_s, 1),
@@ -138,12 +177,17 @@ def run_teacher_bench(
         "max_tokens": max_tokens,
         "tokens": {"vllm": vllm_tokens, "pipeline": stats["tokens"], "hf": hf_tokens},
         "seconds": {"vllm": round(vllm_s, 2), "pipeline": round(pipeline_s, 2), "hf": round(hf_s, 2)},
-        "dtype": dtype,
-        "vllm_own_dtype_tokens_per_s": round(own_dtype[0] / own_dtype[1], 1) if own_dtype else None,
-        "dtype_speedup": round((vllm_tokens / vllm_s) / (own_dtype[0] / own_dtype[1]), 2) if own_dtype else None,
+        "repeats": {"vllm": [round(run[1], 2) for run in direct_runs],
+                    "pipeline": [round(run[1], 2) for run in pipeline_runs]},
+        "dtype": vllm_dtype,
+        "vllm_own_dtype_tokens_per_s": _per_s(own_dtype),
+        "dtype_speedup": round((vllm_tokens / vllm_s) / _per_s(own_dtype), 2) if own_dtype else None,
         "pipeline_generated": stats["generated"],
         "model": NAME,
         "enforce_eager": enforce_eager,
+        "vllm_reserved_cpus": all_cores or os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "vLLM default"),
+        "vllm_one_core_reserved_tokens_per_s": _per_s(reserved_core),
+        "all_cores_speedup": round((vllm_tokens / vllm_s) / _per_s(reserved_core), 2) if reserved_core else None,
         "hf_batch_size": hf_batch_size,
         "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
                     "platform": platform.platform()},

@@ -31,6 +31,7 @@ def teacher(
     max_tokens: Annotated[int, typer.Option(help="Tokens per answer (forced, for a fair comparison).")] = 200,
     work_dir: Annotated[str, typer.Option(help="Where the converted SmolLM2 teacher is cached.")] = "work",
     compile_graphs: Annotated[bool, typer.Option("--compile", help="Let vLLM compile graphs.")] = False,
+    repeats: Annotated[int, typer.Option(help="Alternating direct / pipeline runs; medians are compared.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
 ) -> None:
     """vLLM vs HF generate on the SmolLM2 teacher, plus the pipeline's overhead; writes results/teacher.json."""
@@ -39,7 +40,7 @@ def teacher(
     from benchmark.perf.bench_teacher import RESULTS_PATH, run_teacher_bench
 
     result = run_teacher_bench(n_prompts, max_tokens, Path(work_dir), enforce_eager=not compile_graphs,
-                               results_path=RESULTS_PATH)
+                               repeats=repeats, results_path=RESULTS_PATH)
     if as_json:
         print_json(result)
         return
@@ -49,6 +50,9 @@ def teacher(
     if result["dtype_speedup"] is not None:
         typer.echo(f"{result['dtype']} on this CPU: {result['dtype_speedup']}x vLLM's own dtype "
                    f"({result['vllm_own_dtype_tokens_per_s']} tok/s)")
+    if result["all_cores_speedup"] is not None:
+        typer.echo(f"every core for vLLM's worker: {result['all_cores_speedup']}x one core kept for its scheduler "
+                   f"({result['vllm_one_core_reserved_tokens_per_s']} tok/s)")
 
 
 def train(
@@ -60,7 +64,8 @@ def train(
     student: Annotated[str | None, typer.Option(help="Headline student (default: the demo profile's).")] = None,
     min_steps: Annotated[int, typer.Option(help="Timed pretraining steps per mode, at least (whole epochs).")] = 20,
     output_tokens: Annotated[int, typer.Option(help="New tokens per review, forced for both models.")] = 32,
-    threads: Annotated[int, typer.Option(help="Torch CPU threads (1: stable timings on a shared machine).")] = 1,
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: as many cores as the teacher's "
+                                                     "vLLM worker; 1: steadier on a busy machine).")] = None,
     work_dir: Annotated[str, typer.Option(help="Teacher model and the bench's generation cache live here.")] = "work",
     skip_teacher: Annotated[bool, typer.Option("--skip-teacher", help="No teacher: Mixtral padding and student "
                                                                        "speed only.")] = False,
