@@ -24,9 +24,11 @@ undertrained student that never stops and a teacher that stops early do equal ou
 is the demo profile's (`student.model`); every offline size is timed too (speed depends on size, not weights).
 Model loading / engine start-up is timed separately and not counted.
 
-Threads: the machine is shared (2 cores, other jobs running); with 2 OpenMP threads on a busy core PyTorch ran up
-to 25x slower here, so timings use `threads` = 1 by default, as vLLM's CPU worker does for the teacher. The
-teacher engine is closed before any student timing. Writes benchmark/perf/results/train.json.
+Threads: by default the student computes on as many cores as vLLM's CPU worker does for the teacher
+(`models.teacher.vllm_backend.cpu_worker_cores`: both cores of a 2-core machine, else all but the one vLLM
+keeps for its scheduler), so both sides get the same hardware; `--threads 1` gives steadier timings on a busy
+shared machine. The teacher engine is closed before any student timing. Writes
+benchmark/perf/results/train.json.
 
     fsa-distill bench train --json
 """
@@ -265,7 +267,7 @@ def bench_teacher_inference(teacher, texts: list[str], output_tokens: int) -> di
 def run_train_bench(n_examples: int = 496, n_pipeline_reviews: int = 200, n_reviews: int = 200,
                     student: str | None = None, work_dir: Path = Path("work"), with_teacher: bool = True,
                     teacher=None, batch_size: int = 16, max_source: int = 128, max_target: int = 400,
-                    min_steps: int = 20, output_tokens: int = 32, threads: int = 1,
+                    min_steps: int = 20, output_tokens: int = 32, threads: int | None = None,
                     sizes: tuple[str, ...] | None = None, results_path: Path | None = RESULTS_PATH
                     ) -> dict[str, Any]:
     """Both padding comparisons and the inference comparison; `teacher`: an already started backend to use
@@ -275,9 +277,10 @@ def run_train_bench(n_examples: int = 496, n_pipeline_reviews: int = 200, n_revi
 
     from benchmark.data import load_sentences
     from models.student import SIZES, build_student
+    from models.teacher.vllm_backend import cpu_worker_cores
     from tasks.pretrain import load_corpus_split
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads or cpu_worker_cores())
     config = demo_config(work_dir)
     student = student or config.student.model
     vocab_size = config.student.vocab_size
@@ -367,7 +370,7 @@ def main() -> None:
     parser.add_argument("--student", default=None, help="default: the demo profile's student")
     parser.add_argument("--min-steps", type=int, default=20)
     parser.add_argument("--output-tokens", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="default: as many as the teacher's worker")
     parser.add_argument("--work-dir", type=Path, default=Path("work"))
     parser.add_argument("--skip-teacher", action="store_true")
     args = parser.parse_args()
