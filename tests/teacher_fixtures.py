@@ -4,8 +4,10 @@ the converted SmolLM2 teacher, a scriptable fake backend, and an HTTP server tha
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +29,15 @@ def answers_cached_so_far(cache_path: Path) -> int:
             return connection.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
     except sqlite3.OperationalError:  # file created, schema not yet: the writer is still setting up
         return 0
+
+
+def kill_once_cached(process: subprocess.Popen, cache_path: Path, at_least: int, timeout_s: float) -> None:
+    """SIGKILL a generating process as soon as `at_least` answers are in its cache (or at the deadline)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and answers_cached_so_far(cache_path) < at_least:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
 
 
 GOOD_REWRITE = "I loved the {word}, and I am happy to say so plainly."

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from fsa_distill.config import DistillConfig
-from tests.teacher_fixtures import FakeTeacher, answers_cached_so_far, free_port, make_reviews
+from tests.teacher_fixtures import FakeTeacher, free_port, kill_once_cached, make_reviews
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -167,13 +167,7 @@ def test_kill_during_generation_keeps_finished_answers(tmp_path: Path) -> None:
     cache_path = work / "cache" / "teacher_responses.sqlite"
     child = subprocess.Popen([sys.executable, "-c", _SLOW_GENERATION, str(work)], cwd=ROOT,
                              env={**os.environ, "PYTHONPATH": str(ROOT)})
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if answers_cached_so_far(cache_path) >= 6:
-            break
-        time.sleep(0.2)
-    child.send_signal(signal.SIGKILL)
-    child.wait(timeout=30)
+    kill_once_cached(child, cache_path, at_least=6, timeout_s=120)
     kept = _cache_rows(cache_path)
     assert 6 <= len(kept) < 80, "the kill came mid-generation and the finished answers survived it"
 

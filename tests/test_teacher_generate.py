@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from fsa_distill.config import DistillConfig
 from models.teacher.base import GenerationRequest
 from tasks.generate import generate_responses
 from tasks.generation_cache import CacheEntry, GenerationCache
-from tests.teacher_fixtures import FakeTeacher, answers_cached_so_far, make_reviews
+from tests.teacher_fixtures import FakeTeacher, answers_cached_so_far, kill_once_cached, make_reviews
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,13 +105,7 @@ def test_killed_process_resumes_where_it_stopped(tmp_path: Path) -> None:
     cache_path = tmp_path / "work" / "cache" / "teacher_responses.sqlite"
     process = subprocess.Popen([sys.executable, str(script)], cwd=PROJECT_ROOT,
                                env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if answers_cached_so_far(cache_path) >= 8:
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_once_cached(process, cache_path, at_least=8, timeout_s=60)
     done = answers_cached_so_far(cache_path)
     assert 8 <= done < 80 and done % 4 == 0  # whole chunks only
     resumed = FakeTeacher()
