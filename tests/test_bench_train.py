@@ -46,6 +46,10 @@ def test_skip_teacher_measures_mixtral_padding_and_student_only(tmp_path: Path) 
     assert inference["student"] == "t5-tiny" and inference["student_reviews_per_s"] > 0
     assert inference["ratio"] is None and inference["n_reviews"] == 8
     assert set(inference["by_student_size"]) == {"t5-tiny"}
+    tiny = inference["by_student_size"]["t5-tiny"]  # timed at 64 and all-at-once; the faster one counts
+    assert set(tiny["reviews_per_s_by_batch_size"]) == {"8", "64"}
+    assert tiny["reviews_per_s"] == max(tiny["reviews_per_s_by_batch_size"].values())
+    assert inference["student_batch_size"] == tiny["batch_size"]
     assert result["goals"] == {"padding_ratio_ge_2": None, "student_20x_faster": None}
 
 

@@ -66,6 +66,8 @@ def train(
     output_tokens: Annotated[int, typer.Option(help="New tokens per review, forced for both models.")] = 32,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: as many cores as the teacher's "
                                                      "vLLM worker; 1: steadier on a busy machine).")] = None,
+    student_batch_size: Annotated[int | None, typer.Option(help="Student decoding batch (default: the faster of "
+                                                                "64 and all reviews at once).")] = None,
     work_dir: Annotated[str, typer.Option(help="Teacher model and the bench's generation cache live here.")] = "work",
     skip_teacher: Annotated[bool, typer.Option("--skip-teacher", help="No teacher: Mixtral padding and student "
                                                                        "speed only.")] = False,
@@ -80,6 +82,7 @@ def train(
     result = run_train_bench(n_examples=n_examples, n_pipeline_reviews=n_pipeline_reviews, n_reviews=n_reviews,
                              student=student, work_dir=Path(work_dir), with_teacher=not skip_teacher,
                              min_steps=min_steps, output_tokens=output_tokens, threads=threads,
+                             student_batch_size=student_batch_size,
                              results_path=RESULTS_PATH)
     if as_json:
         print_json(result)
