@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 from fsa_distill.files import write_json_atomically
 
@@ -68,16 +69,10 @@ def _vllm_engine_defaults(model_dir: Path, digest: str, requests: list[Any], enf
     unchanged (bfloat16 on CPUs), or `reserve_one_core` as vLLM does for its scheduler by default."""
     from models.teacher.vllm_backend import RESERVED_CPU_ENV, VLLMBackend
 
-    saved = os.environ.get(RESERVED_CPU_ENV)
-    if reserve_one_core:  # vLLM's default for tensor parallel size 1; our override then stays off
-        os.environ[RESERVED_CPU_ENV] = "1"
-    try:
+    # "1" is vLLM's own reservation for tensor parallel size 1; with it exported the backend's override stays off
+    with patch.dict(os.environ, {RESERVED_CPU_ENV: "1"} if reserve_one_core else {}):
         backend = VLLMBackend(str(model_dir), model_id="bench", weights_digest=digest, dtype=dtype,
                               kv_cache_memory_gib=kv_cache_memory_gib, enforce_eager=enforce_eager)
-    finally:
-        os.environ.pop(RESERVED_CPU_ENV, None)
-        if saved is not None:
-            os.environ[RESERVED_CPU_ENV] = saved
     try:
         backend.generate(requests[:4])  # warm-up, as for the main run
         return _vllm_direct(backend, requests)
@@ -123,7 +118,7 @@ def run_teacher_bench(
     from models.teacher.factory import compute_dtype
     from models.teacher.prompts import load_prompt
     from models.teacher.smollm2 import NAME, ensure_smollm2
-    from models.teacher.vllm_backend import VLLMBackend, reserved_cpu_override
+    from models.teacher.vllm_backend import RESERVED_CPU_ENV, VLLMBackend, reserved_cpu_override
     from tasks.generate import build_jobs, input_budget
 
     model_dir, digest = ensure_smollm2(Path(work_dir) / "models")
@@ -162,8 +157,8 @@ def run_teacher_bench(
     if dtype != config.teacher.dtype:
         own_dtype = _vllm_engine_defaults(model_dir, digest, requests, enforce_eager, kv_cache_memory_gib,
                                           "auto", reserve_one_core=False)
-    all_cores = reserved_cpu_override()
-    if all_cores is not None:
+    reservation_override = reserved_cpu_override()
+    if reservation_override is not None:
         reserved_core = _vllm_engine_defaults(model_dir, digest, requests, enforce_eager, kv_cache_memory_gib,
                                               vllm_dtype, reserve_one_core=True)
 
@@ -185,7 +180,7 @@ def run_teacher_bench(
         "pipeline_generated": stats["generated"],
         "model": NAME,
         "enforce_eager": enforce_eager,
-        "vllm_reserved_cpus": all_cores or os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "vLLM default"),
+        "vllm_reserved_cpus": reservation_override or os.environ.get(RESERVED_CPU_ENV, "vLLM default"),
         "vllm_one_core_reserved_tokens_per_s": _per_s(reserved_core),
         "all_cores_speedup": round((vllm_tokens / vllm_s) / _per_s(reserved_core), 2) if reserved_core else None,
         "hf_batch_size": hf_batch_size,

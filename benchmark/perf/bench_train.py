@@ -23,8 +23,8 @@ prompt). Each side runs at its best batching: vLLM schedules all reviews togethe
 is timed with length-sorted batches of 64 and with all reviews in one batch, the faster counting
 (`student_batch_size` fixes one). t5-tiny is bound by per-step overhead and is fastest in one batch; t5-small
 is fastest in batches of 64. The student's sub-second runs are timed 3 times (median); the teacher's once (a
-rerun would hit vLLM's prefix cache). Both are forced to produce exactly `output_tokens` new tokens (min = max, ignore_eos), so an
-undertrained student that never stops and a teacher that stops early do equal output work. The headline student
+rerun would hit vLLM's prefix cache). Both are forced to produce exactly `output_tokens` new tokens (min = max,
+ignore_eos), so an undertrained student that never stops and a teacher that stops early do equal output work. The headline student
 is the demo profile's (`student.model`); every offline size is timed too (speed depends on size, not weights).
 Model loading / engine start-up is timed separately and not counted.
 
