@@ -67,10 +67,11 @@ def _vllm_engine_defaults(model_dir: Path, digest: str, requests: list[Any], enf
                           kv_cache_memory_gib: float, dtype: str, reserve_one_core: bool) -> tuple[int, float]:
     """The same direct run with one of the pipeline's engine choices undone: `dtype="auto"` handed to vLLM
     unchanged (bfloat16 on CPUs), or `reserve_one_core` as vLLM does for its scheduler by default."""
-    from models.teacher.vllm_backend import RESERVED_CPU_ENV, VLLMBackend
+    from models.teacher.vllm_backend import RESERVED_CPU_ENV, VLLM_DEFAULT_RESERVED_CPUS, VLLMBackend
 
-    # "1" is vLLM's own reservation for tensor parallel size 1; with it exported the backend's override stays off
-    with patch.dict(os.environ, {RESERVED_CPU_ENV: "1"} if reserve_one_core else {}):
+    # exported, vLLM's own reservation turns the backend's override off
+    reservation = {RESERVED_CPU_ENV: VLLM_DEFAULT_RESERVED_CPUS} if reserve_one_core else {}
+    with patch.dict(os.environ, reservation):
         backend = VLLMBackend(str(model_dir), model_id="bench", weights_digest=digest, dtype=dtype,
                               kv_cache_memory_gib=kv_cache_memory_gib, enforce_eager=enforce_eager)
     try:

@@ -18,6 +18,7 @@ from models.teacher.base import GenerationRequest, GenerationResult, TeacherBack
 logger = logging.getLogger(__name__)
 
 RESERVED_CPU_ENV = "VLLM_CPU_NUM_OF_RESERVED_CPU"
+VLLM_DEFAULT_RESERVED_CPUS = "1"  # what vLLM keeps for its scheduler at tensor parallel size 1
 SMALL_MACHINE_CORES = 2  # the size it was measured on; larger machines keep vLLM's reservation
 
 
@@ -40,7 +41,7 @@ def reserved_cpu_override() -> str | None:
 def cpu_worker_cores() -> int:
     """How many cores vLLM's CPU worker computes on (tensor parallel size 1, no SMT): the usable cores less the
     reserved ones. Benchmarks give the student the same number, so both sides get the same hardware."""
-    reserved = reserved_cpu_override() or os.environ.get(RESERVED_CPU_ENV) or "1"
+    reserved = reserved_cpu_override() or os.environ.get(RESERVED_CPU_ENV) or VLLM_DEFAULT_RESERVED_CPUS
     return max(1, usable_cores() - int(reserved))
 
 
