@@ -16,9 +16,9 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmark.targets import TASKS, linearise
-from fsa_distill.config import DATASETS
-from fsa_distill.errors import InputError
+from fsa_distill.benchmark.targets import TASKS, linearise
+from fsa_distill.core.config import DATASETS
+from fsa_distill.core.errors import InputError
 
 if TYPE_CHECKING:
     import datasets

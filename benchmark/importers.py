@@ -21,8 +21,8 @@ from typing import Any
 from xml.etree import ElementTree
 from xml.parsers.expat import ErrorString
 
-from benchmark.targets import IMPLICIT_TARGETS, POLARITIES, check_task
-from fsa_distill.errors import InputError
+from fsa_distill.benchmark.targets import IMPLICIT_TARGETS, POLARITIES, check_task
+from fsa_distill.core.errors import InputError
 
 
 def jsonl_values(path: Path, lines: Iterable[str]) -> Iterator[tuple[int, Any]]:

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmark.importers import jsonl_values
-from benchmark.targets import Pair, check_task, gold_pairs, parse_prediction
-from fsa_distill.errors import InputError
+from fsa_distill.benchmark.importers import jsonl_values
+from fsa_distill.benchmark.targets import Pair, check_task, gold_pairs, parse_prediction
+from fsa_distill.core.errors import InputError
 
 VIEWS = ("normal", "implicit", "multi")
 METRIC_DIR = Path(__file__).resolve().parent / "fsa_f1"  # evaluate.load(str(METRIC_DIR), "atsa" | "acsa")

@@ -16,7 +16,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from fsa_distill.config import DistillConfig, resolve_config
+from fsa_distill.core.config import DistillConfig, resolve_config
 
 
 def resolve_model_uri(model_uri: str, tracking_uri: str) -> tuple[str, str]:
@@ -49,9 +49,9 @@ def download_model(model_uri: str, version: str, config: DistillConfig) -> str:
 @task(name="score-dataset")
 def score_dataset(model_dir: str, dataset: str, config: DistillConfig) -> dict[str, Any]:
     """Predict the test split (test + hard_test) once and score every configured view."""
-    from benchmark.data import load_sentences
-    from benchmark.scorer import score_predictions
-    from tasks.predict import generate_predictions
+    from fsa_distill.benchmark.data import load_sentences
+    from fsa_distill.benchmark.scorer import score_predictions
+    from fsa_distill.tasks.predict import generate_predictions
 
     task_name, dataset_name = dataset.split("/")
     sentences = load_sentences(task_name, dataset_name, "test", config.data.data_dir)
@@ -76,7 +76,7 @@ def benchmark(
 ) -> dict[str, Any]:
     """Score a registered model on the configured datasets and views; returns {model_uri, version, scores,
     mean_f1, mlflow_run_id}."""
-    from fsa_distill.tracking import RunTracker
+    from fsa_distill.tasks.tracking import RunTracker
 
     logger = get_run_logger()
     config = resolve_config(profile, Path(config_file) if config_file else None, overrides or [])

@@ -15,19 +15,19 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
-from fsa_distill.config import DistillConfig, resolve_config
-from fsa_distill.digests import sha256_tree
-from fsa_distill.tracking import RunTracker
-from models.teacher.prompts import PROMPT_DIR, load_prompt
-from tasks import stages
-from tasks.caching import stage_key
-from tasks.collect import collect_reviews
-from tasks.evaluate import aggregate_runs, flat_metrics, gate_metric
-from tasks.register import register_student
-from tasks.report import build_report, curves_from_mlflow, scores_from_finetune
+from fsa_distill.core.config import DistillConfig, resolve_config
+from fsa_distill.core.digests import sha256_tree
+from fsa_distill.tasks.tracking import RunTracker
+from fsa_distill.models.teacher.prompts import PROMPT_DIR, load_prompt
+from fsa_distill.tasks import stages
+from fsa_distill.tasks.caching import stage_key
+from fsa_distill.tasks.collect import collect_reviews
+from fsa_distill.tasks.evaluate import aggregate_runs, flat_metrics, gate_metric
+from fsa_distill.tasks.register import register_student
+from fsa_distill.tasks.report import build_report, curves_from_mlflow, scores_from_finetune
 
-TEACHER_CODE = ("tasks.generate", "tasks.generation_cache", "tasks.validation", "models.teacher")
-STUDENT_CODE = ("models.student",)
+TEACHER_CODE = ("fsa_distill.tasks.generate", "fsa_distill.tasks.generation_cache", "fsa_distill.tasks.validation", "fsa_distill.models.teacher")
+STUDENT_CODE = ("fsa_distill.models.student",)
 
 
 class StageRunner:
@@ -98,7 +98,7 @@ def _finetune_all(
                 "finetune",
                 config,
                 ("data", "finetune"),
-                ("tasks.finetune", "tasks.predict", "benchmark") + STUDENT_CODE,
+                ("fsa_distill.tasks.finetune", "fsa_distill.tasks.predict", "fsa_distill.benchmark") + STUDENT_CODE,
                 model=model,
                 dataset=dataset,
                 seed=seed,
@@ -166,7 +166,7 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
             "generate", stages.generate_stage, live_metrics=True,
             stage_key=generate_key, reviews=reviews, config=config,
         )
-        corpus_key = stage_key("corpus", config, ("corpus",), ("tasks.corpus",), generation=generation)
+        corpus_key = stage_key("corpus", config, ("corpus",), ("fsa_distill.tasks.corpus",), generation=generation)
         corpus = run_stage("corpus", stages.corpus_stage, stage_key=corpus_key, generation=generation, config=config)
         tracker.log_dataset(parent, Path(corpus["dataset_dir"]), "teacher-corpus", corpus["digest"], "pretraining")
 
@@ -176,7 +176,7 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
         model = student
         if config.pretrain.enabled:
             pretrain_key = stage_key(
-                "pretrain", config, ("pretrain",), ("tasks.pretrain",) + STUDENT_CODE, student=student, corpus=corpus
+                "pretrain", config, ("pretrain",), ("fsa_distill.tasks.pretrain",) + STUDENT_CODE, student=student, corpus=corpus
             )
             model = run_stage(
                 "pretrain", stages.pretrain_stage, live_metrics=True,
@@ -199,7 +199,7 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
         zero_shot: dict[str, Any] = {}
         if config.evaluate.zero_shot:
             for dataset in config.data.datasets:
-                key = stage_key("zero-shot", config, ("data",), ("tasks.zeroshot",), model=model, dataset=dataset)
+                key = stage_key("zero-shot", config, ("data",), ("fsa_distill.tasks.zeroshot",), model=model, dataset=dataset)
                 zero_shot[dataset] = run_stage(
                     f"zero-shot/{dataset}", stages.zeroshot_stage,
                     stage_key=key, model=model, dataset=dataset, config=config,
@@ -207,7 +207,7 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
         teacher: dict[str, Any] = {}
         if config.evaluate.teacher_baseline:
             key = stage_key(
-                "teacher-baseline", config, ("data", "teacher", "evaluate"), ("tasks.zeroshot",) + TEACHER_CODE
+                "teacher-baseline", config, ("data", "teacher", "evaluate"), ("fsa_distill.tasks.zeroshot",) + TEACHER_CODE
             )
             teacher = run_stage("teacher-baseline", stages.teacher_baseline_stage, stage_key=key, config=config)["datasets"]
 

@@ -14,13 +14,13 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from fsa_distill.config import resolve_config
-from tasks.inbox import LEDGER_NAME, AcceptedCorpus, Ledger, accepted_corpora, scan_inbox
+from fsa_distill.core.config import resolve_config
+from fsa_distill.tasks.inbox import LEDGER_NAME, AcceptedCorpus, Ledger, accepted_corpora, scan_inbox
 
 
 def run_distill(profile: str, config_file: str | None, overrides: list[str]) -> dict[str, Any]:
     """The distill flow as a subflow (imported late: it pulls in torch and vLLM)."""
-    from flows.distill import distill
+    from fsa_distill.flows.distill import distill
 
     return distill(profile=profile, config_file=config_file, overrides=overrides)
 

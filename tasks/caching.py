@@ -20,14 +20,14 @@ from typing import Any
 import httpx
 from prefect.context import TaskRunContext
 
-from fsa_distill.config import DistillConfig
-from fsa_distill.digests import sha256_file, sha256_json
+from fsa_distill.core.config import DistillConfig
+from fsa_distill.core.digests import sha256_file, sha256_json
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def code_digest(*modules: str) -> str:
-    """Digest of the source files of the named modules or packages (e.g. "tasks.pretrain", "models.student")."""
+    """Digest of the source files of the named modules or packages (e.g. "fsa_distill.tasks.pretrain", "fsa_distill.models.student")."""
     files: list[Path] = []
     for name in modules:
         spec = importlib.util.find_spec(name)
@@ -84,8 +84,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 def retry_only_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect retry_condition_fn: retry connection/timeouts and I/O hiccups, never bad input or code bugs."""
-    from fsa_distill.config import ConfigError
-    from fsa_distill.errors import InputError
+    from fsa_distill.core.config import ConfigError
+    from fsa_distill.core.errors import InputError
 
     try:
         state.result()

@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from benchmark.data import load_sentences
-from benchmark.importers import read_review_corpus
-from fsa_distill.config import DistillConfig
-from fsa_distill.digests import sha256_file
+from fsa_distill.benchmark.data import load_sentences
+from fsa_distill.benchmark.importers import read_review_corpus
+from fsa_distill.core.config import DistillConfig
+from fsa_distill.core.digests import sha256_file
 
 
 def _benchmark_reviews(config: DistillConfig) -> list[dict[str, str]]:

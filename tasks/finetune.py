@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fsa_distill.config import DistillConfig
-from fsa_distill.digests import sha256_json
-from fsa_distill.errors import InputError
-from fsa_distill.files import atomic_dir, atomic_file
-from models.student.load import load_student, model_digest
-from tasks.predict import generate_with
-from tasks.pretrain import collate, tokenize_pairs
+from fsa_distill.core.config import DistillConfig
+from fsa_distill.core.digests import sha256_json
+from fsa_distill.core.errors import InputError
+from fsa_distill.core.files import atomic_dir, atomic_file
+from fsa_distill.models.student.load import load_student, model_digest
+from fsa_distill.tasks.predict import generate_with
+from fsa_distill.tasks.pretrain import collate, tokenize_pairs
 
 LogMetrics = Callable[[dict[str, float], int | None], None]
 METRICS = ("precision", "recall", "f1")
@@ -35,7 +35,7 @@ METRICS = ("precision", "recall", "f1")
 
 def load_task_data(task: str, dataset: str, config: DistillConfig) -> dict[str, list[dict[str, Any]]]:
     """train / dev / test sentences, each cut to the first N when DataConfig asks for a subsample."""
-    from benchmark.data import load_sentences
+    from fsa_distill.benchmark.data import load_sentences
 
     limits = {"train": config.data.max_train_sentences, "dev": config.data.max_dev_sentences,
               "test": config.data.max_test_sentences}
@@ -68,7 +68,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def score_views(task: str, sentences: list[dict[str, Any]], predictions: list[str], views: list[str]
                 ) -> dict[str, dict[str, float]]:
-    from benchmark.scorer import score_predictions
+    from fsa_distill.benchmark.scorer import score_predictions
 
     return {view: score_predictions(task, sentences, predictions, view=view) for view in views}
 
@@ -77,7 +77,7 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
              log_metrics: LogMetrics | None = None) -> dict[str, Any]:
     """Fine-tune on `task/dataset` with `seed`; return model_dir (best), best_dev_f1, scores per view,
     predictions_path (test JSONL, one line per gold sentence in gold order) and the dev history."""
-    from benchmark.targets import linearise
+    from fsa_distill.benchmark.targets import linearise
 
     ft = config.finetune
     out_dir = Path(out_dir)

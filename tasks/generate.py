@@ -20,13 +20,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from fsa_distill.config import DistillConfig
-from fsa_distill.digests import sha256_text
-from fsa_distill.errors import InputError
-from models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend
-from models.teacher.prompts import PROMPT_DIR, PromptTemplate, load_prompt
-from tasks.generation_cache import CacheEntry, GenerationCache, cache_key
-from tasks.validation import validate_response
+from fsa_distill.core.config import DistillConfig
+from fsa_distill.core.digests import sha256_text
+from fsa_distill.core.errors import InputError
+from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend
+from fsa_distill.models.teacher.prompts import PROMPT_DIR, PromptTemplate, load_prompt
+from fsa_distill.tasks.generation_cache import CacheEntry, GenerationCache, cache_key
+from fsa_distill.tasks.validation import validate_response
 
 LogMetrics = Callable[[dict[str, float], int | None], None]
 
@@ -255,7 +255,7 @@ def generate_responses(
     prompts = [load_prompt(name, prompt_dir=gen.prompt_dir or PROMPT_DIR) for name in gen.prompts]
     owns_teacher = teacher is None
     if teacher is None:  # started on the first chunk that needs it: all-cached reruns skip the engine
-        from models.teacher.factory import LazyTeacher
+        from fsa_distill.models.teacher.factory import LazyTeacher
 
         teacher = LazyTeacher(config.teacher, config.work_dir)
     cache_path = Path(cache_path or Path(config.work_dir) / "cache" / "teacher_responses.sqlite")

@@ -19,7 +19,7 @@ from typing import Any, Self
 
 from filelock import FileLock
 
-from fsa_distill.digests import sha256_json, sha256_text
+from fsa_distill.core.digests import sha256_json, sha256_text
 
 _LOOKUP_CHUNK = 500
 

@@ -23,8 +23,8 @@ from typing import Any
 import fsspec
 from filelock import FileLock
 
-from fsa_distill.errors import InputError
-from fsa_distill.files import atomic_file, write_json_atomically
+from fsa_distill.core.errors import InputError
+from fsa_distill.core.files import atomic_file, write_json_atomically
 
 CORPUS_SUFFIXES = (".jsonl", ".csv", ".txt")
 REJECTED_DIR = "rejected"
@@ -125,7 +125,7 @@ def list_candidates(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
 
 def _validate(data: bytes, name: str, text_field: str) -> int:
     """Parse the bytes with the project's corpus reader; returns the review count or raises InputError."""
-    from benchmark.importers import read_review_corpus
+    from fsa_distill.benchmark.importers import read_review_corpus
 
     suffix = _suffix(name)
     if suffix not in CORPUS_SUFFIXES:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from models.student.load import load_student
+from fsa_distill.models.student.load import load_student
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@ Why a plain torch loop rather than `Seq2SeqTrainer`: the loop below is the whole
 - dynamic padding with length-grouped batches: each batch is padded only to its own longest source and target,
   and batches are drawn from length-sorted "megabatches" (as HF's LengthGroupedSampler) so little is padding.
   The paper's code pads every target to the maximum (400); `pad_to_max_length` keeps that mode for the
-  padding benchmark (benchmark/perf/bench_train.py).
+  padding benchmark (fsa_distill/perf/bench_train.py).
 
 Optimiser: AdamW by default (the paper's lr 3e-3, cosine decay to 1e-5, linear warmup, gradient clipping at
 `max_grad_norm`): its state is small and standard, and at student sizes it trains stably at that lr.
@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fsa_distill.config import PretrainConfig
-from fsa_distill.errors import InputError
-from fsa_distill.files import atomic_dir, atomic_file, remove_leftover_temporaries
-from models.student.load import load_student, model_digest
+from fsa_distill.core.config import PretrainConfig
+from fsa_distill.core.errors import InputError
+from fsa_distill.core.files import atomic_dir, atomic_file, remove_leftover_temporaries
+from fsa_distill.models.student.load import load_student, model_digest
 
 LogMetrics = Callable[[dict[str, float], int | None], None]
 MEGABATCH_FACTOR = 50  # length-sort within 50 batches' worth of random examples (as HF's LengthGroupedSampler)

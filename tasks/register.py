@@ -18,7 +18,7 @@ from filelock import FileLock
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from fsa_distill.digests import sha256_text
+from fsa_distill.core.digests import sha256_text
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -51,7 +51,7 @@ def log_student_model(model_dir: Path, run_id: str, tracking_uri: str) -> str:
     import pandas as pd
     from mlflow.models import infer_signature
 
-    from models import serving
+    from fsa_distill.models import serving
 
     mlflow.set_tracking_uri(tracking_uri)
     example = pd.DataFrame({"text": ["The pizza was great but the waiter was rude."]})

@@ -39,7 +39,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: workers and CI have no display
 import matplotlib.pyplot as plt
 
-from fsa_distill.files import atomic_file, write_json_atomically
+from fsa_distill.core.files import atomic_file, write_json_atomically
 
 VIEW_ORDER = ("normal", "implicit", "multi")
 

@@ -16,9 +16,9 @@ from typing import Any
 from filelock import FileLock
 from prefect import task
 
-from fsa_distill.config import DistillConfig
-from fsa_distill.digests import sha256_json, sha256_tree
-from tasks.caching import STAGE_TASK_OPTIONS
+from fsa_distill.core.config import DistillConfig
+from fsa_distill.core.digests import sha256_json, sha256_tree
+from fsa_distill.tasks.caching import STAGE_TASK_OPTIONS
 
 HOUR = 3600
 
@@ -51,7 +51,7 @@ def result_storage(config: DistillConfig) -> Path:
 def _metrics_logger(config: DistillConfig, tracking_run_id: str | None):
     if tracking_run_id is None:
         return None
-    from fsa_distill.tracking import RunTracker
+    from fsa_distill.tasks.tracking import RunTracker
 
     return RunTracker(config).metrics_logger(tracking_run_id)
 
@@ -63,8 +63,8 @@ def generate_stage(
     """Teacher analyses + rewrites every review (per-review cache: only new reviews reach the teacher)."""
     import datasets
 
-    from benchmark.importers import read_review_corpus
-    from tasks.generate import generate_responses
+    from fsa_distill.benchmark.importers import read_review_corpus
+    from fsa_distill.tasks.generate import generate_responses
 
     out_dir = stage_dir(config, "generate", stage_key)
     review_rows = read_review_corpus(Path(reviews["path"]))
@@ -80,7 +80,7 @@ def generate_stage(
 @task(name="corpus", timeout_seconds=2 * HOUR, **STAGE_TASK_OPTIONS)
 def corpus_stage(stage_key: str, generation: dict[str, Any], config: DistillConfig) -> dict[str, Any]:
     """Teacher responses → review→response HF dataset (dedup, splits, `[NL]`)."""
-    from tasks.corpus import build_corpus
+    from fsa_distill.tasks.corpus import build_corpus
 
     out_dir = stage_dir(config, "corpus", stage_key)
     return build_corpus([Path(generation["dataset_dir"])], out_dir, config.corpus, config.corpus.heldout_file)
@@ -91,7 +91,7 @@ def student_stage(stage_key: str, corpus: dict[str, Any], config: DistillConfig)
     """Build (offline sizes) or fetch (hub id / folder) the untrained student and its tokenizer."""
     import datasets
 
-    from models.student import build_student
+    from fsa_distill.models.student import build_student
 
     out_dir = stage_dir(config, "student", stage_key)
     train = datasets.load_from_disk(corpus["dataset_dir"])["train"]
@@ -109,7 +109,7 @@ def pretrain_stage(
     tracking_run_id: str | None = None,
 ) -> dict[str, Any]:
     """Distillation pretraining on teacher responses; resumes from the last checkpoint in its folder."""
-    from tasks.pretrain import pretrain
+    from fsa_distill.tasks.pretrain import pretrain
 
     out_dir = stage_dir(config, "pretrain", stage_key)
     with model_heavy(config):
@@ -133,7 +133,7 @@ def finetune_stage(
     tracking_run_id: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tune one (dataset, seed) and score its best-dev checkpoint on the test views."""
-    from tasks.finetune import finetune
+    from fsa_distill.tasks.finetune import finetune
 
     task_name, dataset_name = dataset.split("/")
     out_dir = stage_dir(config, "finetune", stage_key)
@@ -159,7 +159,7 @@ def finetune_stage(
 @task(name="zero-shot", timeout_seconds=4 * HOUR, **STAGE_TASK_OPTIONS)
 def zeroshot_stage(stage_key: str, model: dict[str, Any], dataset: str, config: DistillConfig) -> dict[str, Any]:
     """Zero-shot polarity ranking with the distilled (not fine-tuned) student."""
-    from tasks.zeroshot import evaluate_zero_shot
+    from fsa_distill.tasks.zeroshot import evaluate_zero_shot
 
     task_name, dataset_name = dataset.split("/")
     with model_heavy(config):
@@ -170,8 +170,8 @@ def zeroshot_stage(stage_key: str, model: dict[str, Any], dataset: str, config: 
 @task(name="teacher-baseline", timeout_seconds=24 * HOUR, **STAGE_TASK_OPTIONS)
 def teacher_baseline_stage(stage_key: str, config: DistillConfig) -> dict[str, Any]:
     """The teacher's zero-shot and few-shot scores on the same benchmark: the baseline row of every table."""
-    from models.teacher.factory import build_teacher
-    from tasks.zeroshot import evaluate_teacher
+    from fsa_distill.models.teacher.factory import build_teacher
+    from fsa_distill.tasks.zeroshot import evaluate_teacher
 
     results: dict[str, Any] = {}
     with model_heavy(config), build_teacher(config.teacher, config.work_dir) as teacher:

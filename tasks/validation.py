@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from models.teacher.base import GenerationResult
+from fsa_distill.models.teacher.base import GenerationResult
 
 EMPTY = "empty"
 TRUNCATED = "truncated"

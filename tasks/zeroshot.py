@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from models.student.build import NL_TOKEN
-from models.student.load import load_student
+from fsa_distill.models.student.build import NL_TOKEN
+from fsa_distill.models.student.load import load_student
 
 LABELS = ("positive", "negative", "neutral")
 DECODER_PREFIX = {
@@ -32,7 +32,7 @@ DECODER_PREFIX = {
 
 def aspect_items(sentences: Sequence[dict[str, Any]], task: str) -> list[dict[str, str]]:
     """One item per gold (aspect, polarity) pair of the protocol, conflict skipped: sentence, aspect, gold."""
-    from benchmark.targets import target_elements
+    from fsa_distill.benchmark.targets import target_elements
 
     items = []
     for sentence in sentences:
@@ -134,14 +134,14 @@ def _first_label(text: str) -> str:
 
 
 def _chat(text: str, max_tokens: int):
-    from models.teacher.base import GenerationRequest
+    from fsa_distill.models.teacher.base import GenerationRequest
 
     return GenerationRequest(messages=({"role": "user", "content": text},), max_tokens=max_tokens,
                              temperature=0.0)
 
 
 def extraction_prompt(task: str, sentence: str, few_shot_examples: Sequence[dict[str, Any]]) -> str:
-    from benchmark.targets import linearise
+    from fsa_distill.benchmark.targets import linearise
 
     examples = "".join(f"Sentence: {example['sentence']}\nAnswer: {linearise(example, task)}\n\n"
                        for example in few_shot_examples)
@@ -155,7 +155,7 @@ def teacher_baseline(teacher_backend, task: str, sentences: Sequence[dict[str, A
                                                                                           "multi"),
                      max_new_tokens: int = 100) -> dict[str, Any]:
     """The teacher as a baseline row: zero-shot polarity (constrained prompt) and few-shot extraction per view."""
-    from benchmark.scorer import score_predictions
+    from fsa_distill.benchmark.scorer import score_predictions
 
     items = aspect_items(sentences, task)
     answers = teacher_backend.generate([
@@ -183,7 +183,7 @@ N_FEW_SHOT = 4
 
 def evaluate_zero_shot(model_dir: Path | str, task: str, dataset: str, config) -> dict[str, Any]:
     """Zero-shot stage: the (pretrained, not fine-tuned) student on the test split (DataConfig subsample)."""
-    from benchmark.data import load_sentences
+    from fsa_distill.benchmark.data import load_sentences
 
     sentences = load_sentences(task, dataset, "test", config.data.data_dir)[:config.data.max_test_sentences]
     result = zero_shot_eval(model_dir, task, sentences, batch_size=config.finetune.eval_batch_size)
@@ -194,8 +194,8 @@ def evaluate_zero_shot(model_dir: Path | str, task: str, dataset: str, config) -
 def evaluate_teacher(teacher_backend, task: str, dataset: str, config) -> dict[str, Any]:
     """Teacher-baseline stage: zero-shot polarity and few-shot extraction (the first N_FEW_SHOT train
     sentences with aspects as examples) on the first `evaluate.teacher_max_sentences` test sentences."""
-    from benchmark.data import load_sentences
-    from benchmark.targets import linearise
+    from fsa_distill.benchmark.data import load_sentences
+    from fsa_distill.benchmark.targets import linearise
 
     sentences = load_sentences(task, dataset, "test", config.data.data_dir)[:config.evaluate.teacher_max_sentences]
     examples = [s for s in load_sentences(task, dataset, "train", config.data.data_dir)

@@ -67,7 +67,7 @@ def student_pairs() -> list[tuple[str, str]]:
 @pytest.fixture(scope="session")
 def tiny_student_dir(tmp_path_factory: pytest.TempPathFactory, student_pairs) -> Path:
     """A randomly initialised t5-tiny with a tokenizer trained on the pairs (HF folder)."""
-    from models.student import build_student
+    from fsa_distill.models.student import build_student
 
     texts = [text for pair in student_pairs for text in pair]
     return build_student("t5-tiny", tmp_path_factory.mktemp("student") / "t5-tiny", texts, vocab_size=800)
@@ -87,8 +87,8 @@ def tiny_generation_dir(tmp_path_factory: pytest.TempPathFactory, student_pairs)
 
 @pytest.fixture(scope="session")
 def tiny_corpus_dir(tmp_path_factory: pytest.TempPathFactory, tiny_generation_dir: Path) -> Path:
-    from fsa_distill.config import CorpusConfig
-    from tasks.corpus import build_corpus
+    from fsa_distill.core.config import CorpusConfig
+    from fsa_distill.tasks.corpus import build_corpus
 
     out = tmp_path_factory.mktemp("corpus") / "corpus"
     build_corpus([tiny_generation_dir], out, CorpusConfig(dev_fraction=0.1))

@@ -17,7 +17,7 @@ from typing import Any, Self
 
 import pytest
 
-from models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend
+from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend
 
 
 def answers_cached_so_far(cache_path: Path) -> int:
@@ -99,7 +99,7 @@ def smollm2_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SmolLM2's tokenizer (with its chat template), extracted from the GGUF: no hub access needed."""
     from transformers import AutoTokenizer
 
-    from models.teacher.smollm2 import gguf_path
+    from fsa_distill.models.teacher.smollm2 import gguf_path
 
     gguf = gguf_path()
     out = tmp_path_factory.mktemp("smollm2-tokenizer")
@@ -139,7 +139,7 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer_d
 @pytest.fixture(scope="session")
 def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """The real offline teacher, converted once per test session."""
-    from models.teacher.smollm2 import ensure_smollm2
+    from fsa_distill.models.teacher.smollm2 import ensure_smollm2
 
     return ensure_smollm2(tmp_path_factory.mktemp("work") / "models")
 

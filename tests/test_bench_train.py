@@ -35,7 +35,7 @@ def _check_padding(padding: dict, n_examples: int) -> None:
 
 
 def test_skip_teacher_measures_mixtral_padding_and_student_only(tmp_path: Path) -> None:
-    from benchmark.perf.bench_train import run_train_bench
+    from fsa_distill.perf.bench_train import run_train_bench
 
     out = tmp_path / "train.json"
     result = run_train_bench(**TINY, work_dir=tmp_path / "work", with_teacher=False, results_path=out)
@@ -54,7 +54,7 @@ def test_skip_teacher_measures_mixtral_padding_and_student_only(tmp_path: Path) 
 
 
 def test_pipeline_corpus_comes_from_the_generate_stage(tmp_path: Path) -> None:
-    from benchmark.perf.bench_train import run_train_bench
+    from fsa_distill.perf.bench_train import run_train_bench
 
     teacher = FakeTeacher()
     result = run_train_bench(**TINY, work_dir=tmp_path / "work", with_teacher=False, teacher=teacher,
@@ -73,7 +73,7 @@ def test_pipeline_corpus_comes_from_the_generate_stage(tmp_path: Path) -> None:
 
 
 def test_default_student_is_the_demo_profiles() -> None:
-    from benchmark.perf.bench_train import demo_config
+    from fsa_distill.perf.bench_train import demo_config
 
     assert demo_config(Path("w")).student.model == "t5-tiny"
     assert demo_config(Path("w")).work_dir == Path("w") / "bench-train"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fsa_distill.config import ConfigError, resolve_config
+from fsa_distill.core.config import ConfigError, resolve_config
 
 
 def test_every_profile_resolves() -> None:

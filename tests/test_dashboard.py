@@ -36,7 +36,7 @@ def _require_browser() -> None:
 def demo_run(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: tuple[Path, str]) -> dict:
     """One real distill run (the demo profile shortened by overrides) in its own work dir."""
     _require_browser()
-    from flows.distill import distill
+    from fsa_distill.flows.distill import distill
     from tests.test_flow import tiny_overrides
 
     work = tmp_path_factory.mktemp("dashboard") / "work"
@@ -138,7 +138,7 @@ def test_mlflow_ui_shows_run_metric_and_registered_model(demo_run: dict, dashboa
 
 
 def test_benchmark_flow_scores_the_registered_model(demo_run: dict) -> None:
-    from flows.benchmark_model import benchmark
+    from fsa_distill.flows.benchmark_model import benchmark
     from tests.test_flow import tiny_overrides
 
     overrides = [*tiny_overrides(demo_run["work_dir"], Path("unused")), "tracking.experiment_name=fsa-distill"]
@@ -163,7 +163,7 @@ def _cache_answers(path: Path) -> int:
 def test_retrain_on_new_corpus_end_to_end(demo_run: dict, smollm2_dir, tmp_path: Path) -> None:
     """A corpus lands in the inbox, a corrupt one beside it: the real distill runs incrementally (only the new
     reviews reach the teacher), the corrupt file is moved aside, and a second poll does nothing."""
-    from flows.retrain_on_new_corpus import retrain_on_new_corpus
+    from fsa_distill.flows.retrain_on_new_corpus import retrain_on_new_corpus
     from tests.test_flow import tiny_overrides
 
     work = demo_run["work_dir"]

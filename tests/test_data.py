@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.data import (
+from fsa_distill.benchmark.data import (
     PROJECT_ROOT,
     checksums,
     download_benchmark,
@@ -24,8 +24,8 @@ from benchmark.data import (
     read_benchmark_file,
     resolve_data_dir,
 )
-from benchmark.targets import linearise
-from fsa_distill.errors import InputError
+from fsa_distill.benchmark.targets import linearise
+from fsa_distill.core.errors import InputError
 
 SIZES = {  # sentences per split, from ../shared/README.md
     "atsa/rest14": {"train": 2432, "dev": 609, "test": 800, "hard_test": 340},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.evaluate import aggregate_runs, flat_metrics, format_table, gate_metric
+from fsa_distill.tasks.evaluate import aggregate_runs, flat_metrics, format_table, gate_metric
 
 
 def _run(dataset: str, seed: int, f1: float) -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fsa_distill.files import atomic_dir, atomic_file, write_json_atomically
+from fsa_distill.core.files import atomic_dir, atomic_file, write_json_atomically
 
 
 def test_atomic_file_replaces_only_on_success(tmp_path: Path) -> None:

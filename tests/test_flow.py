@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fsa_distill.config import resolve_config
-from models.teacher.prompts import PROMPT_DIR
+from fsa_distill.core.config import resolve_config
+from fsa_distill.models.teacher.prompts import PROMPT_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ def teacher_dir(smollm2_dir: tuple[Path, str]) -> Path:
 
 
 def run_flow(overrides: list[str]) -> dict:
-    from flows.distill import distill
+    from fsa_distill.flows.distill import distill
 
     return distill(profile="demo", overrides=overrides)
 

@@ -11,12 +11,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from benchmark.data import read_benchmark_file
-from benchmark.importers import convert_semeval_xml, read_review_corpus
-from benchmark.scorer import score_predictions
-from benchmark.targets import linearise
-from fsa_distill.commands.data import convert
-from fsa_distill.errors import InputError
+from fsa_distill.benchmark.data import read_benchmark_file
+from fsa_distill.benchmark.importers import convert_semeval_xml, read_review_corpus
+from fsa_distill.benchmark.scorer import score_predictions
+from fsa_distill.benchmark.targets import linearise
+from fsa_distill.cli.commands.data import convert
+from fsa_distill.core.errors import InputError
 
 SEMEVAL_2014 = """<?xml version="1.0" encoding="UTF-8"?>
 <sentences>

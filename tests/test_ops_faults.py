@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from fsa_distill.config import DistillConfig
+from fsa_distill.core.config import DistillConfig
 from tests.teacher_fixtures import FakeTeacher, free_port, kill_once_cached, make_reviews
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,8 +46,8 @@ def _cache_rows(path: Path) -> list[tuple[str, int]]:
 
 
 def test_teacher_endpoint_down_then_back(tmp_path: Path, flaky_server) -> None:
-    from models.teacher.openai_backend import OpenAIBackend
-    from tasks.generate import generate_responses
+    from fsa_distill.models.teacher.openai_backend import OpenAIBackend
+    from fsa_distill.tasks.generate import generate_responses
 
     config = _config(tmp_path)
     config.generation.reask_rejected = False
@@ -100,7 +100,7 @@ def test_tracking_server_down_then_back(tmp_path: Path, tiny_student_dir: Path, 
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from tasks.register import register_student
+    from fsa_distill.tasks.register import register_student
 
     # Fail fast instead of MLflow's default of minutes of HTTP retries.
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -143,8 +143,8 @@ _SLOW_GENERATION = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from fsa_distill.config import DistillConfig
-    from tasks.generate import generate_responses
+    from fsa_distill.core.config import DistillConfig
+    from fsa_distill.tasks.generate import generate_responses
     from tests.teacher_fixtures import FakeTeacher, make_reviews
 
     class SlowTeacher(FakeTeacher):
@@ -161,7 +161,7 @@ _SLOW_GENERATION = textwrap.dedent(
 
 
 def test_kill_during_generation_keeps_finished_answers(tmp_path: Path) -> None:
-    from tasks.generate import generate_responses
+    from fsa_distill.tasks.generate import generate_responses
 
     work = tmp_path / "work"
     cache_path = work / "cache" / "teacher_responses.sqlite"
@@ -185,7 +185,7 @@ def test_kill_during_generation_keeps_finished_answers(tmp_path: Path) -> None:
 
 
 def _generate_in_process(work: str, start: int) -> int:
-    from tasks.generate import generate_responses
+    from fsa_distill.tasks.generate import generate_responses
 
     config = DistillConfig(work_dir=Path(work))
     config.generation.batch_size = 3
@@ -198,7 +198,7 @@ def _register_in_process(args: tuple[str, str, str, float]) -> dict:
     model_dir, digest, uri, f1 = args
     from mlflow.tracking import MlflowClient
 
-    from tasks.register import register_student
+    from fsa_distill.tasks.register import register_student
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("faults")
@@ -255,7 +255,7 @@ def test_full_artifact_disk_fails_clearly_without_half_registered_model(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    from tasks.register import register_student
+    from fsa_distill.tasks.register import register_student
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
@@ -276,7 +276,7 @@ def test_full_artifact_disk_fails_clearly_without_half_registered_model(
 
 
 def test_corrupt_corpus_in_inbox_end_to_end(tmp_path: Path, monkeypatch) -> None:
-    import flows.retrain_on_new_corpus as retrain_module
+    import fsa_distill.flows.retrain_on_new_corpus as retrain_module
 
     inbox, work = tmp_path / "inbox", tmp_path / "work"
     inbox.mkdir()

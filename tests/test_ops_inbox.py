@@ -12,8 +12,8 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from flows.retrain_on_new_corpus import retrain
-from tasks.inbox import LEDGER_NAME, Ledger, accepted_corpora, scan_inbox, sha256_bytes
+from fsa_distill.flows.retrain_on_new_corpus import retrain
+from fsa_distill.tasks.inbox import LEDGER_NAME, Ledger, accepted_corpora, scan_inbox, sha256_bytes
 
 GOOD_JSONL = '{"id": "a1", "text": "The pizza was great but the staff were rude."}\n' \
              '{"id": "a2", "text": "Battery life is awful."}\n'
@@ -136,7 +136,7 @@ def test_inbox_on_an_fsspec_uri(tmp_path: Path) -> None:
 
 
 def test_ledger_write_is_atomic_and_survives_a_corrupt_ledger_clearly(tmp_path: Path) -> None:
-    from fsa_distill.errors import InputError
+    from fsa_distill.core.errors import InputError
 
     ledger_path = tmp_path / LEDGER_NAME
     ledger_path.write_text("{half", encoding="utf-8")
@@ -145,7 +145,7 @@ def test_ledger_write_is_atomic_and_survives_a_corrupt_ledger_clearly(tmp_path: 
 
 
 def test_missing_inbox_is_a_clear_error(tmp_path: Path) -> None:
-    from fsa_distill.errors import InputError
+    from fsa_distill.core.errors import InputError
 
     with pytest.raises(InputError, match="inbox folder does not exist"):
         scan_inbox(str(tmp_path / "nope"), tmp_path / "work")

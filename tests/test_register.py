@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from models.student import build_student
-from tasks.register import gate_champion, register_student, registry_lock
+from fsa_distill.models.student import build_student
+from fsa_distill.tasks.register import gate_champion, register_student, registry_lock
 
 
 @pytest.fixture(scope="module")

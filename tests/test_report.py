@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tasks.report import aggregate_scores, build_report, scores_from_finetune
+from fsa_distill.tasks.report import aggregate_scores, build_report, scores_from_finetune
 
 
 def _full_results() -> dict:

@@ -12,9 +12,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from benchmark.data import load_sentences, load_split
-from benchmark.perf.bench_scorer import naive_score, run, synthetic_benchmark
-from benchmark.scorer import (
+from fsa_distill.benchmark.data import load_sentences, load_split
+from fsa_distill.perf.bench_scorer import naive_score, run, synthetic_benchmark
+from fsa_distill.benchmark.scorer import (
     METRIC_DIR,
     read_prediction_file,
     score_pairs,
@@ -22,10 +22,10 @@ from benchmark.scorer import (
     view_mask,
     write_prediction_file,
 )
-from benchmark.targets import POLARITIES, linearise
-from fsa_distill.commands.bench import scorer as bench_scorer_command
-from fsa_distill.commands.score import score as score_command
-from fsa_distill.errors import InputError
+from fsa_distill.benchmark.targets import POLARITIES, linearise
+from fsa_distill.cli.commands.bench import scorer as bench_scorer_command
+from fsa_distill.cli.commands.score import score as score_command
+from fsa_distill.core.errors import InputError
 
 DATASETS = ["atsa/rest14", "atsa/laptop14", "acsa/rest16", "acsa/laptop16"]
 

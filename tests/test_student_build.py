@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fsa_distill.cli import app
-from fsa_distill.errors import InputError
-from models.student import (
+from fsa_distill.cli.app import app
+from fsa_distill.core.errors import InputError
+from fsa_distill.models.student import (
     NL_TOKEN,
     build_student,
     check_student_dir,

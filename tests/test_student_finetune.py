@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fsa_distill.cli import app
-from fsa_distill.config import DistillConfig
-from tasks.evaluate import aggregate_runs
-from tasks.finetune import finetune
-from tasks.predict import generate_predictions
-from tasks.zeroshot import LABELS, aspect_items, rank_polarities, teacher_baseline
+from fsa_distill.cli.app import app
+from fsa_distill.core.config import DistillConfig
+from fsa_distill.tasks.evaluate import aggregate_runs
+from fsa_distill.tasks.finetune import finetune
+from fsa_distill.tasks.predict import generate_predictions
+from fsa_distill.tasks.zeroshot import LABELS, aspect_items, rank_polarities, teacher_baseline
 
 
 def _config(benchmark_dir: Path) -> DistillConfig:
@@ -32,8 +32,8 @@ def _config(benchmark_dir: Path) -> DistillConfig:
 def test_finetune_writes_one_parseable_prediction_per_gold_sentence(
     tmp_path: Path, tiny_student_dir: Path, benchmark_dir: Path
 ) -> None:
-    from benchmark.data import load_sentences
-    from benchmark.targets import parse_prediction
+    from fsa_distill.benchmark.data import load_sentences
+    from fsa_distill.benchmark.targets import parse_prediction
 
     config = _config(benchmark_dir)
     result = finetune(tiny_student_dir, "atsa", "rest14", 42, config, tmp_path / "ft")
@@ -83,7 +83,7 @@ def test_batched_predict_preserves_order(tiny_student_dir: Path) -> None:
 
 
 def test_zero_shot_returns_a_label_per_aspect(tiny_student_dir: Path, benchmark_dir: Path) -> None:
-    from benchmark.data import load_sentences
+    from fsa_distill.benchmark.data import load_sentences
 
     for task, dataset in (("atsa", "rest14"), ("acsa", "rest16")):
         sentences = load_sentences(task, dataset, "test", benchmark_dir)[:8]
@@ -120,12 +120,12 @@ class _FakeTeacher:
     model_id = "fake"
 
     def __init__(self, sentences: list[dict], task: str) -> None:
-        from benchmark.targets import linearise
+        from fsa_distill.benchmark.targets import linearise
 
         self.gold = {s["sentence"]: linearise(s, task) for s in sentences}
 
     def generate(self, requests):
-        from models.teacher.base import GenerationResult
+        from fsa_distill.models.teacher.base import GenerationResult
 
         results = []
         for request in requests:
@@ -141,7 +141,7 @@ class _FakeTeacher:
 
 
 def test_teacher_baseline_scores_a_perfect_teacher(benchmark_dir: Path) -> None:
-    from benchmark.data import load_sentences
+    from fsa_distill.benchmark.data import load_sentences
 
     sentences = [s for s in load_sentences("atsa", "rest14", "test", benchmark_dir)[:30]
                  if all(a["polarity"] != "conflict" for a in s["aspects"])
@@ -153,8 +153,8 @@ def test_teacher_baseline_scores_a_perfect_teacher(benchmark_dir: Path) -> None:
 
 
 def test_stage_entry_points(tiny_student_dir: Path, benchmark_dir: Path) -> None:
-    from benchmark.data import load_sentences
-    from tasks.zeroshot import evaluate_teacher, evaluate_zero_shot
+    from fsa_distill.benchmark.data import load_sentences
+    from fsa_distill.tasks.zeroshot import evaluate_teacher, evaluate_zero_shot
 
     config = _config(benchmark_dir)
     config.data.max_test_sentences = 6

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from datasets import Dataset, load_from_disk
 
-from fsa_distill.config import CorpusConfig, PretrainConfig
-from fsa_distill.errors import InputError
-from tasks.corpus import build_corpus
-from tasks.pretrain import collate, epoch_batches, pretrain
+from fsa_distill.core.config import CorpusConfig, PretrainConfig
+from fsa_distill.core.errors import InputError
+from fsa_distill.tasks.corpus import build_corpus
+from fsa_distill.tasks.pretrain import collate, epoch_batches, pretrain
 
 
 def _config(**overrides) -> PretrainConfig:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.data import load_sentences
-from benchmark.targets import gold_pairs, linearise, normalise_category, parse_prediction, target_elements
+from fsa_distill.benchmark.data import load_sentences
+from fsa_distill.benchmark.targets import gold_pairs, linearise, normalise_category, parse_prediction, target_elements
 
 SENTENCE = "The food was great but the food at the bar and the service were slow."
 

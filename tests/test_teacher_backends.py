@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from fsa_distill.config import TeacherConfig
-from fsa_distill.errors import InputError
-from models.teacher.base import GenerationRequest, TeacherError
-from models.teacher.factory import build_teacher, resolve_model
-from models.teacher.hf_backend import HFBackend
-from models.teacher.openai_backend import OpenAIBackend
-from models.teacher.prompts import load_prompt
+from fsa_distill.core.config import TeacherConfig
+from fsa_distill.core.errors import InputError
+from fsa_distill.models.teacher.base import GenerationRequest, TeacherError
+from fsa_distill.models.teacher.factory import build_teacher, resolve_model
+from fsa_distill.models.teacher.hf_backend import HFBackend
+from fsa_distill.models.teacher.openai_backend import OpenAIBackend
+from fsa_distill.models.teacher.prompts import load_prompt
 
 
 def chat(text: str, **sampling: object) -> GenerationRequest:
@@ -90,7 +90,7 @@ def test_auto_dtype_is_float32_on_cpus_without_native_bf16(tmp_path: Path, tiny_
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from models.teacher import factory
+    from fsa_distill.models.teacher import factory
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(factory, "native_bf16_on_cpu", lambda: False)
@@ -109,7 +109,7 @@ def test_auto_dtype_is_float32_on_cpus_without_native_bf16(tmp_path: Path, tiny_
 
 
 def test_smollm2_is_converted_once_into_a_digest_keyed_folder(smollm2_dir: tuple[Path, str]) -> None:
-    from models.teacher.smollm2 import ensure_smollm2
+    from fsa_distill.models.teacher.smollm2 import ensure_smollm2
 
     folder, digest = smollm2_dir
     assert folder.name == f"smollm2-135m-instruct-{digest[:12]}"
@@ -141,9 +141,9 @@ def test_openai_backend_works_from_inside_an_event_loop(flaky_server) -> None:
 
 def test_lazy_teacher_starts_the_engine_only_when_something_is_missing(tmp_path: Path,
                                                                       tiny_llama_dir: Path) -> None:
-    from fsa_distill.config import DistillConfig
-    from models.teacher.factory import LazyTeacher
-    from tasks.generate import generate_responses
+    from fsa_distill.core.config import DistillConfig
+    from fsa_distill.models.teacher.factory import LazyTeacher
+    from fsa_distill.tasks.generate import generate_responses
     from tests.teacher_fixtures import make_reviews
 
     config = DistillConfig(work_dir=tmp_path / "work")
@@ -165,7 +165,7 @@ def test_vllm_worker_gets_every_core_only_on_small_cpu_machines(monkeypatch) -> 
 
     import torch
 
-    from models.teacher import vllm_backend
+    from fsa_distill.models.teacher import vllm_backend
 
     monkeypatch.delenv(vllm_backend.RESERVED_CPU_ENV, raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from fsa_distill.commands.generate import generate
+from fsa_distill.cli.commands.generate import generate
 
 
 def app() -> typer.Typer:

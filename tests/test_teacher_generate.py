@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from datasets import load_from_disk
 
-from fsa_distill.config import DistillConfig
-from models.teacher.base import GenerationRequest
-from tasks.generate import generate_responses
-from tasks.generation_cache import CacheEntry, GenerationCache
+from fsa_distill.core.config import DistillConfig
+from fsa_distill.models.teacher.base import GenerationRequest
+from fsa_distill.tasks.generate import generate_responses
+from fsa_distill.tasks.generation_cache import CacheEntry, GenerationCache
 from tests.teacher_fixtures import FakeTeacher, answers_cached_so_far, kill_once_cached, make_reviews
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -94,8 +94,8 @@ def test_killed_process_resumes_where_it_stopped(tmp_path: Path) -> None:
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(f"""
         from pathlib import Path
-        from fsa_distill.config import DistillConfig
-        from tasks.generate import generate_responses
+        from fsa_distill.core.config import DistillConfig
+        from fsa_distill.tasks.generate import generate_responses
         from tests.teacher_fixtures import FakeTeacher, make_reviews
         config = DistillConfig(work_dir=Path({str(tmp_path / "work")!r}))
         config.generation.batch_size = 4

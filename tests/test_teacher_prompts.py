@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fsa_distill.errors import InputError
-from models.teacher.prompts import available_prompts, load_prompt
+from fsa_distill.core.errors import InputError
+from fsa_distill.models.teacher.prompts import available_prompts, load_prompt
 
 
 def test_the_papers_two_prompts_ship() -> None:

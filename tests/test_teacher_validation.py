@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from models.teacher.base import GenerationResult
-from tasks import validation as v
+from fsa_distill.models.teacher.base import GenerationResult
+from fsa_distill.tasks import validation as v
 
 REVIEW = "The pasta was great but the waiter was rude, and the dessert menu is far too short."
 ANALYSIS = (

@@ -15,10 +15,10 @@ import httpx
 import pytest
 from datasets import load_from_disk
 
-from fsa_distill.config import DistillConfig, TeacherConfig
-from models.teacher.base import GenerationRequest
-from models.teacher.factory import build_teacher
-from tasks.generate import generate_responses
+from fsa_distill.core.config import DistillConfig, TeacherConfig
+from fsa_distill.models.teacher.base import GenerationRequest
+from fsa_distill.models.teacher.factory import build_teacher
+from fsa_distill.tasks.generate import generate_responses
 from tests.teacher_fixtures import free_port, make_reviews
 
 pytestmark = pytest.mark.slow

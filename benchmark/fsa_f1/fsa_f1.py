@@ -13,8 +13,8 @@ the rows with `benchmark.scorer.view_mask` first. Same numbers as `benchmark.sco
 import datasets
 import evaluate
 
-from benchmark.scorer import score_pairs
-from benchmark.targets import TASKS, parse_prediction
+from fsa_distill.benchmark.scorer import score_pairs
+from fsa_distill.benchmark.targets import TASKS, parse_prediction
 
 _CITATION = """\
 @article{zhang2024distilling,

@@ -14,9 +14,9 @@ import string
 from collections.abc import Iterable
 from pathlib import Path
 
-from fsa_distill.errors import InputError
-from fsa_distill.files import atomic_dir
-from models.student.load import check_student_dir, is_local_spec
+from fsa_distill.core.errors import InputError
+from fsa_distill.core.files import atomic_dir
+from fsa_distill.models.student.load import check_student_dir, is_local_spec
 
 NL_TOKEN = "[NL]"
 SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]
@@ -96,7 +96,7 @@ def build_student(spec: str, out_dir: Path, tokenizer_texts: Iterable[str], voca
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from models.student.load import load_student
+    from fsa_distill.models.student.load import load_student
 
     out_dir = Path(out_dir)
     if spec in SIZES:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fsa_distill.errors import InputError
+from fsa_distill.core.errors import InputError
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -90,7 +90,7 @@ def load_student(model_dir: str | Path, device: str = "cpu", dtype: Any = None):
 
 def model_digest(model_dir: str | Path) -> str:
     """Digest of a student's config and weights: part of the cache keys of the stages that start from it."""
-    from fsa_distill.digests import sha256_file, sha256_json
+    from fsa_distill.core.digests import sha256_file, sha256_json
 
     if not is_local_spec(model_dir):
         return str(model_dir)  # a hub id: its revision is what the user named

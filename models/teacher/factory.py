@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fsa_distill.config import TeacherConfig
-from fsa_distill.digests import sha256_json, sha256_tree
-from fsa_distill.errors import InputError
-from models.teacher import smollm2
-from models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend, TokenizerMixin
+from fsa_distill.core.config import TeacherConfig
+from fsa_distill.core.digests import sha256_json, sha256_tree
+from fsa_distill.core.errors import InputError
+from fsa_distill.models.teacher import smollm2
+from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend, TokenizerMixin
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "*.pt")
 
@@ -65,7 +65,7 @@ def resolve_model(teacher: TeacherConfig, work_dir: Path) -> ResolvedModel:
 def build_teacher(teacher: TeacherConfig, work_dir: Path) -> TeacherBackend:
     """The configured backend, ready to generate. Close it (or use `with`) to free the engine."""
     if teacher.backend == "openai":
-        from models.teacher.openai_backend import OpenAIBackend
+        from fsa_distill.models.teacher.openai_backend import OpenAIBackend
 
         if not teacher.base_url:
             raise InputError(None, "teacher.base_url", "the openai backend needs the endpoint URL")
@@ -83,7 +83,7 @@ def build_teacher(teacher: TeacherConfig, work_dir: Path) -> TeacherBackend:
     model = resolve_model(teacher, work_dir)
     revision = teacher.revision if model.path == teacher.model else None
     if teacher.backend == "hf":
-        from models.teacher.hf_backend import HFBackend
+        from fsa_distill.models.teacher.hf_backend import HFBackend
 
         return HFBackend(
             model.path,
@@ -93,7 +93,7 @@ def build_teacher(teacher: TeacherConfig, work_dir: Path) -> TeacherBackend:
             max_model_len=teacher.max_model_len,
             revision=revision,
         )
-    from models.teacher.vllm_backend import VLLMBackend
+    from fsa_distill.models.teacher.vllm_backend import VLLMBackend
 
     return VLLMBackend(
         model.path,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend, TokenizerMixin
+from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend, TokenizerMixin
 
 
 class HFBackend(TokenizerMixin, TeacherBackend):

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend, TeacherError
+from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend, TeacherError
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 FATAL_STATUS = {401, 403, 404}

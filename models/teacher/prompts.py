@@ -8,9 +8,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from fsa_distill.digests import sha256_text
-from fsa_distill.errors import InputError
-from models.teacher.base import GenerationRequest
+from fsa_distill.core.digests import sha256_text
+from fsa_distill.core.errors import InputError
+from fsa_distill.models.teacher.base import GenerationRequest
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 PLACEHOLDER = "{review}"

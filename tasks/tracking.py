@@ -16,7 +16,7 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from fsa_distill.config import DistillConfig
+from fsa_distill.core.config import DistillConfig
 
 MetricsLogger = Callable[[dict[str, float], "int | None"], None]
 

@@ -52,16 +52,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fsa_distill.files import write_json_atomically
+from fsa_distill.core.files import write_json_atomically
+from fsa_distill.perf import RESULTS_DIR
 
-RESULTS_PATH = Path(__file__).resolve().parent / "results" / "train.json"
+RESULTS_PATH = RESULTS_DIR / "train.json"
 HELDOUT = Path(__file__).resolve().parents[3] / "shared" / "teacher_outputs" / "mixtral_500.jsonl"
 PADDING_MODES = ("fixed", "dynamic", "dynamic_same_batches")
 
 
 def demo_config(work_dir: Path):
     """The demo profile (environment ignored), its work dir moved under the bench's own folder."""
-    from fsa_distill.config import resolve_config
+    from fsa_distill.core.config import resolve_config
 
     config = resolve_config("demo", environ={})
     return config.model_copy(update={"work_dir": Path(work_dir) / "bench-train"})
@@ -69,7 +70,7 @@ def demo_config(work_dir: Path):
 
 def mixtral_pairs(n_examples: int) -> list[tuple[str, str]]:
     """(review, teacher response) pairs: the real Mixtral outputs shipped in ../shared."""
-    from fsa_distill.errors import InputError
+    from fsa_distill.core.errors import InputError
 
     if not HELDOUT.is_file():
         raise InputError(HELDOUT, None, "needs ../shared/teacher_outputs/mixtral_500.jsonl")
@@ -81,8 +82,8 @@ def corpus_from_pairs(pairs: list[tuple[str, str]], work: Path) -> Path:
     """A corpus-stage dataset (all train) from ready (review, response) pairs."""
     from datasets import Dataset
 
-    from fsa_distill.config import CorpusConfig
-    from tasks.corpus import build_corpus
+    from fsa_distill.core.config import CorpusConfig
+    from fsa_distill.tasks.corpus import build_corpus
 
     generations = work / "generations"
     Dataset.from_list([{"review_id": str(i), "review": review, "prompt": "bench", "response": response,
@@ -94,10 +95,10 @@ def corpus_from_pairs(pairs: list[tuple[str, str]], work: Path) -> Path:
 def pipeline_corpus(config, teacher, n_reviews: int, work: Path) -> tuple[Path, dict[str, Any]]:
     """The distillation corpus as the pipeline makes it: rest14 train sentences → teacher (all configured
     prompts, validated, cached) → `build_corpus` (all train, so every pair is trained on)."""
-    from benchmark.data import load_sentences
-    from fsa_distill.config import CorpusConfig
-    from tasks.corpus import build_corpus
-    from tasks.generate import generate_responses
+    from fsa_distill.benchmark.data import load_sentences
+    from fsa_distill.core.config import CorpusConfig
+    from fsa_distill.tasks.corpus import build_corpus
+    from fsa_distill.tasks.generate import generate_responses
 
     seen: dict[str, dict[str, str]] = {}
     for sentence in load_sentences("atsa", "rest14", "train"):
@@ -117,8 +118,8 @@ def make_trainer(student_dir: Path, examples: list, pad_to: tuple[int, int] | No
     (real tokens, padded tokens, loss)."""
     import torch
 
-    from models.student.load import load_student
-    from tasks.pretrain import autocast_context, collate, make_optimizer
+    from fsa_distill.models.student.load import load_student
+    from fsa_distill.tasks.pretrain import autocast_context, collate, make_optimizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(cfg.seed)
@@ -149,9 +150,9 @@ def bench_padding(student_dir: Path, corpus_dir: Path, batch_size: int, max_sour
     Each mode trains its own fresh copy of the student; one untimed warm-up step each (its first batch), then
     the modes take their timed steps in turn (step i of every mode, then step i + 1, ...), so load changes on
     the shared machine hit every mode alike."""
-    from fsa_distill.config import PretrainConfig
-    from models.student.load import load_student
-    from tasks.pretrain import epoch_batches, load_corpus_split, tokenize_pairs
+    from fsa_distill.core.config import PretrainConfig
+    from fsa_distill.models.student.load import load_student
+    from fsa_distill.tasks.pretrain import epoch_batches, load_corpus_split, tokenize_pairs
 
     cfg = PretrainConfig(batch_size=batch_size, max_source_length=max_source, max_target_length=max_target,
                          seed=seed)
@@ -208,8 +209,8 @@ def bench_student_inference(model_dir: Path, texts: list[str], batch_size: int, 
                             repeats: int = 3) -> dict[str, Any]:
     import torch
 
-    from models.student.load import load_student
-    from tasks.predict import generate_with
+    from fsa_distill.models.student.load import load_student
+    from fsa_distill.tasks.predict import generate_with
 
     started = time.perf_counter()
     model, tokenizer = load_student(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
@@ -246,7 +247,7 @@ def stdout_to_stderr() -> Iterator[None]:
 def start_teacher(config) -> tuple[Any, str, str | None]:
     """The configured teacher (vLLM), started once; HF generate if vLLM cannot start (noted in the result).
     The converted model is shared with the bench's --work-dir (`work_dir/../models`)."""
-    from models.teacher.factory import build_teacher
+    from fsa_distill.models.teacher.factory import build_teacher
 
     models_root = Path(config.work_dir).parent
     try:
@@ -259,9 +260,9 @@ def start_teacher(config) -> tuple[Any, str, str | None]:
 
 def bench_teacher_inference(teacher, texts: list[str], output_tokens: int) -> dict[str, Any]:
     """The teacher's few-shot extraction on the same texts, forced to `output_tokens` new tokens each."""
-    from benchmark.data import load_sentences
-    from models.teacher.base import GenerationRequest
-    from tasks.zeroshot import extraction_prompt
+    from fsa_distill.benchmark.data import load_sentences
+    from fsa_distill.models.teacher.base import GenerationRequest
+    from fsa_distill.tasks.zeroshot import extraction_prompt
 
     examples = load_sentences("atsa", "rest14", "train")[:2]
     requests = [GenerationRequest(messages=({"role": "user", "content": extraction_prompt("atsa", t, examples)},),
@@ -286,10 +287,10 @@ def run_train_bench(n_examples: int = 496, n_pipeline_reviews: int = 200, n_revi
     pipeline corpus cannot be made: its padding comparison is then null and only the Mixtral one is run."""
     import torch
 
-    from benchmark.data import load_sentences
-    from models.student import SIZES, build_student
-    from models.teacher.vllm_backend import cpu_worker_cores
-    from tasks.pretrain import load_corpus_split
+    from fsa_distill.benchmark.data import load_sentences
+    from fsa_distill.models.student import SIZES, build_student
+    from fsa_distill.models.teacher.vllm_backend import cpu_worker_cores
+    from fsa_distill.tasks.pretrain import load_corpus_split
 
     torch.set_num_threads(threads or cpu_worker_cores())
     config = demo_config(work_dir)

@@ -10,12 +10,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fsa_distill.config import PROFILES, resolve_config
-from fsa_distill.console import print_json, user_errors
+from fsa_distill.core.config import PROFILES, resolve_config
+from fsa_distill.cli.console import print_json, user_errors
 
 
 def _print_summary(summary: dict[str, Any], views: list[str]) -> None:
-    from tasks.evaluate import format_table
+    from fsa_distill.tasks.evaluate import format_table
 
     console = Console()
     table = Table(title=f"F1 × 100 (mean ± std over seeds) — gate metric mean_f1 = {100 * summary['mean_f1']:.2f}")
@@ -60,7 +60,7 @@ def run(
         resolved = resolve_config(profile, config, overrides or [])
         if resolved.tracking.prefect_api_url:
             os.environ["PREFECT_API_URL"] = resolved.tracking.prefect_api_url
-        from flows.distill import distill
+        from fsa_distill.flows.distill import distill
 
         summary = distill(profile=profile, config_file=str(config) if config else None, overrides=overrides or [])
     if as_json:

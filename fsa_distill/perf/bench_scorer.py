@@ -2,7 +2,7 @@
 against the paper's list-membership scorer, timed in the same run on a subset and extrapolated (it is O(n²)).
 About 13% of the generated pieces are invalid or name absent terms, so ~870k pairs survive the protocol's filters.
 
-    python -m benchmark.perf.bench_scorer [n_pairs]      or      fsa-distill bench scorer --json
+    python -m fsa_distill.perf.bench_scorer [n_pairs]      or      fsa-distill bench scorer --json
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmark.scorer import score_predictions
-from benchmark.targets import POLARITIES, gold_pairs, parse_prediction
-from fsa_distill.files import write_json_atomically
+from fsa_distill.benchmark.scorer import score_predictions
+from fsa_distill.benchmark.targets import POLARITIES, gold_pairs, parse_prediction
+from fsa_distill.core.files import write_json_atomically
+from fsa_distill.perf import RESULTS_DIR
 
-RESULTS_PATH = Path(__file__).resolve().parent / "results" / "scorer.json"
+RESULTS_PATH = RESULTS_DIR / "scorer.json"
 WORDS = [f"w{i}" for i in range(2000)]
 TERMS = [f"term{i}" for i in range(500)] + [f"multi word term{i}" for i in range(100)]
 

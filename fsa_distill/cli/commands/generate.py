@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fsa_distill.console import print_json, stderr, user_errors
+from fsa_distill.cli.console import print_json, stderr, user_errors
 
 SUMMARY_KEYS = ("reviews", "generated", "cached", "rejected", "tokens", "tokens_per_s")
 
@@ -31,9 +31,9 @@ def generate(
     with user_errors():
         from pydantic import ValidationError
 
-        from benchmark.importers import read_review_corpus
-        from fsa_distill.config import ConfigError, resolve_config
-        from tasks.generate import generate_responses
+        from fsa_distill.benchmark.importers import read_review_corpus
+        from fsa_distill.core.config import ConfigError, resolve_config
+        from fsa_distill.tasks.generate import generate_responses
 
         flags = {
             "generation.prompts": [n.strip() for n in prompts.split(",") if n.strip()] if prompts else None,

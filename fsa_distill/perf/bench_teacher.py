@@ -9,7 +9,7 @@ earlier one. Direct and pipeline runs alternate `repeats` times and their median
 runs varied by ±10% here (2-core machine), while the pipeline's own work (cache, validation, writing) is
 ~0.1 s of a 45 s run. Writes benchmark/perf/results/teacher.json.
 
-    python -m benchmark.perf.bench_teacher --n-prompts 128 --max-tokens 200
+    python -m fsa_distill.perf.bench_teacher --n-prompts 128 --max-tokens 200
 """
 
 from __future__ import annotations
@@ -24,14 +24,15 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
-from fsa_distill.files import write_json_atomically
+from fsa_distill.core.files import write_json_atomically
+from fsa_distill.perf import RESULTS_DIR
 
-RESULTS_PATH = Path(__file__).resolve().parent / "results" / "teacher.json"
+RESULTS_PATH = RESULTS_DIR / "teacher.json"
 
 
 def benchmark_reviews(n_reviews: int) -> list[dict[str, str]]:
     """Distinct restaurant-review sentences from the benchmark's train split."""
-    from benchmark.data import load_sentences
+    from fsa_distill.benchmark.data import load_sentences
 
     texts = list(dict.fromkeys(s["sentence"].strip() for s in load_sentences("atsa", "rest14", "train")))
     return [{"id": str(i), "text": text} for i, text in enumerate(texts[:n_reviews])]
@@ -53,7 +54,7 @@ def _vllm_direct(backend: Any, requests: list[Any]) -> tuple[int, float]:
 
 def _pipeline(backend: Any, reviews: list[dict[str, str]], config: Any) -> tuple[int, float, dict[str, Any]]:
     """The same prompts through `generate_responses`: cache, validation and dataset writing included."""
-    from tasks.generate import generate_responses
+    from fsa_distill.tasks.generate import generate_responses
 
     with tempfile.TemporaryDirectory(prefix="bench-teacher-") as temp:
         backend.llm.reset_prefix_cache()
@@ -67,7 +68,7 @@ def _vllm_engine_defaults(model_dir: Path, digest: str, requests: list[Any], enf
                           kv_cache_memory_gib: float, dtype: str, reserve_one_core: bool) -> tuple[int, float]:
     """The same direct run with one of the pipeline's engine choices undone: `dtype="auto"` handed to vLLM
     unchanged (bfloat16 on CPUs), or `reserve_one_core` as vLLM does for its scheduler by default."""
-    from models.teacher.vllm_backend import RESERVED_CPU_ENV, VLLM_DEFAULT_RESERVED_CPUS, VLLMBackend
+    from fsa_distill.models.teacher.vllm_backend import RESERVED_CPU_ENV, VLLM_DEFAULT_RESERVED_CPUS, VLLMBackend
 
     # exported, vLLM's own reservation turns the backend's override off
     reservation = {RESERVED_CPU_ENV: VLLM_DEFAULT_RESERVED_CPUS} if reserve_one_core else {}
@@ -91,7 +92,7 @@ def engine_dtype(backend: Any) -> str:
 
 
 def _hf(model_dir: Path, requests: list[Any], batch_size: int, dtype: str) -> tuple[int, float]:
-    from models.teacher.hf_backend import HFBackend
+    from fsa_distill.models.teacher.hf_backend import HFBackend
 
     backend = HFBackend(str(model_dir), model_id="bench", weights_digest="bench", dtype=dtype)
     try:
@@ -115,12 +116,12 @@ def run_teacher_bench(
     repeats: int = 3,
     results_path: Path | None = RESULTS_PATH,
 ) -> dict[str, Any]:
-    from fsa_distill.config import DistillConfig
-    from models.teacher.factory import compute_dtype
-    from models.teacher.prompts import load_prompt
-    from models.teacher.smollm2 import NAME, ensure_smollm2
-    from models.teacher.vllm_backend import RESERVED_CPU_ENV, VLLMBackend, reserved_cpu_override
-    from tasks.generate import build_jobs, input_budget
+    from fsa_distill.core.config import DistillConfig
+    from fsa_distill.models.teacher.factory import compute_dtype
+    from fsa_distill.models.teacher.prompts import load_prompt
+    from fsa_distill.models.teacher.smollm2 import NAME, ensure_smollm2
+    from fsa_distill.models.teacher.vllm_backend import RESERVED_CPU_ENV, VLLMBackend, reserved_cpu_override
+    from fsa_distill.tasks.generate import build_jobs, input_budget
 
     model_dir, digest = ensure_smollm2(Path(work_dir) / "models")
     config = DistillConfig(work_dir=work_dir)

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 import typer
 
-from fsa_distill.console import print_json, stderr, user_errors
-from fsa_distill.files import write_json_atomically
+from fsa_distill.cli.console import print_json, stderr, user_errors
+from fsa_distill.core.files import write_json_atomically
 
 
 def convert(
@@ -20,7 +20,7 @@ def convert(
     ] = False,
 ) -> None:
     """Convert SemEval ABSA XML into benchmark JSON; prints {"sentences", "aspects", "skipped", "skipped_items"}."""
-    from benchmark.importers import convert_semeval_xml
+    from fsa_distill.benchmark.importers import convert_semeval_xml
 
     with user_errors():
         sentences, skipped = convert_semeval_xml(input_path, task, keep_empty=keep_empty)

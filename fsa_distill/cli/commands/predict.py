@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from fsa_distill.console import print_json, user_errors
-from fsa_distill.errors import InputError
+from fsa_distill.cli.console import print_json, user_errors
+from fsa_distill.core.errors import InputError
 
 SPLIT_SPEC = re.compile(r"^(atsa|acsa)/([\w.-]+)/(train|dev|test|hard_test)$")
 
@@ -20,8 +20,8 @@ def read_inputs(source: str, text_field: str = "text", data_dir: Path | None = N
 
     `source` is a review file (JSONL / CSV / TXT), a benchmark JSON file, or `task/dataset/split`.
     """
-    from benchmark.data import load_sentences, read_benchmark_file
-    from benchmark.importers import read_review_corpus
+    from fsa_distill.benchmark.data import load_sentences, read_benchmark_file
+    from fsa_distill.benchmark.importers import read_review_corpus
 
     path = Path(source)
     if path.exists():
@@ -53,9 +53,9 @@ def predict(
     import json
     import time
 
-    from fsa_distill.files import atomic_file
-    from models.student.load import check_student_dir
-    from tasks.predict import generate_predictions
+    from fsa_distill.core.files import atomic_file
+    from fsa_distill.models.student.load import check_student_dir
+    from fsa_distill.tasks.predict import generate_predictions
 
     with user_errors():
         check_student_dir(model)
@@ -88,9 +88,9 @@ def zeroshot(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary line only.")] = False,
 ) -> None:
     """Zero-shot aspect polarity by label likelihood (no fine-tuning): accuracy and macro-F1, conflict skipped."""
-    from benchmark.data import load_sentences
-    from models.student.load import check_student_dir
-    from tasks.zeroshot import zero_shot_eval
+    from fsa_distill.benchmark.data import load_sentences
+    from fsa_distill.models.student.load import check_student_dir
+    from fsa_distill.tasks.zeroshot import zero_shot_eval
 
     with user_errors():
         check_student_dir(model)

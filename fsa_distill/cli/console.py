@@ -10,8 +10,8 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from fsa_distill.config import ConfigError
-from fsa_distill.errors import InputError
+from fsa_distill.core.config import ConfigError
+from fsa_distill.core.errors import InputError
 
 stderr = Console(stderr=True)
 

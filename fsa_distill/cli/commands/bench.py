@@ -1,4 +1,4 @@
-"""`fsa-distill bench …`: thin CLI over the scripts in benchmark/perf/; each prints one JSON line."""
+"""`fsa-distill bench …`: thin CLI over the modules in fsa_distill/perf/; each prints one JSON line."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from fsa_distill.console import print_json
+from fsa_distill.cli.console import print_json
 
 
 def scorer(
@@ -14,7 +14,7 @@ def scorer(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
 ) -> None:
     """Scorer throughput on ~1M pairs vs the paper's quadratic scorer; writes benchmark/perf/results/scorer.json."""
-    from benchmark.perf.bench_scorer import RESULTS_PATH, run
+    from fsa_distill.perf.bench_scorer import RESULTS_PATH, run
 
     result = run(n_pairs=n_pairs, out_path=RESULTS_PATH if n_pairs >= 1_000_000 else None)
     if as_json:
@@ -37,7 +37,7 @@ def teacher(
     """vLLM vs HF generate on the SmolLM2 teacher, plus the pipeline's overhead; writes results/teacher.json."""
     from pathlib import Path
 
-    from benchmark.perf.bench_teacher import RESULTS_PATH, run_teacher_bench
+    from fsa_distill.perf.bench_teacher import RESULTS_PATH, run_teacher_bench
 
     result = run_teacher_bench(n_prompts, max_tokens, Path(work_dir), enforce_eager=not compile_graphs,
                                repeats=repeats, results_path=RESULTS_PATH)
@@ -77,7 +77,7 @@ def train(
     Mixtral set, and student vs teacher inference reviews/s; writes benchmark/perf/results/train.json."""
     from pathlib import Path
 
-    from benchmark.perf.bench_train import RESULTS_PATH, run_train_bench
+    from fsa_distill.perf.bench_train import RESULTS_PATH, run_train_bench
 
     result = run_train_bench(n_examples=n_examples, n_pipeline_reviews=n_pipeline_reviews, n_reviews=n_reviews,
                              student=student, work_dir=Path(work_dir), with_teacher=not skip_teacher,

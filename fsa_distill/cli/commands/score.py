@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 import typer
 
-from fsa_distill.console import print_json, user_errors
-from fsa_distill.errors import InputError
+from fsa_distill.cli.console import print_json, user_errors
+from fsa_distill.core.errors import InputError
 
 
 def score(
@@ -22,8 +22,8 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
 ) -> None:
     """Score predictions: precision, recall, F1 (micro over pairs), n_gold, n_pred, n_sentences."""
-    from benchmark.data import read_benchmark_file
-    from benchmark.scorer import read_prediction_file, score_predictions
+    from fsa_distill.benchmark.data import read_benchmark_file
+    from fsa_distill.benchmark.scorer import read_prediction_file, score_predictions
 
     with user_errors():
         sentences = read_benchmark_file(gold)

@@ -1,4 +1,4 @@
-"""The `fsa-distill` command line. Each command lives in fsa_distill/commands/<name>.py and keeps heavy
+"""The `fsa-distill` command line. Each command lives in fsa_distill/cli/commands/<name>.py and keeps heavy
 imports (torch, vllm, mlflow) inside the function so `fsa-distill --help` stays fast."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import os
 
 import typer
 
-from fsa_distill.commands import bench, data, generate, predict, run, score
+from fsa_distill.cli.commands import bench, data, generate, predict, run, score
 
 # The ephemeral Prefect server's telemetry ping logs an ERROR on every offline run; set the variable to opt in.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -13,9 +13,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fsa_distill.digests import sha256_json
+from fsa_distill.core.digests import sha256_json
 
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "deployments" / "profiles"
+PROFILE_DIR = Path(__file__).resolve().parents[2] / "deployments" / "profiles"
 PROFILES = ("demo", "study", "paper")
 DATASETS = ("atsa/rest14", "atsa/laptop14", "acsa/rest16", "acsa/laptop16")
 PAPER_SEEDS = [42, 52, 62, 72, 82, 142, 152, 162, 172, 182]

@@ -1,0 +1,1 @@
+"""The top layer: the `fsa-distill` command line (typer) and its terminal output."""

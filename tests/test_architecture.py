@@ -1,0 +1,89 @@
+"""The shape of the code: one installed namespace, and imports that point one way only.
+
+The layer contract lives in pyproject.toml ([tool.importlinter]) and is checked with import-linter. Its graph
+builder walks the root package's own folder, and our design-card folders (flows/, tasks/, models/, benchmark/)
+are mapped into `fsa_distill` by setuptools' package-dir instead of living inside it, so the test lays out the
+installed view of the package as symlinks first and points import-linter there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def installed_view(tmp_path: Path, root: Path = ROOT) -> Path:
+    """A folder where `fsa_distill/` looks as it does installed: its own files plus the mapped sub-packages."""
+    package_dirs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    view = tmp_path / "view" / "fsa_distill"
+    view.mkdir(parents=True)
+    for entry in (root / "fsa_distill").iterdir():
+        if entry.name != "__pycache__":
+            (view / entry.name).symlink_to(entry)
+    for package, folder in package_dirs.items():
+        if package != "fsa_distill":
+            (view / package.split(".")[-1]).symlink_to(root / folder)
+    return view.parent
+
+
+def lint_imports(tmp_path: Path, root: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    view = installed_view(tmp_path, root)
+    config = root / "pyproject.toml"
+    env = {**os.environ, "PYTHONPATH": str(view)}
+    lint = Path(sys.executable).with_name("lint-imports")
+    return subprocess.run([str(lint), "--no-cache", "--no-logo", "--config", str(config)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+
+
+def test_imports_point_one_way(tmp_path: Path) -> None:
+    result = lint_imports(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 kept, 0 broken" in result.stdout
+
+
+def test_the_layer_contract_catches_an_upward_import(tmp_path: Path) -> None:
+    """The contract can fail: a copy of the tree where core imports a flow breaks it."""
+    copy = tmp_path / "copy"
+    for name in ("fsa_distill", "flows", "tasks", "models", "benchmark"):
+        shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    digests = copy / "fsa_distill" / "core" / "digests.py"
+    digests.write_text(digests.read_text() + "\nfrom fsa_distill.flows import distill  # noqa\n")
+    result = lint_imports(tmp_path / "lint", copy)
+    assert result.returncode != 0
+    assert "fsa_distill.core.digests -> fsa_distill.flows" in result.stdout
+
+
+@pytest.mark.slow
+def test_only_the_fsa_distill_namespace_is_installed(tmp_path: Path) -> None:
+    """Built and installed into a fresh virtual environment, nothing generic is importable at top level."""
+    wheel_dir = tmp_path / "wheel"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(wheel_dir), str(ROOT)], check=True, timeout=300, cwd=tmp_path)
+    (wheel,) = wheel_dir.glob("fsa_distill-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {name.split("/")[0] for name in names} == {"fsa_distill", wheel.name.split("-py3")[0] + ".dist-info"}
+    assert "fsa_distill/tasks/stages.py" in names and "fsa_distill/benchmark/fsa_f1/fsa_f1.py" in names
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
+                    "--no-deps", "--no-index", str(wheel)], check=True, timeout=300)
+    probe = ("import importlib, fsa_distill\n"
+             "for name in ('tasks', 'models', 'benchmark', 'flows'):\n"
+             "    try:\n        importlib.import_module(name)\n    except ImportError:\n        continue\n"
+             "    raise SystemExit(f'{name} is importable at top level')\n"
+             "print(fsa_distill.__file__)")
+    result = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True,
+                            cwd=tmp_path, env={"PATH": os.environ["PATH"]})
+    assert result.returncode == 0, result.stderr
+    assert str(venv) in result.stdout
