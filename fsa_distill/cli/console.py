@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fsa_distill.core.config import ConfigError
 from fsa_distill.core.errors import InputError
@@ -24,7 +25,9 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (InputError, ConfigError) as error:
-        stderr.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+        # escape: messages quote user values such as `[atsa/rest15]`, which rich would take for markup;
+        # soft_wrap: one line per problem whatever the terminal width (logs and CI are 80 columns).
+        stderr.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
