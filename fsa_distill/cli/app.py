@@ -7,7 +7,7 @@ import os
 
 import typer
 
-from fsa_distill.cli.commands import bench, data, generate, predict, run, score
+from fsa_distill.cli.commands import bench, config, data, generate, predict, run, score
 
 # The ephemeral Prefect server's telemetry ping logs an ERROR on every offline run; set the variable to opt in.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -19,6 +19,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Benchmark data: convert user 
 bench_app = typer.Typer(no_args_is_help=True, help="Performance benchmarks; each prints one JSON line.")
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
+config_app = typer.Typer(no_args_is_help=True, help="The resolved config, every key with its description.")
+app.add_typer(config_app, name="config")
 
 data_app.command("convert")(data.convert)
 app.command("score")(score.score)
@@ -29,6 +31,7 @@ app.command("run")(run.run)
 bench_app.command("scorer")(bench.scorer)
 bench_app.command("teacher")(bench.teacher)
 bench_app.command("train")(bench.train)
+config_app.command("show")(config.show)
 
 
 if __name__ == "__main__":
