@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from fsa_distill.core.config import ConfigError, resolve_config
+from fsa_distill.core import config as config_module
+from fsa_distill.core.config import ConfigError, config_keys, resolve_config
 
 
 def test_every_profile_resolves() -> None:
@@ -76,4 +80,187 @@ def test_cli_rejects_a_wrong_key_before_any_work(tmp_path: Path) -> None:
     )
     assert result.returncode == 2, result.stderr
     assert "pretrain.stepz: unknown key" in result.stderr
+    assert not work_dir.exists()
+
+
+# ------------------------------------------------------------------ a config that documents itself (#10 item 7)
+
+def test_every_key_has_a_description() -> None:
+    keys = config_keys()
+    assert {"pretrain", "pretrain.max_steps", "finetune.seeds", "work_dir"} <= set(keys)
+    assert [key for key, description in keys.items() if not description.strip()] == []
+
+
+@pytest.mark.parametrize(
+    ("layer", "key", "suggestion"),
+    [
+        ("--set", "pretrain.stepz", "did you mean pretrain.max_steps?"),
+        ("--set", "pretrain.epochs", "did you mean finetune.epochs?"),
+        ("file", "finetune.epoch", "did you mean finetune.epochs?"),
+        ("file", "pretrian.max_steps", "did you mean pretrain?"),
+        ("profile", "teacher.modle", "did you mean teacher.model or student.model?"),
+    ],
+)
+def test_unknown_keys_get_the_nearest_valid_ones(layer: str, key: str, suggestion: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    section, name = key.split(".")
+    overrides, config_file, origin = [], None, "--set"
+    if layer == "--set":
+        overrides = [f"{key}=3"]
+    elif layer == "file":
+        config_file = tmp_path / "mine.yaml"
+        config_file.write_text(f"{section}:\n  {name}: 3\n")
+        origin = str(config_file)
+    else:  # a profile with a typo in it
+        profile_dir = tmp_path / "profiles"
+        profile_dir.mkdir()
+        (profile_dir / "demo.yaml").write_text(f"{section}:\n  {name}: x\n")
+        monkeypatch.setattr(config_module, "PROFILE_DIR", profile_dir)
+        origin = "profile demo"
+    unknown = section if section == "pretrian" else key
+    with pytest.raises(ConfigError) as raised:
+        resolve_config("demo", config_file, overrides, environ={})
+    assert str(raised.value) == f"invalid config: {unknown}: unknown key (from {origin}" + (
+        " (demo.yaml)" if layer == "profile" else "") + f"); {suggestion}"
+
+
+def test_unknown_profile_is_answered_with_the_nearest() -> None:
+    with pytest.raises(ConfigError, match="did you mean study"):
+        resolve_config("stduy", environ={})
+
+
+def test_config_show_prints_every_key_with_its_description_as_a_usable_config(tmp_path: Path) -> None:
+    """The YAML carries every description as a comment and, read back as --config, gives the same config."""
+    from fsa_distill.cli.commands.config import commented_yaml
+
+    config = resolve_config("study", overrides=["finetune.seeds=[1, 2]", "teacher.revision='1.0'"], environ={})
+    text = commented_yaml(config)
+    for description in config_keys().values():
+        assert f"# {description}\n" in text
+    shown = tmp_path / "shown.yaml"
+    shown.write_text(text)
+    assert resolve_config("study", shown, environ={}) == config
+    assert resolve_config("demo", shown, environ={}).model_dump(exclude={"profile"}) == config.model_dump(
+        exclude={"profile"})
+
+
+def test_config_show_cli_resolves_profile_file_and_overrides(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fsa_distill.cli.app import app
+
+    config_file = tmp_path / "mine.yaml"
+    config_file.write_text("finetune:\n  epochs: 7\n")
+    args = ["config", "show", "--profile", "paper", "--config", str(config_file), "--set", "pretrain.max_steps=9"]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown == resolve_config("paper", config_file, ["pretrain.max_steps=9"]).model_dump(mode="json")
+    assert (shown["profile"], shown["finetune"]["epochs"], shown["pretrain"]["max_steps"]) == ("paper", 7, 9)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "# Optimizer steps\n  max_steps: 9\n" in result.stdout
+
+
+# ------------------------------------------------------------------------- bounds and clean errors (#15 item 1)
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "pretrain.max_steps=-5", "pretrain.max_steps=0", "pretrain.batch_size=0", "pretrain.eval_every=0",
+        "pretrain.learning_rate=0", "pretrain.min_learning_rate=-1e-5", "pretrain.max_source_length=0",
+        "finetune.learning_rate=-3e-4", "finetune.epochs=-1", "finetune.eval_batch_size=0", "finetune.seeds=[]",
+        "finetune.seeds=[42, -1]", "corpus.dev_fraction=1.5", "corpus.dev_fraction=-0.1", "corpus.seed=-1",
+        "teacher.gpu_memory_utilization=0", "teacher.max_model_len=0", "generation.top_p=1.5",
+        "generation.batch_size=0", "data.max_test_sentences=0", "evaluate.teacher_max_sentences=0",
+        "student.vocab_size=10", "generation.prompts=[]",
+    ],
+)
+def test_numbers_out_of_range_are_refused(override: str) -> None:
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^invalid config: {re.escape(key)}(\.\d+)?: "):
+        resolve_config("demo", overrides=[override], environ={})
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["finetune.epochs=0", "pretrain.max_grad_norm=0", "corpus.dev_fraction=0", "pretrain.min_learning_rate=0",
+     "teacher.gpu_memory_utilization=1", "generation.temperature=0", "teacher.max_retries=0"],
+)
+def test_edge_values_that_mean_something_are_accepted(override: str) -> None:
+    key, value = override.split("=")
+    section, name = key.split(".")
+    assert getattr(getattr(resolve_config("demo", overrides=[override], environ={}), section), name) == float(value)
+
+
+def test_a_floor_above_the_peak_learning_rate_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"pretrain.min_learning_rate: is above learning_rate \(0.003\)"):
+        resolve_config("demo", overrides=["pretrain.min_learning_rate=0.01"], environ={})
+
+
+def test_views_without_normal_are_refused() -> None:
+    with pytest.raises(ConfigError, match="evaluate.views: must include 'normal'"):
+        resolve_config("demo", overrides=["evaluate.views=[implicit, multi]"], environ={})
+
+
+def test_several_problems_give_one_line_each() -> None:
+    with pytest.raises(ConfigError) as raised:
+        resolve_config("demo", overrides=["pretrain.max_steps=-5", "finetune.epoch=2", "corpus.dev_fraction=2"],
+                       environ={})
+    header, *problems = str(raised.value).splitlines()
+    assert header == "invalid config (3 problems):"
+    assert [line.split(":")[0].strip() for line in problems] == [
+        "corpus.dev_fraction", "pretrain.max_steps", "finetune.epoch"]
+
+
+def test_broken_yaml_in_set_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as raised:
+        resolve_config("demo", overrides=["finetune.seeds=[1, 2"], environ={})
+    assert str(raised.value).startswith("--set 'finetune.seeds=[1, 2': value is not valid YAML: line 1, column")
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"finetune:\n  epochs: 3\n  # caf\xe9\n", r"line 3: not UTF-8 text \(byte 0xe9\)"),
+        (b"finetune:\n  epochs: [3\n", r"not valid YAML: line 3, column 1: expected ',' or ']'"),
+        (b"- a list\n", "top level must be a mapping"),
+    ],
+)
+def test_unreadable_config_files_are_config_errors(tmp_path: Path, content: bytes, message: str) -> None:
+    config_file = tmp_path / "mine.yaml"
+    config_file.write_bytes(content)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(config_file))}: {message}") as raised:
+        resolve_config("demo", config_file, environ={})
+    assert "\n" not in str(raised.value)
+
+
+def test_a_folder_as_config_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a folder, not a config file"):
+        resolve_config("demo", tmp_path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--set", "pretrain.max_steps=-5"], "pretrain.max_steps: Input should be greater than or equal to 1"),
+        (["--set", "finetune.seeds=[1, 2"], "value is not valid YAML"),
+        (["--config", "{latin1}"], "not UTF-8 text"),
+    ],
+)
+def test_cli_bad_config_is_one_error_line_exit_2_no_work(tmp_path: Path, args: list[str], problem: str) -> None:
+    """`run` with a bad config: exit 2, exactly one `error:` line (however narrow the terminal), no traceback,
+    and no work dir created."""
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("# caf\xe9\n".encode("latin-1"))
+    work_dir = tmp_path / "work"
+    result = subprocess.run(
+        [sys.executable, "-m", "fsa_distill.cli", "run", "--set", f"work_dir={work_dir}",
+         *[arg.format(latin1=latin1) for arg in args]],
+        capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "COLUMNS": "40"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+    assert problem in result.stderr and "Traceback" not in result.stderr
     assert not work_dir.exists()
