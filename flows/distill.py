@@ -1,7 +1,7 @@
 """The `distill` flow: reviews → teacher → corpus → student → pretrain → finetune → evaluate → register.
 
-Wiring only: every stage is a cached Prefect task from tasks/stages.py; this module decides the order, the
-cache keys (tasks/caching.py) and what each stage's nested MLflow run records.
+Wiring only: every stage is a cached Prefect task from tasks/stages.py, which declares what the stage depends on
+(its cache key); this module decides the order and what each stage's nested MLflow run records.
 """
 
 from __future__ import annotations
@@ -17,17 +17,12 @@ from prefect.runtime import flow_run
 
 from fsa_distill.core.config import DistillConfig, resolve_config
 from fsa_distill.core.digests import sha256_tree
-from fsa_distill.tasks.tracking import RunTracker
-from fsa_distill.models.teacher.prompts import PROMPT_DIR, load_prompt
 from fsa_distill.tasks import stages
-from fsa_distill.tasks.caching import stage_key
 from fsa_distill.tasks.collect import collect_reviews
 from fsa_distill.tasks.evaluate import aggregate_runs, flat_metrics, gate_metric
 from fsa_distill.tasks.register import register_student
 from fsa_distill.tasks.report import build_report, curves_from_mlflow, scores_from_finetune
-
-TEACHER_CODE = ("fsa_distill.tasks.generate", "fsa_distill.tasks.generation_cache", "fsa_distill.tasks.validation", "fsa_distill.models.teacher")
-STUDENT_CODE = ("fsa_distill.models.student",)
+from fsa_distill.tasks.tracking import RunTracker
 
 
 class StageRunner:
@@ -41,7 +36,7 @@ class StageRunner:
         self.metric_runs: dict[str, str] = {}  # stage label → the MLflow run holding its live metrics
 
     def __call__(self, label: str, stage_task: Any, *, live_metrics: bool = False, **parameters: Any) -> dict:
-        child = self.tracker.start_child(self.parent_run_id, label, {"stage_key": parameters["stage_key"]})
+        child = self.tracker.start_child(self.parent_run_id, label)
         if live_metrics:
             parameters["tracking_run_id"] = child
         task_with_storage = stage_task.with_options(result_storage=stages.result_storage(self.config))
@@ -56,7 +51,7 @@ class StageRunner:
         self.outcomes[label] = "cached" if cached else "ran"
         numeric = {key: value for key, value in result.items() if isinstance(value, (int, float))}
         self.tracker.log_metrics(child, {**numeric, "stage_seconds": time.perf_counter() - started})
-        self.tracker.set_tags(child, {"cached": cached, "digest": result.get("digest", "")})
+        self.tracker.set_tags(child, {"cached": cached, "digest": result.get("digest", ""), "stage_key": result["key"]})
         if result.get("trained_in_run"):  # a cached stage points at the run that actually computed it
             self.metric_runs[label] = result["trained_in_run"]
             if cached:
@@ -82,33 +77,17 @@ def _link_prefect_and_mlflow(mlflow_run_id: str, config: DistillConfig) -> None:
     )
 
 
-def prompt_digests(config: DistillConfig) -> list[str]:
-    """The templates' own digests: a custom `generation.prompt_dir` changes them without changing code."""
-    prompt_dir = config.generation.prompt_dir or PROMPT_DIR
-    return [load_prompt(name, prompt_dir=prompt_dir).digest for name in config.generation.prompts]
-
-
 def _finetune_all(
     run_stage: StageRunner, label: str, model: dict[str, Any], config: DistillConfig
 ) -> list[dict[str, Any]]:
     results = []
     for dataset in config.data.datasets:
         for seed in config.finetune.seeds:
-            key = stage_key(
-                "finetune",
-                config,
-                ("data", "finetune"),
-                ("fsa_distill.tasks.finetune", "fsa_distill.tasks.predict", "fsa_distill.benchmark") + STUDENT_CODE,
-                model=model,
-                dataset=dataset,
-                seed=seed,
-            )
             results.append(
                 run_stage(
                     f"{label}/{dataset}/seed-{seed}",
                     stages.finetune_stage,
                     live_metrics=True,
-                    stage_key=key,
                     model=model,
                     dataset=dataset,
                     seed=seed,
@@ -159,28 +138,16 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
         reviews = collect_reviews(config, config.work_dir / "stages" / "collect")
         tracker.log_metrics(parent, {"reviews": reviews["n_reviews"]})
 
-        generate_key = stage_key(
-            "generate", config, ("teacher", "generation"), TEACHER_CODE, reviews=reviews, prompts=prompt_digests(config)
-        )
-        generation = run_stage(
-            "generate", stages.generate_stage, live_metrics=True,
-            stage_key=generate_key, reviews=reviews, config=config,
-        )
-        corpus_key = stage_key("corpus", config, ("corpus",), ("fsa_distill.tasks.corpus",), generation=generation)
-        corpus = run_stage("corpus", stages.corpus_stage, stage_key=corpus_key, generation=generation, config=config)
+        generation = run_stage("generate", stages.generate_stage, live_metrics=True, reviews=reviews, config=config)
+        corpus = run_stage("corpus", stages.corpus_stage, generation=generation, config=config)
         tracker.log_dataset(parent, Path(corpus["dataset_dir"]), "teacher-corpus", corpus["digest"], "pretraining")
 
-        student_key = stage_key("student", config, ("student",), STUDENT_CODE, corpus=corpus)
-        student = run_stage("student", stages.student_stage, stage_key=student_key, corpus=corpus, config=config)
+        student = run_stage("student", stages.student_stage, corpus=corpus, config=config)
 
         model = student
         if config.pretrain.enabled:
-            pretrain_key = stage_key(
-                "pretrain", config, ("pretrain",), ("fsa_distill.tasks.pretrain",) + STUDENT_CODE, student=student, corpus=corpus
-            )
             model = run_stage(
-                "pretrain", stages.pretrain_stage, live_metrics=True,
-                stage_key=pretrain_key, student=student, corpus=corpus, config=config,
+                "pretrain", stages.pretrain_stage, live_metrics=True, student=student, corpus=corpus, config=config
             )
 
         distilled_runs = _finetune_all(run_stage, "finetune", model, config)
@@ -199,17 +166,12 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
         zero_shot: dict[str, Any] = {}
         if config.evaluate.zero_shot:
             for dataset in config.data.datasets:
-                key = stage_key("zero-shot", config, ("data",), ("fsa_distill.tasks.zeroshot",), model=model, dataset=dataset)
                 zero_shot[dataset] = run_stage(
-                    f"zero-shot/{dataset}", stages.zeroshot_stage,
-                    stage_key=key, model=model, dataset=dataset, config=config,
+                    f"zero-shot/{dataset}", stages.zeroshot_stage, model=model, dataset=dataset, config=config
                 )
         teacher: dict[str, Any] = {}
         if config.evaluate.teacher_baseline:
-            key = stage_key(
-                "teacher-baseline", config, ("data", "teacher", "evaluate"), ("fsa_distill.tasks.zeroshot",) + TEACHER_CODE
-            )
-            teacher = run_stage("teacher-baseline", stages.teacher_baseline_stage, stage_key=key, config=config)["datasets"]
+            teacher = run_stage("teacher-baseline", stages.teacher_baseline_stage, config=config)["datasets"]
 
         best = max(distilled_runs, key=lambda run: run["best_dev_f1"])
         for run in distilled_runs:

@@ -22,10 +22,9 @@ import torch
 from tqdm.auto import tqdm
 
 from fsa_distill.core.config import DistillConfig
-from fsa_distill.core.digests import sha256_json
 from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_dir, atomic_file
-from fsa_distill.models.student.load import load_student, model_digest
+from fsa_distill.models.student.load import load_student
 from fsa_distill.tasks.predict import generate_with
 from fsa_distill.tasks.pretrain import collate, tokenize_pairs
 
@@ -74,16 +73,16 @@ def score_views(task: str, sentences: list[dict[str, Any]], predictions: list[st
 
 
 def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: DistillConfig, out_dir: Path,
-             log_metrics: LogMetrics | None = None) -> dict[str, Any]:
+             log_metrics: LogMetrics | None = None, *, key: str) -> dict[str, Any]:
     """Fine-tune on `task/dataset` with `seed`; return model_dir (best), best_dev_f1, scores per view,
-    predictions_path (test JSONL, one line per gold sentence in gold order) and the dev history."""
+    predictions_path (test JSONL, one line per gold sentence in gold order) and the dev history.
+
+    `key` is the stage's cache key (tasks/caching.py `stage_key`): a result finished in `out_dir` under the same
+    key is returned as it is, and only an epoch checkpoint made under it is resumed from."""
     from fsa_distill.benchmark.targets import linearise
 
     ft = config.finetune
     out_dir = Path(out_dir)
-    key = sha256_json({"finetune": ft.model_dump(mode="json"), "data": config.data.model_dump(mode="json"),
-                       "views": config.evaluate.views, "model": model_digest(model_dir), "task": task,
-                       "dataset": dataset, "seed": seed})
     result_path = out_dir / "finetune_result.json"
     if result_path.exists():
         done = json.loads(result_path.read_text(encoding="utf-8"))

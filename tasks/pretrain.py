@@ -233,11 +233,13 @@ def _truncate_log(path: Path, step: int) -> None:
 # ------------------------------------------------------------------------------------------- main
 
 def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: Path,
-             log_metrics: LogMetrics | None = None) -> dict[str, Any]:
+             log_metrics: LogMetrics | None = None, *, key: str) -> dict[str, Any]:
     """Train the student on review → teacher response; resume from the latest checkpoint in `out_dir`.
 
-    Returns model_dir (the final HF folder, `out_dir/model`), final_train_loss, final_eval_loss, steps,
-    tokens_per_s (real, non-pad source + target tokens per second of training steps) and padding_ratio.
+    `key` is the stage's cache key (tasks/caching.py `stage_key`): a result finished in `out_dir` under the
+    same key is returned as it is. Returns model_dir (the final HF folder, `out_dir/model`), final_train_loss,
+    final_eval_loss, steps, tokens_per_s (real, non-pad source + target tokens per second of training steps),
+    padding_ratio and key.
     """
     out_dir = Path(out_dir)
     result_path = out_dir / "pretrain_result.json"
@@ -246,9 +248,8 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
     inputs = {"corpus": corpus_digest, "student": student_digest}
     if result_path.exists() and (out_dir / "model").exists():
         done = json.loads(result_path.read_text(encoding="utf-8"))
-        if (done.get("config"), done.get("corpus_digest"), done.get("student_digest")) == (
-                _trajectory_config(cfg), corpus_digest, student_digest):
-            return done  # finished earlier from the same student, config and corpus
+        if done.get("key") == key:
+            return done  # finished earlier under the same key
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = load_student(student_dir, device=device)
@@ -360,6 +361,7 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
         "padding_ratio": 1 - real_tokens / padded_tokens if padded_tokens else None,
         "n_train": len(train), "n_validation": len(validation),
         "config": _trajectory_config(cfg), "corpus_digest": corpus_digest, "student_digest": student_digest,
+        "key": key,
     }
     with atomic_file(result_path) as handle:
         json.dump(result, handle, indent=2)

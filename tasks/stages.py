@@ -1,7 +1,10 @@
 """The Prefect tasks of the `distill` flow: one per stage, each a thin wrapper over the stage's own module.
 
+Above each task, its `StageSpec` declares the config it reads (and any content a config value names); its code
+is found from the task function's imports. tasks/caching.py turns both into the stage's key.
+
 What the wrappers add, and nothing else:
-- caching by the explicit `stage_key` (see tasks/caching.py), persisted as JSON in `<work_dir>/prefect-results`;
+- caching by that key (`StageCachePolicy`), persisted as JSON in `<work_dir>/prefect-results`;
 - retries with backoff for transient faults only; a timeout per stage;
 - a lock that keeps two model-heavy stages (teacher, training) of one work dir from running at once;
 - the output folder `<work_dir>/stages/<stage>/<key>`, stable across runs so a killed stage resumes there.
@@ -17,8 +20,8 @@ from filelock import FileLock
 from prefect import task
 
 from fsa_distill.core.config import DistillConfig
-from fsa_distill.core.digests import sha256_json, sha256_tree
-from fsa_distill.tasks.caching import STAGE_TASK_OPTIONS
+from fsa_distill.core.digests import sha256_file, sha256_json, sha256_tree
+from fsa_distill.tasks.caching import STAGE_TASK_OPTIONS, StageCachePolicy, StageSpec, current_stage_key
 
 HOUR = 3600
 
@@ -35,8 +38,9 @@ def model_heavy(config: DistillConfig) -> FileLock:
     return FileLock(path)
 
 
-def stage_dir(config: DistillConfig, stage: str, stage_key: str) -> Path:
-    path = config.work_dir / "stages" / stage / stage_key[:16]
+def stage_dir(config: DistillConfig, stage: str, key: str) -> Path:
+    """The stage's output folder: named by its key, so a killed run's next attempt resumes in the same place."""
+    path = config.work_dir / "stages" / stage / key[:16]
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -56,17 +60,27 @@ def _metrics_logger(config: DistillConfig, tracking_run_id: str | None):
     return RunTracker(config).metrics_logger(tracking_run_id)
 
 
-@task(name="generate", timeout_seconds=48 * HOUR, **STAGE_TASK_OPTIONS)
-def generate_stage(
-    stage_key: str, reviews: dict[str, Any], config: DistillConfig, tracking_run_id: str | None = None
-) -> dict[str, Any]:
+def prompt_digests(config: DistillConfig) -> list[str]:
+    """The templates' own digests: a custom `generation.prompt_dir` changes them without changing code."""
+    from fsa_distill.models.teacher.prompts import PROMPT_DIR, load_prompt
+
+    prompt_dir = config.generation.prompt_dir or PROMPT_DIR
+    return [load_prompt(name, prompt_dir=prompt_dir).digest for name in config.generation.prompts]
+
+
+GENERATE = StageSpec("generate", reads=("teacher", "generation"), content=prompt_digests)
+
+
+@task(name="generate", cache_policy=StageCachePolicy(spec=GENERATE), timeout_seconds=48 * HOUR, **STAGE_TASK_OPTIONS)
+def generate_stage(reviews: dict[str, Any], config: DistillConfig, tracking_run_id: str | None = None) -> dict[str, Any]:
     """Teacher analyses + rewrites every review (per-review cache: only new reviews reach the teacher)."""
     import datasets
 
     from fsa_distill.benchmark.importers import read_review_corpus
     from fsa_distill.tasks.generate import generate_responses
 
-    out_dir = stage_dir(config, "generate", stage_key)
+    key = current_stage_key()
+    out_dir = stage_dir(config, GENERATE.name, key)
     review_rows = read_review_corpus(Path(reviews["path"]))
     with model_heavy(config):
         stats = generate_responses(
@@ -74,35 +88,52 @@ def generate_stage(
         )
     dataset = datasets.load_from_disk(stats["dataset_dir"])
     rows = sorted(zip(dataset["review_id"], dataset["prompt"], dataset["response"], strict=True))
-    return {**stats, "digest": sha256_json(rows), "trained_in_run": tracking_run_id}
+    return {**stats, "digest": sha256_json(rows), "trained_in_run": tracking_run_id, "key": key}
 
 
-@task(name="corpus", timeout_seconds=2 * HOUR, **STAGE_TASK_OPTIONS)
-def corpus_stage(stage_key: str, generation: dict[str, Any], config: DistillConfig) -> dict[str, Any]:
+def heldout_digest(config: DistillConfig) -> str | None:
+    """The held-out file's bytes: replacing its content under the same path must rebuild the corpus."""
+    path = config.corpus.heldout_file
+    return sha256_file(path) if path is not None and Path(path).is_file() else None
+
+
+CORPUS = StageSpec("corpus", reads=("corpus",), content=heldout_digest)
+
+
+@task(name="corpus", cache_policy=StageCachePolicy(spec=CORPUS), timeout_seconds=2 * HOUR, **STAGE_TASK_OPTIONS)
+def corpus_stage(generation: dict[str, Any], config: DistillConfig) -> dict[str, Any]:
     """Teacher responses → review→response HF dataset (dedup, splits, `[NL]`)."""
     from fsa_distill.tasks.corpus import build_corpus
 
-    out_dir = stage_dir(config, "corpus", stage_key)
-    return build_corpus([Path(generation["dataset_dir"])], out_dir, config.corpus, config.corpus.heldout_file)
+    key = current_stage_key()
+    out_dir = stage_dir(config, CORPUS.name, key)
+    result = build_corpus([Path(generation["dataset_dir"])], out_dir, config.corpus, config.corpus.heldout_file)
+    return {**result, "key": key}
 
 
-@task(name="student", timeout_seconds=2 * HOUR, **STAGE_TASK_OPTIONS)
-def student_stage(stage_key: str, corpus: dict[str, Any], config: DistillConfig) -> dict[str, Any]:
+STUDENT = StageSpec("student", reads=("student",))
+
+
+@task(name="student", cache_policy=StageCachePolicy(spec=STUDENT), timeout_seconds=2 * HOUR, **STAGE_TASK_OPTIONS)
+def student_stage(corpus: dict[str, Any], config: DistillConfig) -> dict[str, Any]:
     """Build (offline sizes) or fetch (hub id / folder) the untrained student and its tokenizer."""
     import datasets
 
     from fsa_distill.models.student import build_student
 
-    out_dir = stage_dir(config, "student", stage_key)
+    key = current_stage_key()
+    out_dir = stage_dir(config, STUDENT.name, key)
     train = datasets.load_from_disk(corpus["dataset_dir"])["train"]
     texts = [text for pair in zip(train["source"], train["target"], strict=True) for text in pair]
     model_dir = build_student(config.student.model, out_dir / "model", texts, config.student.vocab_size)
-    return {"model_dir": str(model_dir), "digest": sha256_tree(model_dir)}
+    return {"model_dir": str(model_dir), "digest": sha256_tree(model_dir), "key": key}
 
 
-@task(name="pretrain", timeout_seconds=72 * HOUR, **STAGE_TASK_OPTIONS)
+PRETRAIN = StageSpec("pretrain", reads=("pretrain",))
+
+
+@task(name="pretrain", cache_policy=StageCachePolicy(spec=PRETRAIN), timeout_seconds=72 * HOUR, **STAGE_TASK_OPTIONS)
 def pretrain_stage(
-    stage_key: str,
     student: dict[str, Any],
     corpus: dict[str, Any],
     config: DistillConfig,
@@ -111,7 +142,8 @@ def pretrain_stage(
     """Distillation pretraining on teacher responses; resumes from the last checkpoint in its folder."""
     from fsa_distill.tasks.pretrain import pretrain
 
-    out_dir = stage_dir(config, "pretrain", stage_key)
+    key = current_stage_key()
+    out_dir = stage_dir(config, PRETRAIN.name, key)
     with model_heavy(config):
         result = pretrain(
             Path(student["model_dir"]),
@@ -119,13 +151,16 @@ def pretrain_stage(
             config.pretrain,
             out_dir,
             log_metrics=_metrics_logger(config, tracking_run_id),
+            key=key,
         )
     return {**result, "digest": sha256_tree(result["model_dir"]), "trained_in_run": tracking_run_id}
 
 
-@task(name="finetune", timeout_seconds=24 * HOUR, **STAGE_TASK_OPTIONS)
+FINETUNE = StageSpec("finetune", reads=("data", "finetune", "evaluate.views"))
+
+
+@task(name="finetune", cache_policy=StageCachePolicy(spec=FINETUNE), timeout_seconds=24 * HOUR, **STAGE_TASK_OPTIONS)
 def finetune_stage(
-    stage_key: str,
     model: dict[str, Any],
     dataset: str,
     seed: int,
@@ -136,7 +171,8 @@ def finetune_stage(
     from fsa_distill.tasks.finetune import finetune
 
     task_name, dataset_name = dataset.split("/")
-    out_dir = stage_dir(config, "finetune", stage_key)
+    key = current_stage_key()
+    out_dir = stage_dir(config, FINETUNE.name, key)
     with model_heavy(config):
         result = finetune(
             Path(model["model_dir"]),
@@ -146,6 +182,7 @@ def finetune_stage(
             config,
             out_dir,
             log_metrics=_metrics_logger(config, tracking_run_id),
+            key=key,
         )
     return {
         **result,
@@ -156,19 +193,30 @@ def finetune_stage(
     }
 
 
-@task(name="zero-shot", timeout_seconds=4 * HOUR, **STAGE_TASK_OPTIONS)
-def zeroshot_stage(stage_key: str, model: dict[str, Any], dataset: str, config: DistillConfig) -> dict[str, Any]:
+ZERO_SHOT = StageSpec("zero-shot", reads=("data", "finetune.eval_batch_size"))
+
+
+@task(name="zero-shot", cache_policy=StageCachePolicy(spec=ZERO_SHOT), timeout_seconds=4 * HOUR, **STAGE_TASK_OPTIONS)
+def zeroshot_stage(model: dict[str, Any], dataset: str, config: DistillConfig) -> dict[str, Any]:
     """Zero-shot polarity ranking with the distilled (not fine-tuned) student."""
     from fsa_distill.tasks.zeroshot import evaluate_zero_shot
 
     task_name, dataset_name = dataset.split("/")
     with model_heavy(config):
         result = evaluate_zero_shot(Path(model["model_dir"]), task_name, dataset_name, config)
-    return {**result, "dataset": dataset, "digest": sha256_json(result)}
+    return {**result, "dataset": dataset, "digest": sha256_json(result), "key": current_stage_key()}
 
 
-@task(name="teacher-baseline", timeout_seconds=24 * HOUR, **STAGE_TASK_OPTIONS)
-def teacher_baseline_stage(stage_key: str, config: DistillConfig) -> dict[str, Any]:
+TEACHER_BASELINE = StageSpec("teacher-baseline", reads=("data", "teacher", "evaluate", "finetune.max_new_tokens"))
+
+
+@task(
+    name="teacher-baseline",
+    cache_policy=StageCachePolicy(spec=TEACHER_BASELINE),
+    timeout_seconds=24 * HOUR,
+    **STAGE_TASK_OPTIONS,
+)
+def teacher_baseline_stage(config: DistillConfig) -> dict[str, Any]:
     """The teacher's zero-shot and few-shot scores on the same benchmark: the baseline row of every table."""
     from fsa_distill.models.teacher.factory import build_teacher
     from fsa_distill.tasks.zeroshot import evaluate_teacher
@@ -178,4 +226,4 @@ def teacher_baseline_stage(stage_key: str, config: DistillConfig) -> dict[str, A
         for dataset in config.data.datasets:
             task_name, dataset_name = dataset.split("/")
             results[dataset] = evaluate_teacher(teacher, task_name, dataset_name, config)
-    return {"datasets": results, "digest": sha256_json(results)}
+    return {"datasets": results, "digest": sha256_json(results), "key": current_stage_key()}

@@ -74,7 +74,7 @@ def test_length_grouping_cuts_padding() -> None:
 
 def test_resume_is_bit_exact(tmp_path: Path, tiny_student_dir: Path, tiny_corpus_dir: Path) -> None:
     cfg = _config()
-    full = pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "full")
+    full = pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "full", key="k")
     assert full["steps"] == 5 and Path(full["model_dir"], "config.json").exists()
 
     class Crash(Exception):
@@ -85,25 +85,26 @@ def test_resume_is_bit_exact(tmp_path: Path, tiny_student_dir: Path, tiny_corpus
             raise Crash
 
     with pytest.raises(Crash):
-        pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "resumed", log_metrics=crash_at_step_3)
+        pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "resumed", log_metrics=crash_at_step_3, key="k")
     assert not (tmp_path / "resumed" / "model").exists()
     # A SIGKILL during a checkpoint save leaves its temp folder: it must be dropped, not resumed from.
     half_saved = tmp_path / "resumed" / "checkpoints" / ".step-00000004.0123456789ab.tmp"
     half_saved.mkdir()
     (half_saved / "trainer_state.pt").write_bytes(b"truncated")
-    resumed = pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "resumed")
+    resumed = pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "resumed", key="k")
     # Steps 3-5 were recomputed from the step-2 checkpoint: every loss must equal the uninterrupted run's.
     assert _losses(tmp_path / "resumed") == _losses(tmp_path / "full")
     assert resumed["final_eval_loss"] == full["final_eval_loss"] and resumed["resumed_from_step"] == 2
     assert not half_saved.exists()
-    assert pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "full")["steps"] == 5  # cached result
+    assert pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "full", key="k")["steps"] == 5  # cached result
 
 
 def test_checkpoint_from_other_config_and_empty_split(tmp_path: Path, tiny_student_dir: Path,
                                                      tiny_corpus_dir: Path) -> None:
-    pretrain(tiny_student_dir, tiny_corpus_dir, _config(max_steps=2), tmp_path / "run")
+    pretrain(tiny_student_dir, tiny_corpus_dir, _config(max_steps=2), tmp_path / "run", key="a")
     with pytest.raises(InputError, match="another pretrain config, corpus or student"):
-        pretrain(tiny_student_dir, tiny_corpus_dir, _config(max_steps=2, learning_rate=1e-3), tmp_path / "run")
+        pretrain(tiny_student_dir, tiny_corpus_dir, _config(max_steps=2, learning_rate=1e-3), tmp_path / "run",
+                 key="b")
 
     no_train = tmp_path / "no-train"
     Dataset.from_list([{"id": "1", "source": "a", "target": "b", "prompt": ""}]).save_to_disk(str(no_train / "x"))
@@ -112,8 +113,8 @@ def test_checkpoint_from_other_config_and_empty_split(tmp_path: Path, tiny_stude
 
     DatasetDict({"validation": load(str(no_train / "x"))}).save_to_disk(str(tmp_path / "only-validation"))
     with pytest.raises(InputError, match="no 'train' split") as caught:
-        pretrain(tiny_student_dir, tmp_path / "only-validation", _config(), tmp_path / "never")
+        pretrain(tiny_student_dir, tmp_path / "only-validation", _config(), tmp_path / "never", key="k")
     assert str(tmp_path / "only-validation") in str(caught.value)
     with pytest.raises(InputError, match="corpus folder not found"):
-        pretrain(tiny_student_dir, tmp_path / "missing", _config(), tmp_path / "never")
+        pretrain(tiny_student_dir, tmp_path / "missing", _config(), tmp_path / "never", key="k")
     assert not (tmp_path / "never" / "model").exists()
