@@ -7,7 +7,6 @@ content digest, which keys the generation stage.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from fsa_distill.benchmark.data import load_sentences
 from fsa_distill.benchmark.importers import read_review_corpus
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.core.digests import sha256_file
+from fsa_distill.core.files import atomic_file
 
 
 def _benchmark_reviews(config: DistillConfig) -> list[dict[str, str]]:
@@ -48,11 +48,8 @@ def collect_reviews(config: DistillConfig, out_dir: Path) -> dict[str, Any]:
             seen.add(text)
             unique.append({"id": str(review["id"]), "text": text})
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "reviews.jsonl"
-    partial = path.with_suffix(".jsonl.partial")
-    with open(partial, "w", encoding="utf-8") as handle:
+    path = Path(out_dir) / "reviews.jsonl"
+    with atomic_file(path) as handle:
         for review in unique:
             handle.write(json.dumps(review, ensure_ascii=False) + "\n")
-    os.replace(partial, path)
     return {"path": str(path), "digest": sha256_file(path), "n_reviews": len(unique), "sources": sources}

@@ -16,7 +16,7 @@ from typing import Any
 from fsa_distill.core.config import CorpusConfig
 from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_dir
-from fsa_distill.models.student.build import to_model_text
+from fsa_distill.models.student.text import to_model_text
 
 COLUMNS = ("id", "source", "target", "prompt")
 

@@ -11,24 +11,33 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.core.errors import InputError
-from fsa_distill.core.files import atomic_dir, atomic_file
+from fsa_distill.core.files import atomic_file
+from fsa_distill.models.student.decoding import greedy_decode
 from fsa_distill.models.student.load import load_student
-from fsa_distill.tasks.predict import generate_with
-from fsa_distill.tasks.pretrain import collate, tokenize_pairs
+from fsa_distill.models.student.training import (
+    LogMetrics,
+    capture_rng_state,
+    collate,
+    epoch_batches,
+    pick_device,
+    restore_rng_state,
+    rng_untouched,
+    save_student,
+    saving_student,
+    seed_everything,
+    tokenize_pairs,
+)
 
-LogMetrics = Callable[[dict[str, float], int | None], None]
+FINETUNE_SEED_STRIDE = 1_000  # epoch order seed = seed * 1_000 + epoch (fine-tuning's value since the start)
 METRICS = ("precision", "recall", "f1")
 
 
@@ -47,22 +56,6 @@ def load_task_data(task: str, dataset: str, config: DistillConfig) -> dict[str, 
     if not splits["dev"]:
         raise InputError(f"{task}/{dataset}", "dev", "the dev split is empty: no best-dev checkpoint possible")
     return splits
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
 
 
 def score_views(task: str, sentences: list[dict[str, Any]], predictions: list[str], views: list[str]
@@ -90,11 +83,12 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
             return done
 
     splits = load_task_data(task, dataset, config)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    _seed_everything(seed)
+    device = pick_device()
+    seed_everything(seed)
     model, tokenizer = load_student(model_dir, device=device)
     train = tokenize_pairs(tokenizer, [s["sentence"] for s in splits["train"]],
                            [linearise(s, task) for s in splits["train"]], ft.max_source_length, ft.max_target_length)
+    lengths = [len(source) for source, _ in train]  # only their count matters: batches are not length-grouped
     steps_per_epoch = math.ceil(len(train) / ft.batch_size)
     total_steps = max(1, ft.epochs * steps_per_epoch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=ft.learning_rate)
@@ -111,7 +105,7 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total_steps))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        restore_rng_state(state["rng"])
         epoch, best_f1, best_epoch, history = (state["epoch"], state["best_f1"], state["best_epoch"],
                                                state["history"])
 
@@ -119,12 +113,12 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
     dev_sources = [s["sentence"] for s in splits["dev"]]
     while epoch < ft.epochs:
         model.train()
-        generator = torch.Generator().manual_seed(seed * 1_000 + epoch)
-        order = torch.randperm(len(train), generator=generator).tolist()
+        batches = epoch_batches(lengths, ft.batch_size, seed, epoch, group_by_length=False,
+                                seed_stride=FINETUNE_SEED_STRIDE)
         epoch_loss = 0.0
-        for start in tqdm(range(0, len(order), ft.batch_size), desc=f"finetune {dataset} seed {seed} "
-                          f"epoch {epoch + 1}/{ft.epochs}", unit="batch", leave=False):
-            batch, _ = collate([train[i] for i in order[start:start + ft.batch_size]], pad_id)
+        for indices in tqdm(batches, desc=f"finetune {dataset} seed {seed} epoch {epoch + 1}/{ft.epochs}",
+                            unit="batch", leave=False):
+            batch, _ = collate([train[i] for i in indices], pad_id)
             loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
             loss.backward()
             optimizer.step()
@@ -134,34 +128,27 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
         epoch += 1
         record: dict[str, Any] = {"epoch": epoch, "train_loss": epoch_loss / max(1, steps_per_epoch)}
         if epoch % ft.eval_every_epochs == 0 or epoch == ft.epochs:
-            rng = _rng_state()  # decoding must not shift the training randomness
-            dev_predictions = generate_with(model, tokenizer, dev_sources, ft.eval_batch_size, ft.max_new_tokens,
-                                            ft.max_source_length, progress=False)
-            _set_rng_state(rng)
+            with rng_untouched():  # decoding must not shift the training randomness
+                dev_predictions = greedy_decode(model, tokenizer, dev_sources, ft.eval_batch_size,
+                                                ft.max_new_tokens, ft.max_source_length)
             dev_f1 = score_views(task, splits["dev"], dev_predictions, ["normal"])["normal"]["f1"]
             record["dev_f1"] = dev_f1
             if dev_f1 > best_f1:
                 best_f1, best_epoch = dev_f1, epoch
-                with atomic_dir(best_dir) as tmp:
-                    model.save_pretrained(tmp)
-                    tokenizer.save_pretrained(tmp)
+                save_student(model, tokenizer, best_dir)
         history.append(record)
-        with atomic_dir(last_dir) as tmp:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+        with saving_student(model, tokenizer, last_dir) as tmp:
             torch.save({"key": key, "epoch": epoch, "best_f1": best_f1, "best_epoch": best_epoch,
                         "history": history, "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "rng": _rng_state()}, tmp / "state.pt")
+                        "scheduler": scheduler.state_dict(), "rng": capture_rng_state()}, tmp / "state.pt")
         if log_metrics:
             log_metrics({f"finetune/{name}": value for name, value in record.items() if name != "epoch"}, epoch)
 
     if not best_dir.exists():  # epochs = 0: the student as given is the "best" model
-        with atomic_dir(best_dir) as tmp:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+        save_student(model, tokenizer, best_dir)
     best_model, _ = load_student(best_dir, device=device)
-    predictions = generate_with(best_model, tokenizer, [s["sentence"] for s in splits["test"]],
-                                ft.eval_batch_size, ft.max_new_tokens, ft.max_source_length)
+    predictions = greedy_decode(best_model, tokenizer, [s["sentence"] for s in splits["test"]],
+                                ft.eval_batch_size, ft.max_new_tokens, ft.max_source_length, progress=True)
     predictions_path = out_dir / "test_predictions.jsonl"
     with atomic_file(predictions_path) as handle:
         for prediction in predictions:

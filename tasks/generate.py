@@ -9,8 +9,6 @@ generates what is missing. The dataset is rebuilt from the cache at the end and 
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,6 +21,7 @@ from tqdm.auto import tqdm
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.core.digests import sha256_text
 from fsa_distill.core.errors import InputError
+from fsa_distill.core.files import atomic_dir
 from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend
 from fsa_distill.models.teacher.prompts import PROMPT_DIR, PromptTemplate, load_prompt
 from fsa_distill.tasks.generation_cache import CacheEntry, GenerationCache, cache_key
@@ -215,22 +214,12 @@ def write_datasets(jobs: list[Job], cache: GenerationCache, out_dir: Path) -> tu
     rejected = [_row(job, e) for e in cache.rejected_attempts(jobs_by_key) for job in jobs_by_key[e.key]]
     final_reasons = Counter(done[j.key].reason for j in jobs if j.key in done and not done[j.key].valid)
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    with atomic_dir(Path(out_dir)) as temp:
         for table, folder in ((accepted, temp), (rejected, temp / "rejected")):
             columns = {name: [row[name] for row in table] for name in _features()}
             dataset = Dataset.from_dict(columns, features=_features())
             # one shard even when empty: datasets cannot load back an empty dataset saved with zero shards
             dataset.save_to_disk(str(folder), num_shards=1 if not table else None)
-        old = out_dir.with_name(f".{out_dir.name}-old-{time.time_ns()}")
-        if out_dir.exists():
-            out_dir.rename(old)
-        temp.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
     return len(accepted), Counter({str(k): v for k, v in final_reasons.items()})
 
 

@@ -21,31 +21,38 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from fsa_distill.core.config import PretrainConfig
 from fsa_distill.core.errors import InputError
-from fsa_distill.core.files import atomic_dir, atomic_file, remove_leftover_temporaries
+from fsa_distill.core.files import atomic_file, remove_leftover_temporaries
 from fsa_distill.models.student.load import load_student, model_digest
+from fsa_distill.models.student.training import (
+    Example,
+    LogMetrics,
+    bf16_autocast,
+    capture_rng_state,
+    collate,
+    epoch_batches,
+    pick_device,
+    restore_rng_state,
+    save_student,
+    saving_student,
+    seed_everything,
+    tokenize_pairs,
+)
 
-LogMetrics = Callable[[dict[str, float], int | None], None]
-MEGABATCH_FACTOR = 50  # length-sort within 50 batches' worth of random examples (as HF's LengthGroupedSampler)
 MAX_EVAL_EXAMPLES = 2000  # validation loss on at most this many held-out responses (first N)
 KEEP_CHECKPOINTS = 2
 # Fields that do not change the training trajectory: a checkpoint stays resumable when only these differ.
 NON_TRAJECTORY_FIELDS = {"checkpoint_every", "eval_every", "log_every", "enabled"}
-
-Example = tuple[list[int], list[int]]  # (source ids, target ids)
 
 
 @dataclass
@@ -78,51 +85,6 @@ def load_corpus_split(corpus_dir: Path, split: str) -> tuple[list[str], list[str
     return list(data["source"]), list(data["target"])
 
 
-def tokenize_pairs(tokenizer, sources: list[str], targets: list[str], max_source: int, max_target: int,
-                   chunk: int = 1000) -> list[Example]:
-    """Token ids per example, truncated to the configured lengths (each keeps its closing </s>)."""
-    examples: list[Example] = []
-    for start in range(0, len(sources), chunk):
-        src = tokenizer(sources[start:start + chunk], max_length=max_source, truncation=True)["input_ids"]
-        tgt = tokenizer(targets[start:start + chunk], max_length=max_target, truncation=True)["input_ids"]
-        examples.extend(zip(src, tgt, strict=True))
-    return examples
-
-
-def epoch_batches(lengths: Sequence[Any], batch_size: int, seed: int, epoch: int, group_by_length: bool
-                  ) -> list[list[int]]:
-    """The batches of one epoch, as example indices. A pure function of its arguments (what resume relies on).
-
-    `lengths` are sort keys: pretraining passes (target length, source length), because source and target are
-    padded separately and the target is the longer, costlier side (decoder and softmax over the vocabulary).
-    """
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(len(lengths), generator=generator).tolist()
-    if not group_by_length:
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    mega = batch_size * MEGABATCH_FACTOR
-    batches = []
-    for start in range(0, len(order), mega):
-        chunk = sorted(order[start:start + mega], key=lambda index: lengths[index], reverse=True)
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-    shuffled = torch.randperm(len(batches), generator=generator).tolist()
-    return [batches[i] for i in shuffled]
-
-
-def collate(examples: list[Example], pad_id: int, pad_to: tuple[int, int] | None = None
-            ) -> tuple[dict[str, torch.Tensor], int]:
-    """Pad a batch (to its own longest sequences, or to `pad_to` = fixed lengths); return it and its real tokens."""
-    src_len = pad_to[0] if pad_to else max(len(src) for src, _ in examples)
-    tgt_len = pad_to[1] if pad_to else max(len(tgt) for _, tgt in examples)
-    input_ids = torch.full((len(examples), src_len), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), tgt_len), -100, dtype=torch.long)
-    for row, (src, tgt) in enumerate(examples):
-        input_ids[row, :len(src)] = torch.tensor(src)
-        labels[row, :len(tgt)] = torch.tensor(tgt)
-    real_tokens = sum(len(src) + len(tgt) for src, tgt in examples)
-    return {"input_ids": input_ids, "attention_mask": (input_ids != pad_id).long(), "labels": labels}, real_tokens
-
-
 # ----------------------------------------------------------------------------------- optimisation
 
 def make_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
@@ -144,10 +106,9 @@ def lr_factor(step: int, cfg: PretrainConfig) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def autocast_context(cfg: PretrainConfig, device: str):
-    """bf16 autocast: `auto` = on CUDA with bf16 support only; `on` = wherever torch supports it."""
-    use = cfg.bf16 == "on" or (cfg.bf16 == "auto" and device == "cuda" and torch.cuda.is_bf16_supported())
-    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=use)
+def autocast_context(cfg: PretrainConfig, device: str) -> torch.autocast:
+    """The configured bf16 autocast (`pretrain.bf16`) on `device`."""
+    return bf16_autocast(cfg.bf16, device)
 
 
 @torch.no_grad()
@@ -172,19 +133,6 @@ def evaluate_loss(model, examples: list[Example], pad_id: int, batch_size: int, 
 
 # ------------------------------------------------------------------------------------ checkpoints
 
-def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _trajectory_config(cfg: PretrainConfig) -> dict[str, Any]:
     return {key: value for key, value in cfg.model_dump(mode="json").items() if key not in NON_TRAJECTORY_FIELDS}
 
@@ -200,12 +148,10 @@ def save_checkpoint(out_dir: Path, model, tokenizer, optimizer, scheduler, posit
                     cfg: PretrainConfig, inputs: dict[str, str]) -> Path:
     """Everything needed to continue exactly; written to a temp folder and renamed, old ones pruned."""
     folder = Path(out_dir) / "checkpoints" / f"step-{position.step:08d}"
-    with atomic_dir(folder) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    with saving_student(model, tokenizer, folder) as tmp:
         torch.save({
             "position": asdict(position), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(), "config": _trajectory_config(cfg), "inputs": inputs,
+            "rng": capture_rng_state(), "config": _trajectory_config(cfg), "inputs": inputs,
         }, tmp / "trainer_state.pt")
     for old in sorted((Path(out_dir) / "checkpoints").glob("step-*"))[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
@@ -251,7 +197,7 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
         if done.get("key") == key:
             return done  # finished earlier under the same key
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = pick_device()
     model, tokenizer = load_student(student_dir, device=device)
     sources, targets = load_corpus_split(corpus_dir, "train")
     if not sources:
@@ -267,9 +213,7 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
     position = Position()
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "train_log.jsonl"
@@ -286,7 +230,7 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
         # Order matters: building the scheduler resets the lr, so the optimizer state is loaded after it.
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        restore_rng_state(state["rng"])
         position = Position(**state["position"])
         resumed_from_step = position.step
         _truncate_log(log_path, position.step)
@@ -350,9 +294,7 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
         train_loss = records[-1]["loss"] if records else train_loss
         eval_loss = next((r["eval_loss"] for r in reversed(records) if "eval_loss" in r), eval_loss)
 
-    with atomic_dir(out_dir / "model") as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    save_student(model, tokenizer, out_dir / "model")
     result = {
         "model_dir": str(out_dir / "model"), "final_train_loss": None if math.isnan(train_loss) else train_loss,
         "final_eval_loss": None if math.isnan(eval_loss) else eval_loss,  # None: no validation split

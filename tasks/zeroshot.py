@@ -20,8 +20,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from fsa_distill.models.student.build import NL_TOKEN
+from fsa_distill.models.student.decoding import encode_sources
 from fsa_distill.models.student.load import load_student
+from fsa_distill.models.student.text import NL_TOKEN
+from fsa_distill.models.student.training import pick_device
 
 LABELS = ("positive", "negative", "neutral")
 DECODER_PREFIX = {
@@ -60,8 +62,7 @@ def label_log_probs(model, tokenizer, items: Sequence[dict[str, str]], task: str
     pad_id = tokenizer.pad_token_id
     for start in tqdm(range(0, len(rows), batch_size), desc="zero-shot", unit="batch", disable=not progress):
         chunk = rows[start:start + batch_size]
-        encoded = tokenizer([row[1] for row in chunk], padding=True, truncation=True, max_length=512,
-                            return_tensors="pt").to(device)
+        encoded = encode_sources(tokenizer, [row[1] for row in chunk]).to(device)
         width = max(len(row[2]) for row in chunk)
         labels = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         for r, row in enumerate(chunk):
@@ -78,8 +79,7 @@ def label_log_probs(model, tokenizer, items: Sequence[dict[str, str]], task: str
 def rank_polarities(model_dir: Path | str, items: Sequence[dict[str, str]], task: str = "atsa",
                     batch_size: int = 32) -> list[str]:
     """The most likely polarity (positive / negative / neutral) of each item's aspect under the student."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tokenizer = load_student(model_dir, device=device)
+    model, tokenizer = load_student(model_dir, device=pick_device())
     scores = label_log_probs(model, tokenizer, items, task, batch_size)
     return [LABELS[max(range(len(LABELS)), key=lambda k: row[k])] for row in scores]
 

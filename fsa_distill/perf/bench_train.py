@@ -119,10 +119,11 @@ def make_trainer(student_dir: Path, examples: list, pad_to: tuple[int, int] | No
     import torch
 
     from fsa_distill.models.student.load import load_student
-    from fsa_distill.tasks.pretrain import autocast_context, collate, make_optimizer
+    from fsa_distill.models.student.training import collate, pick_device, seed_everything
+    from fsa_distill.tasks.pretrain import autocast_context, make_optimizer
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(cfg.seed)
+    device = pick_device()
+    seed_everything(cfg.seed)
     model, tokenizer = load_student(student_dir, device=device)
     optimizer = make_optimizer(model, cfg)
     model.train()
@@ -152,7 +153,8 @@ def bench_padding(student_dir: Path, corpus_dir: Path, batch_size: int, max_sour
     the shared machine hit every mode alike."""
     from fsa_distill.core.config import PretrainConfig
     from fsa_distill.models.student.load import load_student
-    from fsa_distill.tasks.pretrain import epoch_batches, load_corpus_split, tokenize_pairs
+    from fsa_distill.models.student.training import epoch_batches, tokenize_pairs
+    from fsa_distill.tasks.pretrain import load_corpus_split
 
     cfg = PretrainConfig(batch_size=batch_size, max_source_length=max_source, max_target_length=max_target,
                          seed=seed)
@@ -207,20 +209,18 @@ def bench_padding(student_dir: Path, corpus_dir: Path, batch_size: int, max_sour
 
 def bench_student_inference(model_dir: Path, texts: list[str], batch_size: int, output_tokens: int,
                             repeats: int = 3) -> dict[str, Any]:
-    import torch
-
+    from fsa_distill.models.student.decoding import greedy_decode
     from fsa_distill.models.student.load import load_student
-    from fsa_distill.tasks.predict import generate_with
+    from fsa_distill.models.student.training import pick_device
 
     started = time.perf_counter()
-    model, tokenizer = load_student(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = load_student(model_dir, device=pick_device())
     load_s = time.perf_counter() - started
-    generate_with(model, tokenizer, texts[:4], batch_size, output_tokens, progress=False)  # warm-up
+    greedy_decode(model, tokenizer, texts[:4], batch_size, output_tokens)  # warm-up
 
     def timed() -> float:
         started = time.perf_counter()
-        generate_with(model, tokenizer, texts, batch_size, output_tokens, progress=False,
-                      min_new_tokens=output_tokens)
+        greedy_decode(model, tokenizer, texts, batch_size, output_tokens, min_new_tokens=output_tokens)
         return time.perf_counter() - started
 
     seconds = statistics.median(timed() for _ in range(repeats))

