@@ -7,7 +7,7 @@ import os
 
 import typer
 
-from fsa_distill.cli.commands import bench, config, data, generate, predict, run, score
+from fsa_distill.cli.commands import bench, config, data, finetune, generate, predict, pretrain, run, score
 
 # The ephemeral Prefect server's telemetry ping logs an ERROR on every offline run; set the variable to opt in.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -25,6 +25,8 @@ app.add_typer(config_app, name="config")
 data_app.command("convert")(data.convert)
 app.command("score")(score.score)
 app.command("generate")(generate.generate)
+app.command("pretrain")(pretrain.pretrain)
+app.command("finetune")(finetune.finetune)
 app.command("predict")(predict.predict)
 app.command("zeroshot")(predict.zeroshot)
 app.command("run")(run.run)

@@ -1,0 +1,50 @@
+"""`fsa-distill pretrain`: the pretraining stage alone, from a resolved config, with no Prefect or MLflow.
+
+A plain function call between explicit folders, so the same command can later run under `accelerate launch`
+or `torchrun`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fsa_distill.cli.console import print_json, user_errors
+from fsa_distill.cli.options import ConfigFile, JsonSummary, Overrides, Profile
+
+SUMMARY_KEYS = ("model_dir", "steps", "resumed_from_step", "final_train_loss", "final_eval_loss", "tokens_per_s",
+                "padding_ratio", "n_train", "n_validation")
+
+
+def pretrain(
+    student: Annotated[Path, typer.Option(help="Student model folder (HF format), e.g. the student stage's.")],
+    corpus: Annotated[Path, typer.Option(help="Corpus dataset folder (the corpus stage's train/validation).")],
+    out: Annotated[Path, typer.Option(help="Output folder: checkpoints/, train_log.jsonl, model/.")],
+    profile: Profile = "demo",
+    config_file: ConfigFile = None,
+    overrides: Overrides = None,
+    as_json: JsonSummary = False,
+) -> None:
+    """Pretrain the student on teacher responses; rerunning resumes from the last checkpoint in --out."""
+    with user_errors():
+        from fsa_distill.core.config import resolve_config
+        from fsa_distill.core.errors import InputError
+        from fsa_distill.models.student.load import check_student_dir
+        from fsa_distill.tasks.pretrain import pretrain as pretrain_stage
+
+        config = resolve_config(profile, config_file, overrides or [])
+        check_student_dir(student)
+        if not corpus.is_dir():
+            raise InputError(corpus, None, "corpus folder not found (expected the corpus stage's dataset folder)")
+        if out.exists() and not out.is_dir():
+            raise InputError(out, None, "expected an output folder, got a file")
+        result = pretrain_stage(student, corpus, config.pretrain, out)
+    summary = {key: result.get(key) for key in SUMMARY_KEYS}
+    if as_json:
+        print_json(summary)
+    else:
+        typer.echo(f"pretrained {summary['steps']} steps (resumed from {summary['resumed_from_step']}): "
+                   f"train loss {summary['final_train_loss']}, eval loss {summary['final_eval_loss']}; "
+                   f"model at {summary['model_dir']}")
