@@ -21,20 +21,18 @@ from tqdm.auto import tqdm
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_file
+from fsa_distill.models.student.batching import collate, epoch_batches, tokenize_pairs
 from fsa_distill.models.student.decoding import greedy_decode
 from fsa_distill.models.student.load import load_student
 from fsa_distill.models.student.training import (
     LogMetrics,
     capture_rng_state,
-    collate,
-    epoch_batches,
     pick_device,
     restore_rng_state,
     rng_untouched,
     save_student,
     saving_student,
     seed_everything,
-    tokenize_pairs,
 )
 
 FINETUNE_SEED_STRIDE = 1_000  # epoch order seed = seed * 1_000 + epoch (fine-tuning's value since the start)

@@ -33,20 +33,17 @@ from tqdm.auto import tqdm
 from fsa_distill.core.config import PretrainConfig
 from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_file, remove_leftover_temporaries
+from fsa_distill.models.student.batching import Example, collate, epoch_batches, tokenize_pairs
 from fsa_distill.models.student.load import load_student, model_digest
 from fsa_distill.models.student.training import (
-    Example,
     LogMetrics,
     bf16_autocast,
     capture_rng_state,
-    collate,
-    epoch_batches,
     pick_device,
     restore_rng_state,
     save_student,
     saving_student,
     seed_everything,
-    tokenize_pairs,
 )
 
 MAX_EVAL_EXAMPLES = 2000  # validation loss on at most this many held-out responses (first N)

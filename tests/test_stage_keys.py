@@ -233,9 +233,9 @@ def test_changing_an_imported_helper_reruns_exactly_the_stages_that_run_it(tmp_p
         before = code_digests()
         assert before == code_digests()
 
-        # `collate` lives in tasks/pretrain.py; fine-tuning imports it from there.
-        pretrain_module = view / "fsa_distill" / "tasks" / "pretrain.py"
-        pretrain_module.write_text(pretrain_module.read_text().replace(
+        # `collate` lives in the student toolbox (models/student/batching.py); pretraining and fine-tuning use it.
+        batching = view / "fsa_distill" / "models" / "student" / "batching.py"
+        batching.write_text(batching.read_text().replace(
             "real_tokens = sum(len(src) + len(tgt) for src, tgt in examples)",
             "real_tokens = sum(len(tgt) + len(src) for src, tgt in examples)"))
         after_helper = code_digests()

@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 from fsa_distill.models.student import load_student
 from fsa_distill.models.student.decoding import encode_sources, greedy_decode
 from fsa_distill.models.student.text import NL_TOKEN, to_model_text
-from fsa_distill.models.student.training import collate, save_student, tokenize_pairs
+from fsa_distill.models.student.batching import collate, tokenize_pairs
+from fsa_distill.models.student.training import save_student
 from fsa_distill.tasks.predict import generate_predictions
 from fsa_distill.tasks.register import log_student_model
 
