@@ -32,6 +32,7 @@ def finetune(
     rerunning resumes after the last finished epoch (or returns the finished result)."""
     with user_errors():
         from fsa_distill.core.config import resolve_config
+        from fsa_distill.core.digests import sha256_json, sha256_tree
         from fsa_distill.core.errors import InputError
         from fsa_distill.models.student.load import check_student_dir
         from fsa_distill.tasks.finetune import finetune as finetune_stage
@@ -48,7 +49,12 @@ def finetune(
         if seed is None and not config.finetune.seeds:
             raise InputError(None, "--seed", "finetune.seeds is empty: give a seed")
         chosen_seed = config.finetune.seeds[0] if seed is None else seed
-        result = finetune_stage(model, match.group(1), match.group(2), chosen_seed, config, out)
+        # Without Prefect there is no flow key (tasks/caching.py): this one covers what the stage reads (as its
+        # StageSpec declares) and its inputs, so a rerun into the same --out returns the result or resumes.
+        key = sha256_json({"stage": "finetune", "data": config.data.model_dump(mode="json"),
+                           "finetune": config.finetune.model_dump(mode="json"), "views": config.evaluate.views,
+                           "model": sha256_tree(model), "dataset": dataset, "seed": chosen_seed})
+        result = finetune_stage(model, match.group(1), match.group(2), chosen_seed, config, out, key=key)
     summary = {key: result.get(key) for key in SUMMARY_KEYS}
     if as_json:
         print_json(summary)

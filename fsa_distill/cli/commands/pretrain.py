@@ -30,6 +30,7 @@ def pretrain(
     """Pretrain the student on teacher responses; rerunning resumes from the last checkpoint in --out."""
     with user_errors():
         from fsa_distill.core.config import resolve_config
+        from fsa_distill.core.digests import sha256_json, sha256_tree
         from fsa_distill.core.errors import InputError
         from fsa_distill.models.student.load import check_student_dir
         from fsa_distill.tasks.pretrain import pretrain as pretrain_stage
@@ -40,7 +41,11 @@ def pretrain(
             raise InputError(corpus, None, "corpus folder not found (expected the corpus stage's dataset folder)")
         if out.exists() and not out.is_dir():
             raise InputError(out, None, "expected an output folder, got a file")
-        result = pretrain_stage(student, corpus, config.pretrain, out)
+        # Without Prefect there is no flow key (tasks/caching.py): this one covers what the stage reads and the
+        # contents of its inputs, so a rerun into the same --out returns the finished result or resumes.
+        key = sha256_json({"stage": "pretrain", "pretrain": config.pretrain.model_dump(mode="json"),
+                           "student": sha256_tree(student), "corpus": sha256_tree(corpus)})
+        result = pretrain_stage(student, corpus, config.pretrain, out, key=key)
     summary = {key: result.get(key) for key in SUMMARY_KEYS}
     if as_json:
         print_json(summary)
