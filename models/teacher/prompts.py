@@ -5,6 +5,7 @@ editing a prompt (even without bumping the version) never reuses old answers."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,13 +30,17 @@ class PromptTemplate:
         """Identity of the prompt in cache keys and datasets: name, version and template digest."""
         return f"{self.name}.v{self.version}:{self.digest[:16]}"
 
-    def render(self, review: str) -> str:
-        # str.replace, not str.format: reviews are full of braces users never meant as fields.
-        return self.text.replace(PLACEHOLDER, review)
+    def render(self, review: str, fields: Mapping[str, str] | None = None) -> str:
+        """The prompt for one review; `fields` fill further `{name}` placeholders (the teacher baseline's)."""
+        values = {"review": review, **(fields or {})}
+        # One regex pass, not str.format or chained str.replace: reviews are full of braces users never meant as
+        # fields, and text already filled in must not be scanned for placeholders again.
+        placeholders = re.compile("|".join(re.escape("{" + name + "}") for name in values))
+        return placeholders.sub(lambda match: values[match.group(0)[1:-1]], self.text)
 
-    def request(self, review: str, **sampling: object) -> GenerationRequest:
+    def request(self, review: str, fields: Mapping[str, str] | None = None, **sampling: object) -> GenerationRequest:
         """The chat request for one review (a single user turn; backends apply the chat template)."""
-        messages = ({"role": "user", "content": self.render(review)},)
+        messages = ({"role": "user", "content": self.render(review, fields)},)
         return GenerationRequest(messages=messages, **sampling)  # type: ignore[arg-type]
 
 
