@@ -219,7 +219,7 @@ TEACHER_BASELINE = StageSpec("teacher-baseline", reads=("data", "teacher", "eval
 def teacher_baseline_stage(config: DistillConfig) -> dict[str, Any]:
     """The teacher's zero-shot and few-shot scores on the same benchmark: the baseline row of every table."""
     from fsa_distill.models.teacher.factory import build_teacher
-    from fsa_distill.tasks.zeroshot import evaluate_teacher
+    from fsa_distill.tasks.teacher_baseline import evaluate_teacher
 
     results: dict[str, Any] = {}
     with model_heavy(config), build_teacher(config.teacher, config.work_dir) as teacher:

@@ -1,18 +1,17 @@
-"""Zero-shot baselines: aspect polarity without fine-tuning, for the student and the teacher.
+"""The student's zero-shot baseline: aspect polarity without fine-tuning, by label likelihood.
 
-Student: the polarity of a given aspect is the label the student finds most likely. The encoder reads the
+The polarity of a given aspect is the label the student finds most likely. The encoder reads the
 sentence (as in pretraining, where it read reviews) and the decoder is scored on the teacher's own analysis
 format, `Opinion Target 1: "<term>"[NL]Sentiment: <Label>` (ACSA: `Aspect: "<category>"[NL]Sentiment: <Label>`):
 the sum of the label tokens' log-probabilities after that prefix, argmax over positive / negative / neutral.
 A distilled student has seen thousands of such lines; an undistilled one has not, which is the point.
 
-Teacher: the same question as a constrained chat prompt (answer with one word), and a few-shot extraction
-prompt scored with the benchmark scorer, so every results table has the teacher as a baseline row.
+The teacher's baseline (the same question asked as a chat prompt, and few-shot extraction) is
+tasks/teacher_baseline.py; it shares `aspect_items` and `polarity_metrics` from here.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -108,78 +107,7 @@ def zero_shot_eval(model_dir: Path | str, task: str, sentences: Sequence[dict[st
     return result
 
 
-# ------------------------------------------------------------------------------------------ teacher
-
-ZERO_SHOT_PROMPT = (
-    'Review: "{sentence}"\n'
-    'What sentiment does the review express towards the {kind} "{aspect}"?\n'
-    "Answer with exactly one word: positive, negative or neutral."
-)
-EXTRACTION_PROMPT = (
-    "Extract every {kind} mentioned in a review sentence together with its sentiment "
-    "(positive, negative, neutral or conflict).\n"
-    "Answer on one line in the format: {element} | sentiment ; {element} | sentiment\n"
-    "{rule}\n\n{examples}Sentence: {sentence}\nAnswer:"
-)
-KIND = {"atsa": "aspect term", "acsa": "aspect category"}
-RULES = {
-    "atsa": "Aspect terms must be copied exactly as they appear in the sentence.",
-    "acsa": "Categories are written in lower case as 'entity attribute', e.g. food quality, service general.",
-}
-
-
-def _first_label(text: str) -> str:
-    match = re.search(r"\b(positive|negative|neutral)\b", text.lower())
-    return match.group(1) if match else "unparsed"
-
-
-def _chat(text: str, max_tokens: int):
-    from fsa_distill.models.teacher.base import GenerationRequest
-
-    return GenerationRequest(messages=({"role": "user", "content": text},), max_tokens=max_tokens,
-                             temperature=0.0)
-
-
-def extraction_prompt(task: str, sentence: str, few_shot_examples: Sequence[dict[str, Any]]) -> str:
-    from fsa_distill.benchmark.targets import linearise
-
-    examples = "".join(f"Sentence: {example['sentence']}\nAnswer: {linearise(example, task)}\n\n"
-                       for example in few_shot_examples)
-    element = "term" if task == "atsa" else "category"
-    return EXTRACTION_PROMPT.format(kind=KIND[task] + "s", element=element, rule=RULES[task],
-                                    examples=examples, sentence=sentence)
-
-
-def teacher_baseline(teacher_backend, task: str, sentences: Sequence[dict[str, Any]],
-                     few_shot_examples: Sequence[dict[str, Any]], views: Sequence[str] = ("normal", "implicit",
-                                                                                          "multi"),
-                     max_new_tokens: int = 100) -> dict[str, Any]:
-    """The teacher as a baseline row: zero-shot polarity (constrained prompt) and few-shot extraction per view."""
-    from fsa_distill.benchmark.scorer import score_predictions
-
-    items = aspect_items(sentences, task)
-    answers = teacher_backend.generate([
-        _chat(ZERO_SHOT_PROMPT.format(sentence=item["sentence"], kind=KIND[task], aspect=item["aspect"]), 4)
-        for item in items
-    ]) if items else []
-    predicted = [_first_label(answer.text) for answer in answers]
-    zero_shot = polarity_metrics([item["gold"] for item in items], predicted)
-    zero_shot["unparsed"] = predicted.count("unparsed")
-
-    outputs = teacher_backend.generate([
-        _chat(extraction_prompt(task, sentence["sentence"], few_shot_examples), max_new_tokens)
-        for sentence in sentences
-    ]) if sentences else []
-    predictions = [output.text.strip().splitlines()[0] if output.text.strip() else "" for output in outputs]
-    extraction = {view: score_predictions(task, list(sentences), predictions, view=view) for view in views}
-    return {"model_id": getattr(teacher_backend, "model_id", "teacher"), "zero_shot": zero_shot,
-            "extraction": extraction, "extraction_predictions": predictions}
-
-
 # ------------------------------------------------------------------------------- stage entry points
-
-N_FEW_SHOT = 4
-
 
 def evaluate_zero_shot(model_dir: Path | str, task: str, dataset: str, config) -> dict[str, Any]:
     """Zero-shot stage: the (pretrained, not fine-tuned) student on the test split (DataConfig subsample)."""
@@ -189,17 +117,3 @@ def evaluate_zero_shot(model_dir: Path | str, task: str, dataset: str, config) -
     result = zero_shot_eval(model_dir, task, sentences, batch_size=config.finetune.eval_batch_size)
     return {"task": task, "dataset": dataset, "split": "test", "accuracy": result["accuracy"],
             "macro_f1": result["macro_f1"], "n_aspects": result["n"]}
-
-
-def evaluate_teacher(teacher_backend, task: str, dataset: str, config) -> dict[str, Any]:
-    """Teacher-baseline stage: zero-shot polarity and few-shot extraction (the first N_FEW_SHOT train
-    sentences with aspects as examples) on the first `evaluate.teacher_max_sentences` test sentences."""
-    from fsa_distill.benchmark.data import load_sentences
-    from fsa_distill.benchmark.targets import linearise
-
-    sentences = load_sentences(task, dataset, "test", config.data.data_dir)[:config.evaluate.teacher_max_sentences]
-    examples = [s for s in load_sentences(task, dataset, "train", config.data.data_dir)
-                if linearise(s, task)][:N_FEW_SHOT]
-    result = teacher_baseline(teacher_backend, task, sentences, examples, views=list(config.evaluate.views),
-                              max_new_tokens=config.finetune.max_new_tokens)
-    return {"task": task, "dataset": dataset, "n_sentences": len(sentences), **result}

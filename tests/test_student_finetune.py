@@ -14,7 +14,8 @@ from fsa_distill.core.config import DistillConfig
 from fsa_distill.tasks.evaluate import aggregate_runs
 from fsa_distill.tasks.finetune import finetune
 from fsa_distill.tasks.predict import generate_predictions
-from fsa_distill.tasks.zeroshot import LABELS, aspect_items, rank_polarities, teacher_baseline
+from fsa_distill.tasks.teacher_baseline import teacher_baseline
+from fsa_distill.tasks.zeroshot import LABELS, aspect_items, rank_polarities
 
 
 def _config(benchmark_dir: Path) -> DistillConfig:
@@ -155,7 +156,8 @@ def test_teacher_baseline_scores_a_perfect_teacher(benchmark_dir: Path) -> None:
 
 def test_stage_entry_points(tiny_student_dir: Path, benchmark_dir: Path) -> None:
     from fsa_distill.benchmark.data import load_sentences
-    from fsa_distill.tasks.zeroshot import evaluate_teacher, evaluate_zero_shot
+    from fsa_distill.tasks.teacher_baseline import evaluate_teacher
+    from fsa_distill.tasks.zeroshot import evaluate_zero_shot
 
     config = _config(benchmark_dir)
     config.data.max_test_sentences = 6

@@ -262,12 +262,12 @@ def start_teacher(config) -> tuple[Any, str, str | None]:
 def bench_teacher_inference(teacher, texts: list[str], output_tokens: int) -> dict[str, Any]:
     """The teacher's few-shot extraction on the same texts, forced to `output_tokens` new tokens each."""
     from fsa_distill.benchmark.data import load_sentences
-    from fsa_distill.models.teacher.base import GenerationRequest
-    from fsa_distill.tasks.zeroshot import extraction_prompt
+    from fsa_distill.tasks.teacher_baseline import extraction_prompt, few_shot_block
 
-    examples = load_sentences("atsa", "rest14", "train")[:2]
-    requests = [GenerationRequest(messages=({"role": "user", "content": extraction_prompt("atsa", t, examples)},),
-                                  max_tokens=output_tokens, temperature=0.0, ignore_eos=True) for t in texts]
+    examples = few_shot_block("atsa", load_sentences("atsa", "rest14", "train")[:2])
+    prompt = extraction_prompt("atsa")
+    requests = [prompt.request(t, fields={"examples": examples}, max_tokens=output_tokens, temperature=0.0,
+                               ignore_eos=True) for t in texts]
     teacher.generate(requests[:2])  # warm-up
     started = time.perf_counter()
     results = teacher.generate(requests)
