@@ -131,12 +131,12 @@ def test_unknown_profile_is_answered_with_the_nearest() -> None:
 
 def test_config_show_prints_every_key_with_its_description_as_a_usable_config(tmp_path: Path) -> None:
     """The YAML carries every description as a comment and, read back as --config, gives the same config."""
-    from fsa_distill.cli.commands.config import commented_yaml
+    from fsa_distill.cli.commands.config import comment, commented_yaml
 
     config = resolve_config("study", overrides=["finetune.seeds=[1, 2]", "teacher.revision='1.0'"], environ={})
     text = commented_yaml(config)
     for description in config_keys().values():
-        assert f"# {description}\n" in text
+        assert f"{comment(description)}\n" in text
     shown = tmp_path / "shown.yaml"
     shown.write_text(text)
     assert resolve_config("study", shown, environ={}) == config

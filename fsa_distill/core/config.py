@@ -203,10 +203,10 @@ class EvaluateConfig(Section):
 
 
 class RegistryConfig(Section):
-    """The MLflow model registry."""
+    """The MLflow model registry: every run's model is @challenger; @champion moves when its mean F1 (normal view,
+    averaged over seeds, then datasets) is at least the champion's."""
 
     model_name: str = Field("fsa-distill-student", min_length=1, description="Registered model name")
-    gate_metric: str = Field("mean_f1", description="Metric the @champion gate compares")
 
 
 class TrackingConfig(Section):

@@ -17,6 +17,11 @@ def _yaml_value(value: Any) -> str:
     return yaml.safe_dump([value], default_flow_style=True, width=2**31, allow_unicode=True).strip()[1:-1]
 
 
+def comment(description: str | None) -> str:
+    """A description as one comment line (section descriptions are docstrings that span lines)."""
+    return "# " + " ".join((description or "").split())
+
+
 def commented_yaml(config: DistillConfig) -> str:
     """The config as YAML with each key's description as a comment above it.
 
@@ -29,10 +34,10 @@ def commented_yaml(config: DistillConfig) -> str:
         for name, field in model.model_fields.items():
             annotation = field.annotation
             if isinstance(annotation, type) and issubclass(annotation, Section):
-                lines.extend(["", f"{indent}# {field.description}", f"{indent}{name}:"])
+                lines.extend(["", f"{indent}{comment(field.description)}", f"{indent}{name}:"])
                 emit(annotation, tree[name], indent + "  ")
             else:
-                lines.append(f"{indent}# {field.description}")
+                lines.append(f"{indent}{comment(field.description)}")
                 lines.append(f"{indent}{name}: {_yaml_value(tree[name])}")
 
     emit(DistillConfig, values, "")
