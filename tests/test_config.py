@@ -264,3 +264,9 @@ def test_cli_bad_config_is_one_error_line_exit_2_no_work(tmp_path: Path, args: l
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
     assert problem in result.stderr and "Traceback" not in result.stderr
     assert not work_dir.exists()
+
+
+def test_registry_gate_metric_is_gone() -> None:
+    """It was accepted and never read; the gate compares the flow's one metric (mean normal-view F1)."""
+    with pytest.raises(ConfigError, match="registry.gate_metric: unknown key"):
+        resolve_config("demo", overrides=["registry.gate_metric=mean_f1"], environ={})
