@@ -83,3 +83,15 @@ def test_baseline_asks_with_the_templates_and_reports_their_versions() -> None:
     assert teacher.prompts == [polarity.render(FISH["sentence"], fields={"aspect": "fish"}),
                                extraction.render(FISH["sentence"], fields={"examples": few_shot_block("atsa", [FISH])})]
     assert result["zero_shot"]["accuracy"] == 1.0
+
+
+def test_the_templates_are_part_of_the_teacher_baseline_stage_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stage's code digest follows its imports to models/teacher/prompts.py and the templates beside it."""
+    from fsa_distill.tasks import caching, stages
+
+    hashed: list[str] = []
+    real_sha256_file = caching.sha256_file
+    monkeypatch.setattr(caching, "sha256_file", lambda path: hashed.append(path.name) or real_sha256_file(path))
+    caching.code_digest(stages.teacher_baseline_stage.fn)
+    assert {f"teacher_{kind}_{task}.v1.txt" for kind in ("polarity", "extraction") for task in ("atsa", "acsa")} \
+        <= set(hashed)
