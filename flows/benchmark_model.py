@@ -16,7 +16,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from fsa_distill.core.config import DistillConfig, resolve_config
+from fsa_distill.core.config import DistillConfig
+from fsa_distill.flows.config_parameter import flow_config
 
 
 def resolve_model_uri(model_uri: str, tracking_uri: str) -> tuple[str, str]:
@@ -73,13 +74,14 @@ def benchmark(
     profile: str = "demo",
     config_file: str | None = None,
     overrides: list[str] | None = None,
+    config: DistillConfig | None = None,
 ) -> dict[str, Any]:
     """Score a registered model on the configured datasets and views; returns {model_uri, version, scores,
-    mean_f1, mlflow_run_id}."""
+    mean_f1, mlflow_run_id}. `config`: an already resolved config, instead of profile + file + overrides."""
     from fsa_distill.tasks.tracking import RunTracker
 
     logger = get_run_logger()
-    config = resolve_config(profile, Path(config_file) if config_file else None, overrides or [])
+    config = flow_config(config, profile, config_file, overrides)
     tracker = RunTracker(config)
     pinned, version = resolve_model_uri(model_uri, config.mlflow_uri)
     run_id = tracker.start_parent(f"benchmark-{pinned.removeprefix('models:/')}",

@@ -15,13 +15,15 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
-from fsa_distill.core.config import DistillConfig, resolve_config
+from fsa_distill.core.config import DistillConfig
 from fsa_distill.core.digests import sha256_tree
+from fsa_distill.flows.config_parameter import flow_config
 from fsa_distill.tasks import stages
 from fsa_distill.tasks.collect import collect_reviews
 from fsa_distill.tasks.evaluate import aggregate_runs, flat_metrics, gate_metric
 from fsa_distill.tasks.register import register_student
 from fsa_distill.tasks.report import build_report, curves_from_mlflow, scores_from_finetune
+from fsa_distill.tasks.results import FinetuneResult, GenerationResult, ModelResult, Reviews, StageResult
 from fsa_distill.tasks.tracking import RunTracker
 
 
@@ -35,7 +37,7 @@ class StageRunner:
         self.outcomes: dict[str, str] = {}
         self.metric_runs: dict[str, str] = {}  # stage label → the MLflow run holding its live metrics
 
-    def __call__(self, label: str, stage_task: Any, *, live_metrics: bool = False, **parameters: Any) -> dict:
+    def __call__(self, label: str, stage_task: Any, *, live_metrics: bool = False, **parameters: Any) -> Any:
         child = self.tracker.start_child(self.parent_run_id, label)
         if live_metrics:
             parameters["tracking_run_id"] = child
@@ -49,13 +51,14 @@ class StageRunner:
             raise
         cached = state.name == "Cached"
         self.outcomes[label] = "cached" if cached else "ran"
-        numeric = {key: value for key, value in result.items() if isinstance(value, (int, float))}
-        self.tracker.log_metrics(child, {**numeric, "stage_seconds": time.perf_counter() - started})
-        self.tracker.set_tags(child, {"cached": cached, "digest": result.get("digest", ""), "stage_key": result["key"]})
-        if result.get("trained_in_run"):  # a cached stage points at the run that actually computed it
-            self.metric_runs[label] = result["trained_in_run"]
+        if not isinstance(result, StageResult):  # e.g. a cached record whose class can no longer be imported
+            raise TypeError(f"stage {label} returned a {type(result).__name__}, not a typed stage result")
+        self.tracker.log_metrics(child, {**result.metrics(), "stage_seconds": time.perf_counter() - started})
+        self.tracker.set_tags(child, {"cached": cached, "digest": result.digest, "stage_key": result.key})
+        if result.trained_in_run:  # a cached stage points at the run that actually computed it
+            self.metric_runs[label] = result.trained_in_run
             if cached:
-                self.tracker.set_tags(child, {"cached_from_run": result["trained_in_run"]})
+                self.tracker.set_tags(child, {"cached_from_run": result.trained_in_run})
         self.tracker.finish(child)
         return result
 
@@ -78,8 +81,8 @@ def _link_prefect_and_mlflow(mlflow_run_id: str, config: DistillConfig) -> None:
 
 
 def _finetune_all(
-    run_stage: StageRunner, label: str, model: dict[str, Any], config: DistillConfig
-) -> list[dict[str, Any]]:
+    run_stage: StageRunner, label: str, model: ModelResult, config: DistillConfig
+) -> list[FinetuneResult]:
     results = []
     for dataset in config.data.datasets:
         for seed in config.finetune.seeds:
@@ -100,9 +103,9 @@ def _finetune_all(
 def write_report(
     config: DistillConfig,
     summary: dict[str, Any],
-    distilled_runs: list[dict[str, Any]],
-    baseline_runs: list[dict[str, Any]],
-    generation: dict[str, Any],
+    distilled_runs: list[FinetuneResult],
+    baseline_runs: list[FinetuneResult],
+    generation: GenerationResult,
     metric_runs: dict[str, str],
 ) -> Path:
     """The run's HTML report (F1 by dataset × view, distilled vs undistilled, loss curves, teacher rejections)."""
@@ -114,11 +117,17 @@ def write_report(
     results = {
         "title": f"fsa-distill {config.profile} — MLflow run {summary['mlflow_run_id']}",
         "summary": {key: summary[key] for key in ("mean_f1", "model_name", "model_version", "decision", "seconds")},
-        "scores": scores_from_finetune(distilled_runs, "distilled") + scores_from_finetune(baseline_runs, "undistilled"),
+        "scores": scores_from_finetune(_records(distilled_runs), "distilled")
+        + scores_from_finetune(_records(baseline_runs), "undistilled"),
         "curves": {name.replace("/train/", "/train_").replace("/eval/", "/eval_"): points for name, points in curves.items()},
-        "rejections": generation.get("rejected_by_reason", {}),
+        "rejections": generation.rejected_by_reason,
     }
     return build_report(results, config.work_dir / "reports" / summary["mlflow_run_id"])
+
+
+def _records(runs: list[FinetuneResult]) -> list[dict[str, Any]]:
+    """Fine-tuning results as the plain records tasks/evaluate.py and tasks/report.py aggregate."""
+    return [run.model_dump(mode="json") for run in runs]
 
 
 def run_distill(config: DistillConfig) -> dict[str, Any]:
@@ -135,12 +144,12 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
     run_stage = StageRunner(config, tracker, parent)
     started = time.perf_counter()
     try:
-        reviews = collect_reviews(config, config.work_dir / "stages" / "collect")
-        tracker.log_metrics(parent, {"reviews": reviews["n_reviews"]})
+        reviews = Reviews(**collect_reviews(config, config.work_dir / "stages" / "collect"))
+        tracker.log_metrics(parent, {"reviews": reviews.n_reviews})
 
         generation = run_stage("generate", stages.generate_stage, live_metrics=True, reviews=reviews, config=config)
         corpus = run_stage("corpus", stages.corpus_stage, generation=generation, config=config)
-        tracker.log_dataset(parent, Path(corpus["dataset_dir"]), "teacher-corpus", corpus["digest"], "pretraining")
+        tracker.log_dataset(parent, corpus.dataset_dir, "teacher-corpus", corpus.digest, "pretraining")
 
         student = run_stage("student", stages.student_stage, corpus=corpus, config=config)
 
@@ -151,15 +160,15 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
             )
 
         distilled_runs = _finetune_all(run_stage, "finetune", model, config)
-        table = aggregate_runs(distilled_runs)
+        table = aggregate_runs(_records(distilled_runs))
         mean_f1 = gate_metric(table)
         rows = {"student (distilled)" if config.pretrain.enabled else "student": table}
         tracker.log_metrics(parent, {**flat_metrics(table, "distilled"), "mean_f1": mean_f1})
 
-        baseline_runs: list[dict[str, Any]] = []
+        baseline_runs: list[FinetuneResult] = []
         if config.evaluate.undistilled_baseline and config.pretrain.enabled:
             baseline_runs = _finetune_all(run_stage, "finetune-undistilled", student, config)
-            baseline = aggregate_runs(baseline_runs)
+            baseline = aggregate_runs(_records(baseline_runs))
             rows["student (undistilled)"] = baseline
             tracker.log_metrics(parent, {**flat_metrics(baseline, "undistilled"), "undistilled_mean_f1": gate_metric(baseline)})
 
@@ -168,17 +177,17 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
             for dataset in config.data.datasets:
                 zero_shot[dataset] = run_stage(
                     f"zero-shot/{dataset}", stages.zeroshot_stage, model=model, dataset=dataset, config=config
-                )
+                ).model_dump(mode="json")
         teacher: dict[str, Any] = {}
         if config.evaluate.teacher_baseline:
-            teacher = run_stage("teacher-baseline", stages.teacher_baseline_stage, config=config)["datasets"]
+            teacher = run_stage("teacher-baseline", stages.teacher_baseline_stage, config=config).datasets
 
-        best = max(distilled_runs, key=lambda run: run["best_dev_f1"])
+        best = max(distilled_runs, key=lambda run: run.best_dev_f1)
         for run in distilled_runs:
-            tracker.log_artifact(parent, Path(run["predictions_path"]), f"predictions/{run['dataset']}/seed-{run['seed']}")
+            tracker.log_artifact(parent, run.predictions_path, f"predictions/{run.dataset}/seed-{run.seed}")
         registration = register_student(
-            Path(best["model_dir"]),
-            sha256_tree(best["model_dir"]),
+            best.model_dir,
+            sha256_tree(best.model_dir),
             mean_f1,
             parent,
             config.registry.model_name,
@@ -211,7 +220,12 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
 
 
 @flow(name="distill")
-def distill(profile: str = "demo", config_file: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Distil the teacher into the student for a profile (+ config file + `key=value` overrides)."""
-    config = resolve_config(profile, Path(config_file) if config_file else None, overrides or [])
-    return run_distill(config)
+def distill(
+    profile: str = "demo",
+    config_file: str | None = None,
+    overrides: list[str] | None = None,
+    config: DistillConfig | None = None,
+) -> dict[str, Any]:
+    """Distil the teacher into the student. Callers that resolved the config (the CLI, the retrain flow) pass it
+    as `config`; deployments pass a profile (+ config file + `key=value` overrides), resolved here once."""
+    return run_distill(flow_config(config, profile, config_file, overrides))

@@ -7,27 +7,29 @@ registry's quality gate. No new corpus, no distill run.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from fsa_distill.core.config import resolve_config
+from fsa_distill.core.config import DistillConfig, resolve_config
 from fsa_distill.tasks.inbox import LEDGER_NAME, AcceptedCorpus, Ledger, accepted_corpora, scan_inbox
 
 
-def run_distill(profile: str, config_file: str | None, overrides: list[str]) -> dict[str, Any]:
-    """The distill flow as a subflow (imported late: it pulls in torch and vLLM)."""
+def run_distill(config: DistillConfig) -> dict[str, Any]:
+    """The distill flow as a subflow, on this run's resolved config (imported late: it pulls in torch and vLLM)."""
     from fsa_distill.flows.distill import distill
 
-    return distill(profile=profile, config_file=config_file, overrides=overrides)
+    return distill(config=config)
 
 
-def review_files_override(files: list[Path]) -> str:
-    """`corpus.review_files=[...]` as a config override (the value is parsed as YAML; JSON is YAML)."""
-    return "corpus.review_files=" + json.dumps([str(path) for path in files])
+def with_review_files(config: DistillConfig, files: list[Path]) -> DistillConfig:
+    """A copy of the config that distils on these review corpora (the assignment is validated: a Section
+    validates every assignment)."""
+    updated = config.model_copy(deep=True)
+    updated.corpus.review_files = files
+    return updated
 
 
 @task(name="scan-inbox", retries=2, retry_delay_seconds=10)
@@ -41,12 +43,12 @@ def retrain(
     config_file: str | None = None,
     overrides: list[str] | None = None,
     text_field: str = "text",
-    distill_fn: Callable[[str, str | None, list[str]], dict[str, Any]] = run_distill,
+    distill_fn: Callable[[DistillConfig], dict[str, Any]] = run_distill,
 ) -> dict[str, Any]:
-    """The flow body, with the distill call injectable so tests can check the inbox logic alone."""
+    """The flow body, with the distill call injectable so tests can check the inbox logic alone. The config is
+    resolved here, once, and handed to distill as it is (with the accepted corpora added)."""
     logger = get_run_logger()
-    overrides = list(overrides or [])
-    config = resolve_config(profile, Path(config_file) if config_file else None, overrides)
+    config = resolve_config(profile, Path(config_file) if config_file else None, list(overrides or []))
     scan = scan_inbox_task(inbox, config.work_dir, text_field)
     summary: dict[str, Any] = {
         "inbox": inbox,
@@ -66,7 +68,7 @@ def retrain(
     configured = [Path(path) for path in config.corpus.review_files]
     review_files = sorted(set(configured) | set(accepted_corpora(config.work_dir)))
     logger.info("%d new corpora; distilling on %d corpus files", len(scan["new"]), len(review_files))
-    result = distill_fn(profile, config_file, [*overrides, review_files_override(review_files)])
+    result = distill_fn(with_review_files(config, review_files))
 
     Ledger(config.work_dir / LEDGER_NAME).record(
         [AcceptedCorpus(**corpus) for corpus in scan["new"]],

@@ -8,13 +8,12 @@ What the wrappers add, and nothing else:
 - retries with backoff for transient faults only; a timeout per stage;
 - a lock that keeps two model-heavy stages (teacher, training) of one work dir from running at once;
 - the output folder `<work_dir>/stages/<stage>/<key>`, stable across runs so a killed stage resumes there.
-Inputs and outputs are small JSON dicts with paths and digests: heavy artefacts stay on disk.
+Inputs and outputs are the typed records of tasks/results.py (paths and digests): heavy artefacts stay on disk.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from filelock import FileLock
 from prefect import task
@@ -22,6 +21,16 @@ from prefect import task
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.core.digests import sha256_file, sha256_json, sha256_tree
 from fsa_distill.tasks.caching import STAGE_TASK_OPTIONS, StageCachePolicy, StageSpec, current_stage_key
+from fsa_distill.tasks.results import (
+    CorpusResult,
+    FinetuneResult,
+    GenerationResult,
+    ModelResult,
+    PretrainResult,
+    Reviews,
+    TeacherBaselineResult,
+    ZeroShotResult,
+)
 
 HOUR = 3600
 
@@ -72,7 +81,7 @@ GENERATE = StageSpec("generate", reads=("teacher", "generation"), content=prompt
 
 
 @task(name="generate", cache_policy=StageCachePolicy(spec=GENERATE), timeout_seconds=48 * HOUR, **STAGE_TASK_OPTIONS)
-def generate_stage(reviews: dict[str, Any], config: DistillConfig, tracking_run_id: str | None = None) -> dict[str, Any]:
+def generate_stage(reviews: Reviews, config: DistillConfig, tracking_run_id: str | None = None) -> GenerationResult:
     """Teacher analyses + rewrites every review (per-review cache: only new reviews reach the teacher)."""
     import datasets
 
@@ -81,14 +90,14 @@ def generate_stage(reviews: dict[str, Any], config: DistillConfig, tracking_run_
 
     key = current_stage_key()
     out_dir = stage_dir(config, GENERATE.name, key)
-    review_rows = read_review_corpus(Path(reviews["path"]))
+    review_rows = read_review_corpus(reviews.path)
     with model_heavy(config):
         stats = generate_responses(
             review_rows, config, out_dir, log_metrics=_metrics_logger(config, tracking_run_id)
         )
     dataset = datasets.load_from_disk(stats["dataset_dir"])
     rows = sorted(zip(dataset["review_id"], dataset["prompt"], dataset["response"], strict=True))
-    return {**stats, "digest": sha256_json(rows), "trained_in_run": tracking_run_id, "key": key}
+    return GenerationResult(**stats, digest=sha256_json(rows), trained_in_run=tracking_run_id, key=key)
 
 
 def heldout_digest(config: DistillConfig) -> str | None:
@@ -101,21 +110,21 @@ CORPUS = StageSpec("corpus", reads=("corpus",), content=heldout_digest)
 
 
 @task(name="corpus", cache_policy=StageCachePolicy(spec=CORPUS), timeout_seconds=2 * HOUR, **STAGE_TASK_OPTIONS)
-def corpus_stage(generation: dict[str, Any], config: DistillConfig) -> dict[str, Any]:
+def corpus_stage(generation: GenerationResult, config: DistillConfig) -> CorpusResult:
     """Teacher responses → review→response HF dataset (dedup, splits, `[NL]`)."""
     from fsa_distill.tasks.corpus import build_corpus
 
     key = current_stage_key()
     out_dir = stage_dir(config, CORPUS.name, key)
-    result = build_corpus([Path(generation["dataset_dir"])], out_dir, config.corpus, config.corpus.heldout_file)
-    return {**result, "key": key}
+    result = build_corpus([generation.dataset_dir], out_dir, config.corpus, config.corpus.heldout_file)
+    return CorpusResult(**result, key=key)
 
 
 STUDENT = StageSpec("student", reads=("student",))
 
 
 @task(name="student", cache_policy=StageCachePolicy(spec=STUDENT), timeout_seconds=2 * HOUR, **STAGE_TASK_OPTIONS)
-def student_stage(corpus: dict[str, Any], config: DistillConfig) -> dict[str, Any]:
+def student_stage(corpus: CorpusResult, config: DistillConfig) -> ModelResult:
     """Build (offline sizes) or fetch (hub id / folder) the untrained student and its tokenizer."""
     import datasets
 
@@ -123,10 +132,10 @@ def student_stage(corpus: dict[str, Any], config: DistillConfig) -> dict[str, An
 
     key = current_stage_key()
     out_dir = stage_dir(config, STUDENT.name, key)
-    train = datasets.load_from_disk(corpus["dataset_dir"])["train"]
+    train = datasets.load_from_disk(str(corpus.dataset_dir))["train"]
     texts = [text for pair in zip(train["source"], train["target"], strict=True) for text in pair]
     model_dir = build_student(config.student.model, out_dir / "model", texts, config.student.vocab_size)
-    return {"model_dir": str(model_dir), "digest": sha256_tree(model_dir), "key": key}
+    return ModelResult(model_dir=model_dir, digest=sha256_tree(model_dir), key=key)
 
 
 PRETRAIN = StageSpec("pretrain", reads=("pretrain",))
@@ -134,11 +143,11 @@ PRETRAIN = StageSpec("pretrain", reads=("pretrain",))
 
 @task(name="pretrain", cache_policy=StageCachePolicy(spec=PRETRAIN), timeout_seconds=72 * HOUR, **STAGE_TASK_OPTIONS)
 def pretrain_stage(
-    student: dict[str, Any],
-    corpus: dict[str, Any],
+    student: ModelResult,
+    corpus: CorpusResult,
     config: DistillConfig,
     tracking_run_id: str | None = None,
-) -> dict[str, Any]:
+) -> PretrainResult:
     """Distillation pretraining on teacher responses; resumes from the last checkpoint in its folder."""
     from fsa_distill.tasks.pretrain import pretrain
 
@@ -146,14 +155,14 @@ def pretrain_stage(
     out_dir = stage_dir(config, PRETRAIN.name, key)
     with model_heavy(config):
         result = pretrain(
-            Path(student["model_dir"]),
-            Path(corpus["dataset_dir"]),
+            student.model_dir,
+            corpus.dataset_dir,
             config.pretrain,
             out_dir,
             log_metrics=_metrics_logger(config, tracking_run_id),
             key=key,
         )
-    return {**result, "digest": sha256_tree(result["model_dir"]), "trained_in_run": tracking_run_id}
+    return PretrainResult(**result, digest=sha256_tree(result["model_dir"]), trained_in_run=tracking_run_id)
 
 
 FINETUNE = StageSpec("finetune", reads=("data", "finetune", "evaluate.views"))
@@ -161,12 +170,12 @@ FINETUNE = StageSpec("finetune", reads=("data", "finetune", "evaluate.views"))
 
 @task(name="finetune", cache_policy=StageCachePolicy(spec=FINETUNE), timeout_seconds=24 * HOUR, **STAGE_TASK_OPTIONS)
 def finetune_stage(
-    model: dict[str, Any],
+    model: ModelResult,
     dataset: str,
     seed: int,
     config: DistillConfig,
     tracking_run_id: str | None = None,
-) -> dict[str, Any]:
+) -> FinetuneResult:
     """Fine-tune one (dataset, seed) and score its best-dev checkpoint on the test views."""
     from fsa_distill.tasks.finetune import finetune
 
@@ -175,7 +184,7 @@ def finetune_stage(
     out_dir = stage_dir(config, FINETUNE.name, key)
     with model_heavy(config):
         result = finetune(
-            Path(model["model_dir"]),
+            model.model_dir,
             task_name,
             dataset_name,
             seed,
@@ -184,27 +193,25 @@ def finetune_stage(
             log_metrics=_metrics_logger(config, tracking_run_id),
             key=key,
         )
-    return {
-        **result,
-        "dataset": dataset,
-        "seed": seed,
-        "digest": sha256_tree(result["model_dir"]),
-        "trained_in_run": tracking_run_id,
-    }
+    return FinetuneResult(
+        **{**result, "dataset": dataset},  # the function names the dataset alone; the pipeline names task/dataset
+        digest=sha256_tree(result["model_dir"]),
+        trained_in_run=tracking_run_id,
+    )
 
 
 ZERO_SHOT = StageSpec("zero-shot", reads=("data", "finetune.eval_batch_size"))
 
 
 @task(name="zero-shot", cache_policy=StageCachePolicy(spec=ZERO_SHOT), timeout_seconds=4 * HOUR, **STAGE_TASK_OPTIONS)
-def zeroshot_stage(model: dict[str, Any], dataset: str, config: DistillConfig) -> dict[str, Any]:
+def zeroshot_stage(model: ModelResult, dataset: str, config: DistillConfig) -> ZeroShotResult:
     """Zero-shot polarity ranking with the distilled (not fine-tuned) student."""
     from fsa_distill.tasks.zeroshot import evaluate_zero_shot
 
     task_name, dataset_name = dataset.split("/")
     with model_heavy(config):
-        result = evaluate_zero_shot(Path(model["model_dir"]), task_name, dataset_name, config)
-    return {**result, "dataset": dataset, "digest": sha256_json(result), "key": current_stage_key()}
+        result = evaluate_zero_shot(model.model_dir, task_name, dataset_name, config)
+    return ZeroShotResult(**{**result, "dataset": dataset}, digest=sha256_json(result), key=current_stage_key())
 
 
 TEACHER_BASELINE = StageSpec("teacher-baseline", reads=("data", "teacher", "evaluate", "finetune.max_new_tokens"))
@@ -216,14 +223,14 @@ TEACHER_BASELINE = StageSpec("teacher-baseline", reads=("data", "teacher", "eval
     timeout_seconds=24 * HOUR,
     **STAGE_TASK_OPTIONS,
 )
-def teacher_baseline_stage(config: DistillConfig) -> dict[str, Any]:
+def teacher_baseline_stage(config: DistillConfig) -> TeacherBaselineResult:
     """The teacher's zero-shot and few-shot scores on the same benchmark: the baseline row of every table."""
     from fsa_distill.models.teacher.factory import build_teacher
     from fsa_distill.tasks.teacher_baseline import evaluate_teacher
 
-    results: dict[str, Any] = {}
+    results: dict[str, dict] = {}
     with model_heavy(config), build_teacher(config.teacher, config.work_dir) as teacher:
         for dataset in config.data.datasets:
             task_name, dataset_name = dataset.split("/")
             results[dataset] = evaluate_teacher(teacher, task_name, dataset_name, config)
-    return {"datasets": results, "digest": sha256_json(results), "key": current_stage_key()}
+    return TeacherBaselineResult(datasets=results, digest=sha256_json(results), key=current_stage_key())

@@ -282,10 +282,10 @@ def test_corrupt_corpus_in_inbox_end_to_end(tmp_path: Path, monkeypatch) -> None
     inbox.mkdir()
     (inbox / "good.jsonl").write_text(json.dumps({"id": "1", "text": "Great pasta."}) + "\n", encoding="utf-8")
     (inbox / "bad.csv").write_text("review\nno text column here\n", encoding="utf-8")
-    calls: list[list[str]] = []
+    calls: list[list[Path]] = []
 
-    def recording_distill(profile: str, config_file: str | None, overrides: list[str]) -> dict:
-        calls.append(overrides)
+    def recording_distill(config) -> dict:
+        calls.append(config.corpus.review_files)
         return {"mlflow_run_id": "r1", "model_version": "1"}
 
     monkeypatch.setattr(retrain_module, "run_distill", recording_distill)

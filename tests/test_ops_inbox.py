@@ -5,13 +5,13 @@ The end-to-end retrain (real distill) is in tests/test_ops_faults.py::test_inbox
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import fsspec
 import pytest
 
+from fsa_distill.core.config import DistillConfig
 from fsa_distill.flows.retrain_on_new_corpus import retrain
 from fsa_distill.tasks.inbox import LEDGER_NAME, Ledger, accepted_corpora, scan_inbox, sha256_bytes
 
@@ -21,16 +21,17 @@ GOOD_CSV = "id,text\nc1,The screen is bright and sharp.\nc2,Service was slow.\n"
 
 
 class DistillRecorder:
-    def __init__(self) -> None:
-        self.calls: list[dict] = []
+    """Stands in for the distill subflow: records the resolved config the retrain flow hands it."""
 
-    def __call__(self, profile: str, config_file: str | None, overrides: list[str]) -> dict:
-        self.calls.append({"profile": profile, "overrides": overrides})
+    def __init__(self) -> None:
+        self.calls: list[DistillConfig] = []
+
+    def __call__(self, config: DistillConfig) -> dict:
+        self.calls.append(config)
         return {"mlflow_run_id": f"run-{len(self.calls)}", "model_version": str(len(self.calls))}
 
     def review_files(self, call: int = -1) -> list[str]:
-        override = next(o for o in self.calls[call]["overrides"] if o.startswith("corpus.review_files="))
-        return json.loads(override.split("=", 1)[1])
+        return [str(path) for path in self.calls[call].corpus.review_files]
 
 
 @pytest.fixture()
@@ -107,7 +108,7 @@ def test_failed_distill_leaves_the_corpus_new_for_the_next_poll(dirs: tuple[Path
     inbox, work = dirs
     (inbox / "good.jsonl").write_text(GOOD_JSONL, encoding="utf-8")
 
-    def failing(profile: str, config_file: str | None, overrides: list[str]) -> dict:
+    def failing(config: DistillConfig) -> dict:
         raise RuntimeError("tracking server down")
 
     from prefect import flow

@@ -7,7 +7,8 @@ benchmark):
   every view;
 - changing a helper a stage imports (or a data file its code loads by path) changes that stage's key and no
   other;
-- the key the task ran under is the key `stage_key` computes from its declaration.
+- the key the task ran under is the key `stage_key` computes from its declaration;
+- a stage served from the cache returns the same typed result as a fresh run (Prefect's JSON serializer).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pydantic import BaseModel
 from fsa_distill.core.config import DistillConfig, Section, resolve_config
 from fsa_distill.tasks import stages
 from fsa_distill.tasks.caching import PLACEMENT, StageSpec, stage_key
+from fsa_distill.tasks.results import CorpusResult, FinetuneResult, GenerationResult, ModelResult, Reviews
 from tests.teacher_fixtures import make_reviews
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,19 +112,26 @@ def run_task(task: Any, config: DistillConfig, **parameters: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def reviews_file(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def reviews_file(tmp_path_factory: pytest.TempPathFactory) -> Reviews:
     from fsa_distill.core.digests import sha256_file
 
     path = tmp_path_factory.mktemp("reviews") / "reviews.jsonl"
     path.write_text("".join(json.dumps(review) + "\n" for review in make_reviews(2)), encoding="utf-8")
-    return {"path": str(path), "digest": sha256_file(path), "n_reviews": 2}
+    return Reviews(path=path, digest=sha256_file(path), n_reviews=2)
+
+
+def upstream(result_type: type[BaseModel], **fields: Any) -> Any:
+    """An upstream stage's result made from a fixture folder: only the fields the next stage reads (the rest are
+    the upstream stage's own statistics), hence constructed without validation."""
+    return result_type.model_construct(key="fixture", **fields)
 
 
 STAGE_INPUTS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "generate": lambda fx: {"reviews": fx["reviews"]},
-    "corpus": lambda fx: {"generation": {"dataset_dir": str(fx["generation"]), "digest": "g"}},
-    "student": lambda fx: {"corpus": {"dataset_dir": str(fx["corpus"]), "digest": "c"}},
-    "pretrain": lambda fx: {"student": fx["student"], "corpus": {"dataset_dir": str(fx["corpus"]), "digest": "c"}},
+    "corpus": lambda fx: {"generation": upstream(GenerationResult, dataset_dir=fx["generation"], digest="g")},
+    "student": lambda fx: {"corpus": upstream(CorpusResult, dataset_dir=fx["corpus"], digest="c")},
+    "pretrain": lambda fx: {"student": fx["student"], "corpus": upstream(CorpusResult, dataset_dir=fx["corpus"],
+                                                                         digest="c")},
     "finetune": lambda fx: {"model": fx["student"], "dataset": "atsa/rest14", "seed": 42},
     "zero-shot": lambda fx: {"model": fx["student"], "dataset": "atsa/rest14"},
     "teacher-baseline": lambda fx: {},
@@ -153,7 +162,7 @@ def test_every_config_read_is_in_the_stage_key(
     task, spec = STAGE_TASKS[stage]
     config = tiny_config(tmp_path / "work", benchmark_dir, tiny_llama_dir)
     fixtures = {"reviews": reviews_file, "generation": tiny_generation_dir, "corpus": tiny_corpus_dir,
-                "student": {"model_dir": str(tiny_student_dir), "digest": "s"}}
+                "student": ModelResult(model_dir=tiny_student_dir, digest="s", key="fixture")}
     inputs = STAGE_INPUTS[stage](fixtures)
     reads = ConfigReads(config)
     with reads.recording(monkeypatch):
@@ -161,23 +170,25 @@ def test_every_config_read_is_in_the_stage_key(
     assert state.is_completed(), state
     assert reads.read, "nothing was recorded: the recording config is broken"
     assert reads.undeclared(spec) == [], f"{stage} reads config keys its StageSpec does not declare"
-    assert state.result()["key"] == stage_key(spec, task.fn, config, **inputs)
+    assert state.result().key == stage_key(spec, task.fn, config, **inputs)
 
 
 def test_changing_the_views_reruns_finetuning_and_reports_every_view(
     tmp_path: Path, benchmark_dir: Path, tiny_llama_dir: Path, tiny_student_dir: Path
 ) -> None:
-    model = {"model_dir": str(tiny_student_dir), "digest": "s"}
+    model = ModelResult(model_dir=tiny_student_dir, digest="s", key="fixture")
     only_normal = tiny_config(tmp_path / "work", benchmark_dir, tiny_llama_dir, "evaluate.views=[normal]")
     every_view = tiny_config(tmp_path / "work", benchmark_dir, tiny_llama_dir)
 
     first = run_task(stages.finetune_stage, only_normal, model=model, dataset="atsa/rest14", seed=42)
-    assert first.name == "Completed" and set(first.result()["scores"]) == {"normal"}
+    assert first.name == "Completed" and set(first.result().scores) == {"normal"}
     second = run_task(stages.finetune_stage, every_view, model=model, dataset="atsa/rest14", seed=42)
     assert second.name == "Completed", "fine-tuning was served from the cache of the normal-only run"
-    assert set(second.result()["scores"]) == {"normal", "implicit", "multi"}
+    assert set(second.result().scores) == {"normal", "implicit", "multi"}
     again = run_task(stages.finetune_stage, every_view, model=model, dataset="atsa/rest14", seed=42)
-    assert again.name == "Cached" and again.result()["scores"] == second.result()["scores"]
+    assert again.name == "Cached"
+    assert isinstance(again.result(), FinetuneResult), "the cached result did not come back typed"
+    assert again.result() == second.result()
 
 
 # --------------------------------------------------------------------------- code part of the key

@@ -62,7 +62,7 @@ def run(
             os.environ["PREFECT_API_URL"] = resolved.tracking.prefect_api_url
         from fsa_distill.flows.distill import distill
 
-        summary = distill(profile=profile, config_file=str(config) if config else None, overrides=overrides or [])
+        summary = distill(config=resolved)  # resolved once, here: the flow uses it as it is
     if as_json:
         print_json(summary)
     else:
