@@ -25,12 +25,15 @@ from fsa_distill.models.student.batching import collate, epoch_batches, tokenize
 from fsa_distill.models.student.decoding import greedy_decode
 from fsa_distill.models.student.load import load_student
 from fsa_distill.models.student.training import (
+    STATE_FILE,
     LogMetrics,
     capture_rng_state,
+    load_training_state,
     pick_device,
     restore_rng_state,
     rng_untouched,
     save_student,
+    save_training_state,
     saving_student,
     seed_everything,
 )
@@ -94,14 +97,14 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
     epoch, best_f1, best_epoch, history = 0, -1.0, -1, []
 
     last_dir, best_dir = out_dir / "last", out_dir / "best"
-    state = torch.load(last_dir / "state.pt", weights_only=False) if (last_dir / "state.pt").exists() else None
+    optimizer_state, state = load_training_state(last_dir) if (last_dir / STATE_FILE).exists() else (None, None)
     if state is None or state["key"] != key:
         shutil.rmtree(best_dir, ignore_errors=True)  # a best model from another run must not survive
     else:  # resume after the last finished epoch
         model, _ = load_student(last_dir, device=device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=ft.learning_rate)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total_steps))
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(optimizer_state)
         scheduler.load_state_dict(state["scheduler"])
         restore_rng_state(state["rng"])
         epoch, best_f1, best_epoch, history = (state["epoch"], state["best_f1"], state["best_epoch"],
@@ -136,9 +139,10 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
                 save_student(model, tokenizer, best_dir)
         history.append(record)
         with saving_student(model, tokenizer, last_dir) as tmp:
-            torch.save({"key": key, "epoch": epoch, "best_f1": best_f1, "best_epoch": best_epoch,
-                        "history": history, "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "rng": capture_rng_state()}, tmp / "state.pt")
+            save_training_state(tmp, optimizer, {
+                "key": key, "epoch": epoch, "best_f1": best_f1, "best_epoch": best_epoch, "history": history,
+                "scheduler": scheduler.state_dict(), "rng": capture_rng_state(),
+            })
         if log_metrics:
             log_metrics({f"finetune/{name}": value for name, value in record.items() if name != "epoch"}, epoch)
 

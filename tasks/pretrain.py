@@ -3,8 +3,9 @@
 Why a plain torch loop rather than `Seq2SeqTrainer`: the loop below is the whole algorithm, top to bottom
 (nanoGPT style), and the two things this stage promises are easy to see and to test in it:
 - exact resume: a checkpoint holds model, optimizer, scheduler, every RNG state and the position in the data
-  order; the data order is a pure function of (seed, epoch), so a resumed run's next loss equals the
-  uninterrupted run's, bit for bit (tests/test_student_pretrain.py checks it);
+  order (tensors in safetensors and a weights-only torch file, the rest in JSON: nothing is unpickled); the data
+  order is a pure function of (seed, epoch), so a resumed run's next loss equals the uninterrupted run's, bit
+  for bit (tests/test_student_pretrain.py checks it);
 - dynamic padding with length-grouped batches: each batch is padded only to its own longest source and target,
   and batches are drawn from length-sorted "megabatches" (as HF's LengthGroupedSampler) so little is padding.
   The paper's code pads every target to the maximum (400); `pad_to_max_length` keeps that mode for the
@@ -39,9 +40,11 @@ from fsa_distill.models.student.training import (
     LogMetrics,
     bf16_autocast,
     capture_rng_state,
+    load_training_state,
     pick_device,
     restore_rng_state,
     save_student,
+    save_training_state,
     saving_student,
     seed_everything,
 )
@@ -146,10 +149,10 @@ def save_checkpoint(out_dir: Path, model, tokenizer, optimizer, scheduler, posit
     """Everything needed to continue exactly; written to a temp folder and renamed, old ones pruned."""
     folder = Path(out_dir) / "checkpoints" / f"step-{position.step:08d}"
     with saving_student(model, tokenizer, folder) as tmp:
-        torch.save({
-            "position": asdict(position), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "rng": capture_rng_state(), "config": _trajectory_config(cfg), "inputs": inputs,
-        }, tmp / "trainer_state.pt")
+        save_training_state(tmp, optimizer, {
+            "position": asdict(position), "scheduler": scheduler.state_dict(), "rng": capture_rng_state(),
+            "config": _trajectory_config(cfg), "inputs": inputs,
+        })
     for old in sorted((Path(out_dir) / "checkpoints").glob("step-*"))[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
     return folder
@@ -217,7 +220,7 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
     checkpoint = latest_checkpoint(out_dir)
     resumed_from_step = 0
     if checkpoint is not None:
-        state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+        optimizer_state, state = load_training_state(checkpoint)
         if state["config"] != _trajectory_config(cfg) or state["inputs"] != inputs:
             raise InputError(checkpoint, None, "checkpoint was made with another pretrain config, corpus or "
                                                "student; use a new output folder or delete its checkpoints/")
@@ -225,7 +228,7 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
         optimizer = make_optimizer(model, cfg)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
         # Order matters: building the scheduler resets the lr, so the optimizer state is loaded after it.
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(optimizer_state)
         scheduler.load_state_dict(state["scheduler"])
         restore_rng_state(state["rng"])
         position = Position(**state["position"])

@@ -16,6 +16,7 @@ from fsa_distill.tasks.finetune import finetune
 from fsa_distill.tasks.predict import generate_predictions
 from fsa_distill.tasks.teacher_baseline import teacher_baseline
 from fsa_distill.tasks.zeroshot import LABELS, aspect_items, rank_polarities
+from tests.interruptions import Crash, crash_at
 
 
 def _config(benchmark_dir: Path) -> DistillConfig:
@@ -58,16 +59,8 @@ def test_finetune_resumes_at_the_epoch_boundary(tmp_path: Path, tiny_student_dir
     config = _config(benchmark_dir)
     config.data.max_train_sentences, config.data.max_dev_sentences, config.data.max_test_sentences = 16, 4, 4
     full = finetune(tiny_student_dir, "acsa", "rest16", 7, config, tmp_path / "full", key="k")
-
-    class Crash(Exception):
-        pass
-
-    def crash_after_epoch_1(metrics: dict, step: int | None) -> None:
-        if step == 1:
-            raise Crash
-
-    with pytest.raises(Crash):
-        finetune(tiny_student_dir, "acsa", "rest16", 7, config, tmp_path / "resumed", log_metrics=crash_after_epoch_1,
+    with pytest.raises(Crash):  # after epoch 1
+        finetune(tiny_student_dir, "acsa", "rest16", 7, config, tmp_path / "resumed", log_metrics=crash_at(1),
                  key="k")
     resumed = finetune(tiny_student_dir, "acsa", "rest16", 7, config, tmp_path / "resumed", key="k")
     assert resumed["dev_history"] == full["dev_history"]  # epoch 2 continued exactly (same train loss)

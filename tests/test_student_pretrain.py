@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from datasets import Dataset, load_from_disk
 
 from fsa_distill.core.config import CorpusConfig, PretrainConfig
 from fsa_distill.core.errors import InputError
 from fsa_distill.tasks.corpus import build_corpus
 from fsa_distill.tasks.pretrain import collate, epoch_batches, pretrain
+from tests.interruptions import Crash, crash_at
 
 
 def _config(**overrides) -> PretrainConfig:
@@ -76,21 +78,13 @@ def test_resume_is_bit_exact(tmp_path: Path, tiny_student_dir: Path, tiny_corpus
     cfg = _config()
     full = pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "full", key="k")
     assert full["steps"] == 5 and Path(full["model_dir"], "config.json").exists()
-
-    class Crash(Exception):
-        pass
-
-    def crash_at_step_3(metrics: dict, step: int | None) -> None:
-        if step == 3:
-            raise Crash
-
     with pytest.raises(Crash):
-        pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "resumed", log_metrics=crash_at_step_3, key="k")
+        pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "resumed", log_metrics=crash_at(3), key="k")
     assert not (tmp_path / "resumed" / "model").exists()
     # A SIGKILL during a checkpoint save leaves its temp folder: it must be dropped, not resumed from.
     half_saved = tmp_path / "resumed" / "checkpoints" / ".step-00000004.0123456789ab.tmp"
     half_saved.mkdir()
-    (half_saved / "trainer_state.pt").write_bytes(b"truncated")
+    (half_saved / "trainer_state.json").write_bytes(b"truncated")
     resumed = pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "resumed", key="k")
     # Steps 3-5 were recomputed from the step-2 checkpoint: every loss must equal the uninterrupted run's.
     assert _losses(tmp_path / "resumed") == _losses(tmp_path / "full")
@@ -118,3 +112,34 @@ def test_checkpoint_from_other_config_and_empty_split(tmp_path: Path, tiny_stude
     with pytest.raises(InputError, match="corpus folder not found"):
         pretrain(tiny_student_dir, tmp_path / "missing", _config(), tmp_path / "never", key="k")
     assert not (tmp_path / "never" / "model").exists()
+
+
+class _RunsCodeWhenUnpickled:
+    """What a malicious checkpoint carries: unpickling it with weights_only=False would create `folder`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (str(self.folder),)
+
+
+def test_checkpoint_state_is_json_and_tensors_and_pickled_objects_are_refused(
+    tmp_path: Path, tiny_student_dir: Path, tiny_corpus_dir: Path
+) -> None:
+    cfg = _config(max_steps=2)
+    pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "run", key="k")
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-00000002"
+    state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    assert state["position"]["step"] == 2 and set(state["rng"]) >= {"python", "numpy", "torch"}
+    optimizer_state = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+    assert set(optimizer_state) == {"state", "param_groups"}
+
+    executed = tmp_path / "executed"
+    torch.save({**optimizer_state, "payload": _RunsCodeWhenUnpickled(executed)}, checkpoint / "optimizer.pt")
+    (tmp_path / "run" / "pretrain_result.json").unlink()  # not finished: the next call resumes from the checkpoint
+    with pytest.raises(InputError, match="pickled objects other than tensors"):
+        pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "run", key="k")
+    assert not executed.exists()

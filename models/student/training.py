@@ -1,5 +1,5 @@
 """The student's training toolbox, shared by pretraining, fine-tuning, the student build and the benchmarks:
-seeding, RNG state, device and dtype choice, and saving (data → batches is models/student/batching.py).
+seeding, RNG state, device and dtype choice, saving and checkpoint state (data → batches: batching.py).
 
 Written once (torchtune keeps its recipes' helpers the same way): exact resume depends on these agreeing between
 a run and its resumed continuation, which is easier to keep true in one place.
@@ -7,6 +7,8 @@ a run and its resumed continuation, which is easier to keep true in one place.
 
 from __future__ import annotations
 
+import json
+import pickle
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_dir
 
 LogMetrics = Callable[[dict[str, float], int | None], None]
@@ -99,3 +102,36 @@ def save_student(model: Any, tokenizer: Any, out_dir: Path) -> Path:
     with saving_student(model, tokenizer, out_dir):
         pass
     return Path(out_dir)
+
+
+# ------------------------------------------------------------------------------------- checkpoints
+
+OPTIMIZER_FILE = "optimizer.pt"  # tensors only: loaded with torch.load(weights_only=True)
+STATE_FILE = "trainer_state.json"  # everything else (position, scheduler, RNG, run identity): plain JSON
+
+
+def save_training_state(folder: Path, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Write a resumable training state into `folder` (a checkpoint being saved): the optimizer's tensors with
+    torch.save, the rest as JSON, so that loading it never has to unpickle arbitrary objects."""
+    torch.save(optimizer.state_dict(), Path(folder) / OPTIMIZER_FILE)
+    (Path(folder) / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
+
+
+def load_training_state(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(optimizer state dict, JSON state) of a checkpoint; InputError for a checkpoint that is not one of ours
+    (an older layout) or holds pickled objects other than tensors, which are refused, never executed."""
+    folder = Path(folder)
+    if not (folder / STATE_FILE).exists() or not (folder / OPTIMIZER_FILE).exists():
+        raise InputError(folder, None, f"not a resumable checkpoint (no {STATE_FILE} / {OPTIMIZER_FILE}); "
+                                       "delete it or use a new output folder")
+    try:
+        optimizer_state = torch.load(folder / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as error:
+        raise InputError(folder / OPTIMIZER_FILE, None, "holds pickled objects other than tensors; refused "
+                                                        f"(torch.load weights_only): {str(error).splitlines()[0]}"
+                         ) from None
+    try:
+        state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(folder / STATE_FILE, None, f"corrupt training state: {error}") from None
+    return optimizer_state, state
