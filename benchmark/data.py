@@ -149,10 +149,44 @@ def read_benchmark_file(path: Path) -> list[dict[str, Any]]:
             raise InputError(path, where, 'expected an object with a "sentence" string')
         if not isinstance(sentence.get("aspects", []), list):
             raise InputError(path, where, '"aspects" must be a list')
-        for aspect in sentence.get("aspects", []):
+        for number, aspect in enumerate(sentence.get("aspects", []), start=1):
             if not isinstance(aspect, dict) or not isinstance(aspect.get("polarity"), str):
                 raise InputError(path, where, 'every aspect needs a "polarity" string')
+            for field in ("from", "to"):
+                if not _is_offset(aspect.get(field)):
+                    raise InputError(path, f"{where} aspect {number}", f'"{field}" is {aspect.get(field)!r}, not a '
+                                     "character offset (a non-negative integer, as a number or a string, or null)")
+            for field in ("target", "category"):
+                if not isinstance(aspect.get(field), (str, type(None))):
+                    raise InputError(path, f"{where} aspect {number}", f'"{field}" must be a string or null, got '
+                                     f"{type(aspect[field]).__name__}")
     return sentences
+
+
+def _is_offset(value: Any) -> bool:
+    """Offsets are strings in the released files and ints in others; null or "" when the target is implicit."""
+    if value is None or value == "":
+        return True
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 0
+    return isinstance(value, str) and value.isascii() and value.isdigit()
+
+
+# The field each task's gold pairs are built from (benchmark/targets.py).
+TASK_FIELDS = {"atsa": "target", "acsa": "category"}
+
+
+def check_gold_for_task(sentences: Sequence[Mapping[str, Any]], task: str, path: str | Path) -> None:
+    """Gold read for `task` must carry that task's field somewhere: ATSA gold has no categories, and scoring it
+    as ACSA would silently give F1 = 0."""
+    field = TASK_FIELDS[task]
+    aspects = [aspect for sentence in sentences for aspect in sentence.get("aspects") or []]
+    if aspects and not any(aspect.get(field) not in (None, "", "NULL", "null") for aspect in aspects):
+        other = next(name for name in TASKS if name != task)
+        raise InputError(path, None, f'no aspect has a "{field}", which --task {task} scores; this looks like '
+                         f"{other.upper()} gold (use --task {other})")
 
 
 def split_paths(task: str, dataset: str, split: str, data_dir: Path | None = None) -> list[Path]:

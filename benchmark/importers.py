@@ -12,12 +12,12 @@ their files from that message.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from xml.etree import ElementTree
 from xml.parsers.expat import ErrorString
 
@@ -34,6 +34,9 @@ def jsonl_values(path: Path, lines: Iterable[str]) -> Iterator[tuple[int, Any]]:
             yield number, json.loads(line)
         except json.JSONDecodeError as error:
             raise InputError(path, f"line {number}", f"not valid JSON ({error.msg})") from None
+        except RecursionError:
+            raise InputError(path, f"line {number}", "JSON nested too deeply") from None
+
 
 CORPUS_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".txt")
 ID_FIELDS = ("id", "ID")
@@ -169,17 +172,30 @@ def convert_semeval_xml(
 
 # ---------------------------------------------------------------- review corpora
 
+# Reviews are cut to the model's input budget as they are read, before any tokenizer sees them: a 10 MB review
+# tokenized whole costs gigabytes. A token of these tokenizers spans at most a few characters (a long word or a
+# run of spaces), so `max_tokens * MAX_CHARS_PER_TOKEN` characters always hold more than the model will read; the
+# tokenizer then truncates exactly.
+MAX_CHARS_PER_TOKEN = 16
+# The csv module refuses fields over 131,072 characters by default; a long review is valid input. 2**31 - 1 is
+# the largest limit every platform's C long accepts (sys.maxsize overflows on Windows).
+CSV_FIELD_LIMIT = 2**31 - 1
 
-def _decode(path: Path) -> str:
+
+def chars_for_tokens(max_tokens: int) -> int:
+    """Characters kept per review for a model that reads `max_tokens` tokens."""
+    return max_tokens * MAX_CHARS_PER_TOKEN
+
+
+@contextmanager
+def _csv_field_limit(limit: int) -> Iterator[None]:
+    """Raise the csv module's (process-wide) field limit for one read and put the old one back."""
+    previous = csv.field_size_limit()
+    csv.field_size_limit(max(previous, limit))
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(path, None, "file not found") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise InputError(path, f"line {line}", f"not valid UTF-8 ({error.reason}); re-save the file as UTF-8") from None
+        yield
+    finally:
+        csv.field_size_limit(previous)
 
 
 def _record_id(record: dict[str, Any], fallback: str) -> str:
@@ -191,43 +207,121 @@ def _record_id(record: dict[str, Any], fallback: str) -> str:
 
 def _text(path: Path, where: str, record: dict[str, Any], text_field: str) -> str:
     if text_field not in record:
-        raise InputError(path, where, f"no {text_field!r} field (fields: {sorted(record)}); pass text_field")
+        raise InputError(path, where, f"no {text_field!r} field (fields: {sorted(map(str, record))}); pass "
+                         "text_field")
     value = record[text_field]
     if value is not None and not isinstance(value, str):
         raise InputError(path, where, f"{text_field!r} must be a string, got {type(value).__name__}")
+    if value and "\x00" in value:
+        raise InputError(path, where, "NUL byte in the review text; the file is probably binary or corrupt")
     return (value or "").strip()
 
 
-def read_review_corpus(path: Path, text_field: str = "text") -> list[dict[str, str]]:
+def _numbered_lines(path: Path, handle: IO[bytes]) -> Iterator[tuple[int, str]]:
+    """(line number, decoded line) read lazily from a binary file; each line is decoded on its own, so a
+    decoding error names its line (a text-mode reader decodes 8 KiB blocks ahead of the lines it returns)."""
+    for number, raw in enumerate(handle, start=1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        nul = raw.find(b"\x00")
+        if nul >= 0:
+            raise InputError(path, f"line {number}", f"NUL byte at byte {nul + 1} of the line; the file is "
+                             "binary or corrupt, not UTF-8 text")
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise InputError(path, f"line {number}", f"not valid UTF-8 ({error.reason}); re-save the file as "
+                             "UTF-8") from None
+        yield number, line
+
+
+def _txt_reviews(path: Path, handle: IO[bytes]) -> Iterator[tuple[str, str, str]]:
+    for number, line in _numbered_lines(path, handle):
+        yield f"line {number}", f"{path.stem}:{number}", _text(path, f"line {number}", {"text": line}, "text")
+
+
+def _jsonl_reviews(path: Path, handle: IO[bytes], text_field: str) -> Iterator[tuple[str, str, str]]:
+    for number, line in _numbered_lines(path, handle):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputError(path, f"line {number}", f"not valid JSON ({error.msg})") from None
+        except RecursionError:
+            raise InputError(path, f"line {number}", "JSON nested too deeply") from None
+        if not isinstance(record, dict):
+            raise InputError(path, f"line {number}", "expected a JSON object")
+        where = f"line {number}"
+        yield where, _record_id(record, f"{path.stem}:{number}"), _text(path, where, record, text_field)
+
+
+def _csv_reviews(path: Path, handle: IO[bytes], text_field: str) -> Iterator[tuple[str, str, str]]:
+    """Records of a CSV file with the line each starts on (csv.reader counts physical lines; blank lines come
+    back as empty rows, so the count stays right after them). strict=True turns an unbalanced quote, which
+    would otherwise silently swallow the following rows, into an error."""
+    lines = (line for _, line in _numbered_lines(path, handle))
+    reader = csv.reader(lines, strict=True)
+    header: list[str] | None = None
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            problem = ("a quoted field opened here is never closed (unbalanced quote)"
+                       if "end of data" in str(error) else
+                       f"malformed CSV at line {reader.line_num} ({error}): probably an unbalanced quote")
+            raise InputError(path, f"line {start}", problem) from None
+        if not row:
+            continue  # a blank line
+        if header is None:
+            header = row
+            if text_field not in header:
+                raise InputError(path, f"line {start}", f"no {text_field!r} column (columns: {header}); "
+                                 "pass text_field")
+            continue
+        where = f"line {start}"
+        record = dict(zip(header, row))
+        yield where, _record_id(record, f"{path.stem}:{start}"), _text(path, where, record, text_field)
+    if header is None:
+        raise InputError(path, "line 1", f"no {text_field!r} column (the file is empty); pass text_field")
+
+
+def read_review_corpus(path: Path, text_field: str = "text", *, max_chars: int | None = None
+                       ) -> list[dict[str, Any]]:
     """Reviews from a JSONL / CSV / TXT file as [{id, text}]; ids are the record's id field if present, else
-    `<file stem>:<line>`, so they stay stable when the file grows. Blank reviews are left out."""
+    `<file stem>:<line>`, so they stay stable when the file grows. Blank reviews are left out.
+
+    The file is read line by line and each review is cut to `max_chars` characters as it is read (see
+    `chars_for_tokens`); a cut review carries `cut_chars`, the number of characters dropped.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in CORPUS_SUFFIXES:
         raise InputError(path, None, f"unsupported review file type {suffix!r}; use one of {list(CORPUS_SUFFIXES)}")
-    content = _decode(path)
-    reviews: list[dict[str, str]] = []
-    if suffix == ".txt":
-        for number, line in enumerate(content.split("\n"), start=1):
-            if line.strip():
-                reviews.append({"id": f"{path.stem}:{number}", "text": line.strip()})
-    elif suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(content, newline=""))
-        if reader.fieldnames is None or text_field not in reader.fieldnames:
-            raise InputError(path, "line 1", f"no {text_field!r} column (columns: {reader.fieldnames}); "
-                             "pass text_field")
-        first_line = reader.line_num + 1
-        for record in reader:
-            where = f"line {first_line}"
-            text = _text(path, where, record, text_field)
-            if text:
-                reviews.append({"id": _record_id(record, f"{path.stem}:{first_line}"), "text": text})
-            first_line = reader.line_num + 1
-    else:
-        for number, record in jsonl_values(path, content.split("\n")):
-            if not isinstance(record, dict):
-                raise InputError(path, f"line {number}", "expected a JSON object")
-            text = _text(path, f"line {number}", record, text_field)
-            if text:
-                reviews.append({"id": _record_id(record, f"{path.stem}:{number}"), "text": text})
+    reviews: list[dict[str, Any]] = []
+    try:
+        with open(path, "rb") as handle, _csv_field_limit(CSV_FIELD_LIMIT):
+            if suffix == ".txt":
+                records = _txt_reviews(path, handle)
+            elif suffix == ".csv":
+                records = _csv_reviews(path, handle, text_field)
+            else:
+                records = _jsonl_reviews(path, handle, text_field)
+            for _, review_id, text in records:
+                if not text:
+                    continue
+                review: dict[str, Any] = {"id": review_id, "text": text}
+                if max_chars is not None and len(text) > max_chars:
+                    review = {"id": review_id, "text": text[:max_chars].rstrip(), "cut_chars": len(text) - max_chars}
+                reviews.append(review)
+    except FileNotFoundError:
+        raise InputError(path, None, "file not found") from None
     return reviews
+
+
+def count_cut(reviews: Iterable[dict[str, Any]]) -> int:
+    """How many reviews `read_review_corpus` cut to the input budget."""
+    return sum("cut_chars" in review for review in reviews)

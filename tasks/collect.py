@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fsa_distill.benchmark.data import load_sentences
-from fsa_distill.benchmark.importers import read_review_corpus
+from fsa_distill.benchmark.importers import chars_for_tokens, count_cut, read_review_corpus
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.core.digests import sha256_file
 from fsa_distill.core.files import atomic_file
@@ -36,8 +36,11 @@ def collect_reviews(config: DistillConfig, out_dir: Path) -> dict[str, Any]:
         sources["benchmark"] = len(benchmark_reviews)
         candidates.extend(benchmark_reviews)
     for review_file in config.corpus.review_files:
-        file_reviews = read_review_corpus(Path(review_file))
+        file_reviews = read_review_corpus(
+            Path(review_file), max_chars=chars_for_tokens(config.generation.max_input_tokens))
         sources[str(review_file)] = len(file_reviews)
+        if count_cut(file_reviews):
+            sources[f"{review_file} (cut to the input budget)"] = count_cut(file_reviews)
         candidates.extend(file_reviews)
 
     seen: set[str] = set()

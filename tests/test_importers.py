@@ -265,3 +265,21 @@ def test_byte_order_marks_are_understood(tmp_path, encoding):
     content = SEMEVAL_2014.replace('encoding="UTF-8"', f'encoding="{encoding.upper().removesuffix("-SIG")}"')
     sentences, _ = convert_semeval_xml(write(tmp_path, "bom.xml", content.encode(encoding)), "atsa")
     assert sentences[1]["sentence"] == "Café au lait — tasty."
+
+
+def test_reviews_are_cut_to_the_input_budget_as_they_are_read(tmp_path):
+    import csv
+
+    from fsa_distill.benchmark.importers import chars_for_tokens, count_cut
+
+    limit = chars_for_tokens(32)
+    long_text = "word " * 10_000
+    for name, content in [("long.txt", f"short\n{long_text}\n"),
+                          ("long.jsonl", json.dumps({"text": "short"}) + "\n" + json.dumps({"text": long_text})),
+                          ("long.csv", f'text\nshort\n"{long_text}"\n')]:
+        before = csv.field_size_limit()
+        reviews = read_review_corpus(write(tmp_path, name, content), max_chars=limit)
+        assert csv.field_size_limit() == before, "the process-wide csv limit is put back"
+        assert [len(review["text"]) <= limit for review in reviews] == [True, True]
+        assert count_cut(reviews) == 1 and reviews[1]["cut_chars"] == len(long_text.strip()) - limit
+        assert reviews[0] == {"id": reviews[0]["id"], "text": "short"}

@@ -1,33 +1,73 @@
-"""Shared CLI behaviour: user errors become one clear line on stderr and exit code 2."""
+"""Shared CLI behaviour: user errors become one clear line on stderr and exit code 2.
+
+`user_errors()` is the one place where failures a user can fix are turned into that line, for every command.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from fsa_distill.core.config import ConfigError
 from fsa_distill.core.errors import InputError
 
-stderr = Console(stderr=True)
+# soft_wrap: rich hard-wraps at 80 columns when stderr is not a terminal (logs, CI); an error stays one line.
+stderr = Console(stderr=True, soft_wrap=True)
 
 EXIT_BAD_INPUT = 2
 
 
+def _one_line(text: str) -> str:
+    """Collapse the line breaks a library put into its message (e.g. a loader's multi-line error)."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def print_error(message: str) -> None:
+    """`error: <message>` on stderr, never wrapped, markup in the message printed as is."""
+    if stderr.is_terminal:
+        stderr.print("[bold red]error:[/] ", end="", highlight=False)
+        stderr.print(message, highlight=False, markup=False)
+    else:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def _os_error_message(error: OSError) -> str | None:
+    """`<file>: <problem>` for an OS error about a file the user named (a directory given as a file, no
+    permission, a full disk); None for OS errors without a file (sockets), which are not the user's input."""
+    if error.filename is None:
+        return None
+    problem = {
+        IsADirectoryError: "expected a file, got a directory",
+        NotADirectoryError: "a part of this path is a file, not a directory",
+        PermissionError: "permission denied",
+        FileNotFoundError: "not found",
+    }.get(type(error), error.strerror or type(error).__name__)
+    target = f" -> {error.filename2}" if error.filename2 else ""
+    return f"{error.filename}{target}: {problem}"
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn InputError / ConfigError into `error: <file>: <where>: <problem>` and exit code 2."""
+    """Turn InputError / ConfigError / file OSErrors into `error: <file>: <where>: <problem>` and exit code 2."""
     try:
         yield
-    except (InputError, ConfigError) as error:
-        # escape: messages quote user values such as `[atsa/rest15]`, which rich would take for markup;
-        # soft_wrap: one line per problem whatever the terminal width (logs and CI are 80 columns).
-        stderr.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, markup=True, soft_wrap=True)
+    except InputError as error:
+        print_error(_one_line(str(error)))
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except ConfigError as error:
+        print_error(str(error).strip())  # may list several keys, one line each
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except OSError as error:
+        message = _os_error_message(error)
+        if message is None:
+            raise
+        print_error(_one_line(message))
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 

@@ -9,6 +9,7 @@ import typer
 
 from fsa_distill.cli.console import print_json, stderr, user_errors
 from fsa_distill.core.files import write_json_atomically
+from fsa_distill.core.paths import check_input_file, check_output_file
 
 
 def convert(
@@ -23,6 +24,8 @@ def convert(
     from fsa_distill.benchmark.importers import convert_semeval_xml
 
     with user_errors():
+        check_input_file(input_path, "XML file")
+        check_output_file(out)
         sentences, skipped = convert_semeval_xml(input_path, task, keep_empty=keep_empty)
         write_json_atomically(out, sentences)
     for item in skipped:

@@ -31,8 +31,10 @@ def generate(
     with user_errors():
         from pydantic import ValidationError
 
-        from fsa_distill.benchmark.importers import read_review_corpus
+        from fsa_distill.benchmark.importers import chars_for_tokens, count_cut, read_review_corpus
+        from fsa_distill.cli.inputs import check_config_paths
         from fsa_distill.core.config import ConfigError, resolve_config
+        from fsa_distill.core.paths import check_input_file, check_output_dir
         from fsa_distill.tasks.generate import generate_responses
 
         flags = {
@@ -42,6 +44,11 @@ def generate(
             "teacher.base_url": base_url,
             "generation.max_new_tokens": max_tokens,
         }
+        if config_file is not None:
+            check_input_file(config_file, "config file")
+        for path in corpus:
+            check_input_file(path, "review file")
+        check_output_dir(out)
         config = resolve_config(profile, config_file, overrides or [])
         for dotted, value in flags.items():
             if value is not None:
@@ -50,14 +57,19 @@ def generate(
                     setattr(getattr(config, section), key, value)
                 except ValidationError as error:
                     raise ConfigError(f"--{key.replace('_', '-')}: {error.errors()[0]['msg']}") from None
-        reviews = [review for path in corpus for review in read_review_corpus(path, text_field=text_field)]
+        check_config_paths(config)
+        max_chars = chars_for_tokens(config.generation.max_input_tokens)
+        reviews = [review for path in corpus
+                   for review in read_review_corpus(path, text_field=text_field, max_chars=max_chars)]
         if max_reviews is not None:
             reviews = reviews[:max_reviews]
         stats = generate_responses(reviews, config, out, progress=not json_output)
+        stats["cut_while_reading"] = count_cut(reviews)
     if json_output:
         print_json(stats)
         return
-    for key in SUMMARY_KEYS + ("cache_hit_rate", "rejected_by_reason", "dataset_dir", "rejected_dir"):
+    for key in (*SUMMARY_KEYS, "cut_while_reading", "cache_hit_rate", "rejected_by_reason", "dataset_dir",
+                "rejected_dir"):
         value = stats[key]
         stderr.print(f"{key:>18}: {value:.3g}" if isinstance(value, float) else f"{key:>18}: {value}",
                      highlight=False, markup=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -53,11 +54,21 @@ def run(
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override one key, e.g. --set finetune.epochs=3.")
     ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Benchmark data folder (default: FSA_DATA_DIR, then "
+                                                       "./data/fsa_datasets, ../shared/fsa_datasets).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as one JSON line.")] = False,
 ) -> None:
     """Run the `distill` flow (generate → corpus → pretrain → finetune → evaluate → register)."""
+    from fsa_distill.cli.inputs import check_config_paths
+    from fsa_distill.core.paths import check_input_file
+
+    # JSON is YAML: a quoted string survives any character a path may hold
+    overrides = [*(overrides or []), *([f"data.data_dir={json.dumps(str(data_dir))}"] if data_dir else [])]
     with user_errors():
-        resolved = resolve_config(profile, config, overrides or [])
+        if config is not None:
+            check_input_file(config, "config file")
+        resolved = resolve_config(profile, config, overrides)
+        check_config_paths(resolved)  # before the flow takes locks or creates the work dir
         if resolved.tracking.prefect_api_url:
             os.environ["PREFECT_API_URL"] = resolved.tracking.prefect_api_url
         from fsa_distill.flows.distill import distill

@@ -22,15 +22,22 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
 ) -> None:
     """Score predictions: precision, recall, F1 (micro over pairs), n_gold, n_pred, n_sentences."""
-    from fsa_distill.benchmark.data import read_benchmark_file
+    from fsa_distill.benchmark.data import check_gold_for_task, read_benchmark_file
     from fsa_distill.benchmark.scorer import read_prediction_file, score_predictions
 
+    from fsa_distill.core.paths import check_input_file
+
     with user_errors():
+        check_input_file(gold, "gold file")
+        if hard is not None:
+            check_input_file(hard, "gold file (--hard)")
+        check_input_file(pred, "prediction file")
         sentences = read_benchmark_file(gold)
         gold_files = str(gold)
         if hard is not None:
             sentences += read_benchmark_file(hard)
             gold_files = f"{gold} + {hard}"
+        check_gold_for_task(sentences, task, gold_files)
         predictions = read_prediction_file(pred)
         if len(predictions) != len(sentences):
             raise InputError(pred, None, f"{len(predictions)} predictions but {len(sentences)} gold sentences in "
