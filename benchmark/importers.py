@@ -21,6 +21,9 @@ from typing import IO, Any
 from xml.etree import ElementTree
 from xml.parsers.expat import ErrorString
 
+import defusedxml.ElementTree as SafeElementTree
+from defusedxml import DefusedXmlException
+
 from fsa_distill.benchmark.targets import IMPLICIT_TARGETS, POLARITIES, check_task
 from fsa_distill.core.errors import InputError
 
@@ -63,7 +66,12 @@ def _parse_xml(path: Path) -> ElementTree.Element:
                              f"{error.start}); re-save the file as UTF-8 or declare its encoding in the XML "
                              "header") from None
     try:
-        return ElementTree.fromstring(data)
+        # defusedxml: DTDs, entity declarations (billion laughs, quadratic blow-up) and external entities are
+        # refused outright instead of relying on expat's amplification limits. SemEval files declare none.
+        return SafeElementTree.fromstring(data, forbid_dtd=True)
+    except DefusedXmlException as error:
+        raise InputError(path, None, f"refused: the XML declares a DTD, entities or external references "
+                         f"({error}); SemEval files need none") from None
     except ElementTree.ParseError as error:
         line, column = error.position
         raise InputError(path, f"line {line} column {column + 1}", f"malformed XML ({ErrorString(error.code)})") from None
@@ -126,13 +134,13 @@ def _aspects_2016(path: Path, where: str, sentence: ElementTree.Element, text: s
     return aspects
 
 
-def convert_semeval_xml(
-    path: Path, task: str, *, keep_empty: bool = False
-) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+def convert_semeval_xml(path: Path, task: str) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Convert a SemEval-2014 or 2015/2016 ABSA XML file into benchmark sentences for `task`.
 
-    Returns (sentences, skipped); skipped items are {"id", "reason"}: sentences without an aspect for the task
-    (unless `keep_empty`, since the benchmark test sets do keep such sentences) and implicit ATSA targets.
+    Every sentence is kept, also one without an aspect for the task (`"aspects": []`), in every format and for
+    both tasks: the benchmark keeps them (a third of rest14's training sentences), and a model trained without
+    them never learns to answer "nothing here". Returns (sentences, skipped); skipped items are {"id", "reason"}
+    for what could not be used: implicit (NULL) targets, which are not ATSA aspects.
     """
     check_task(task)
     path = Path(path)
@@ -162,10 +170,6 @@ def convert_semeval_xml(
                     skipped.append({"id": sentence_id or f"#{index + 1}", "reason": "implicit target (NULL) of "
                                     f"category {aspect['category']!r}: not an ATSA aspect"})
             aspects = [aspect for aspect in aspects if aspect["target"] not in IMPLICIT_TARGETS]
-        if not aspects and not keep_empty:
-            kind = "aspect term" if task == "atsa" else "aspect category"
-            skipped.append({"id": sentence_id or f"#{index + 1}", "reason": f"no {kind}"})
-            continue
         sentences.append({"ID": sentence_id or f"{path.stem}:{index + 1}", "sentence": text, "aspects": aspects})
     return sentences, skipped
 

@@ -17,6 +17,7 @@ from prefect.runtime import flow_run
 
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.core.digests import sha256_tree
+from fsa_distill.core.redact import redact_url
 from fsa_distill.flows.config_parameter import flow_config
 from fsa_distill.tasks import stages
 from fsa_distill.tasks.collect import collect_reviews
@@ -74,7 +75,8 @@ def _link_prefect_and_mlflow(mlflow_run_id: str, config: DistillConfig) -> None:
         key="mlflow-run",
         markdown=(
             f"MLflow run `{mlflow_run_id}` in experiment `{config.tracking.experiment_name}` "
-            f"at `{config.mlflow_uri}`.\n\nOpen it with `mlflow ui --backend-store-uri {config.mlflow_uri}`."
+            f"at `{redact_url(config.mlflow_uri)}`.\n\n"
+            f"Open it with `mlflow ui --backend-store-uri {redact_url(config.mlflow_uri)}`."
         ),
         description="The MLflow parent run of this flow run",
     )
@@ -197,7 +199,7 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
             "mlflow_run_id": parent,
             "flow_run_id": flow_run_id,
             "experiment": config.tracking.experiment_name,
-            "tracking_uri": config.mlflow_uri,
+            "tracking_uri": redact_url(config.mlflow_uri),
             "mean_f1": mean_f1,
             "results": rows,
             "zero_shot": zero_shot,

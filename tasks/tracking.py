@@ -17,6 +17,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from fsa_distill.core.config import DistillConfig
+from fsa_distill.core.redact import redact_secrets, redact_text
 
 MetricsLogger = Callable[[dict[str, float], "int | None"], None]
 
@@ -64,7 +65,7 @@ class RunTracker:
     def start_parent(self, run_name: str, tags: dict[str, str]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         run_id = run.info.run_id
-        params = flatten(self.config.model_dump(mode="json"))
+        params = flatten(redact_secrets(self.config.model_dump(mode="json")))  # no credentials in MLflow
         items = list(params.items())
         for start in range(0, len(items), 90):  # MLflow accepts at most 100 params per batch
             batch = [mlflow.entities.Param(key, value[:6000]) for key, value in items[start : start + 90]]
@@ -97,15 +98,16 @@ class RunTracker:
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
         self.metrics_logger(run_id)(metrics, step)
 
+    # Tags, dicts and texts go through `redact_secrets`: a URL with a password never reaches MLflow.
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
-            self.client.set_tag(run_id, key, str(value))
+            self.client.set_tag(run_id, key, redact_text(str(value)))
 
     def log_dict(self, run_id: str, payload: Any, artifact_file: str) -> None:
-        self.client.log_dict(run_id, payload, artifact_file)
+        self.client.log_dict(run_id, redact_secrets(payload), artifact_file)
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
-        self.client.log_text(run_id, text, artifact_file)
+        self.client.log_text(run_id, redact_text(text), artifact_file)
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         path = Path(path)

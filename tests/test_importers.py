@@ -86,42 +86,61 @@ def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
 
 def test_semeval_2014_atsa(tmp_path):
     sentences, skipped = convert_semeval_xml(write(tmp_path, "rest.xml", SEMEVAL_2014), "atsa")
-    assert [s["ID"] for s in sentences] == ["813", "1151"]
+    assert [s["ID"] for s in sentences] == ["813", "1151", "2777"]
+    assert sentences[2]["aspects"] == []  # no aspect term: kept, as the benchmark does
     assert sentences[0]["aspects"][3] == {"from": "82", "to": "87", "target": "pasta", "category": None,
                                           "polarity": "conflict"}
     assert sentences[1]["aspects"][0]["target"] == "Café au lait"
-    assert skipped == [{"id": "2777", "reason": "no aspect term"}]
+    assert skipped == []
     assert linearise(sentences[0], "atsa") == (
         "appetizers | positive ; salads | positive ; steak | positive ; pasta | conflict")
 
 
-def test_semeval_2014_acsa_and_keep_empty(tmp_path):
-    path = write(tmp_path, "rest.xml", SEMEVAL_2014)
+def test_semeval_2014_acsa(tmp_path):
+    path = write(tmp_path, "rest.xml", SEMEVAL_2014.replace(
+        '<aspectCategories><aspectCategory category="food" polarity="positive"/></aspectCategories>', "", 1))
     sentences, skipped = convert_semeval_xml(path, "acsa")
     assert skipped == []
     assert sentences[2]["aspects"] == [{"from": None, "to": None, "target": None,
                                         "category": "anecdotes/miscellaneous", "polarity": "neutral"}]
-    kept, skipped = convert_semeval_xml(path, "atsa", keep_empty=True)
-    assert len(kept) == 3 and kept[2]["aspects"] == [] and skipped == []
+    assert sentences[1]["aspects"] == []  # terms but no category: kept for ACSA with no aspect
+
+
+@pytest.mark.parametrize(("document", "task"), [(d, t) for d in ("2014", "2016") for t in ("atsa", "acsa")])
+def test_every_format_keeps_sentences_without_targets(tmp_path, document, task):
+    """One rule for both XML formats and both tasks: every sentence is kept, in file order; a sentence without
+    an aspect for the task has "aspects": [] and scores like the benchmark's own (an empty target)."""
+    bare = '<sentence id="bare"><text>We came back.</text></sentence>\n'
+    if document == "2014":
+        content = SEMEVAL_2014.replace("</sentences>", bare + "</sentences>")
+    else:
+        content = SEMEVAL_2016.replace("    </sentences>", bare + "    </sentences>")
+    sentences, _ = convert_semeval_xml(write(tmp_path, f"{document}.xml", content), task)
+    assert len(sentences) == content.count("<sentence ")
+    empty = [s for s in sentences if not s["aspects"]]
+    assert sentences[-1] == {"ID": "bare", "sentence": "We came back.", "aspects": []}
+    assert empty[-1] is sentences[-1]
+    assert all(linearise(s, task) == "" for s in empty)
 
 
 # --------------------------------------------------------------------------- SemEval-2015/2016
 
 def test_semeval_2016_atsa_skips_implicit_targets_with_reasons(tmp_path):
     sentences, skipped = convert_semeval_xml(write(tmp_path, "rest16.xml", SEMEVAL_2016), "atsa")
-    assert [s["ID"] for s in sentences] == ["1004293:0", "1004293:1"]
+    assert [s["ID"] for s in sentences] == ["1004293:0", "1004293:1", "1004293:2", "1004293:3"]
+    assert sentences[2]["aspects"] == sentences[3]["aspects"] == []
     assert sentences[1]["aspects"][1] == {"from": "52", "to": "60", "target": "portions",
                                           "category": "FOOD#STYLE_OPTIONS", "polarity": "negative"}
-    assert [item["id"] for item in skipped] == ["1004293:2", "1004293:2", "1004293:3"]
-    assert "implicit target" in skipped[0]["reason"] and skipped[1]["reason"] == "no aspect term"
+    assert [item["id"] for item in skipped] == ["1004293:2"]
+    assert "implicit target" in skipped[0]["reason"]
 
 
 def test_semeval_2016_acsa_keeps_every_opinion(tmp_path):
     sentences, skipped = convert_semeval_xml(write(tmp_path, "rest16.xml", SEMEVAL_2016), "acsa")
-    assert [len(s["aspects"]) for s in sentences] == [1, 2, 1]
+    assert [len(s["aspects"]) for s in sentences] == [1, 2, 1, 0]
     assert sentences[2]["aspects"][0] == {"from": "0", "to": "0", "target": "NULL", "category": "RESTAURANT#GENERAL",
                                           "polarity": "negative"}
-    assert skipped == [{"id": "1004293:3", "reason": "no aspect category"}]
+    assert skipped == []
     assert linearise(sentences[1], "acsa") == "food quality | negative ; food style_options | negative"
 
 
@@ -151,6 +170,27 @@ def test_bad_files_name_file_and_element(tmp_path, case):
     assert caught.value.path == str(path)
 
 
+ENTITY_ATTACKS = {
+    "billion_laughs": '<?xml version="1.0"?><!DOCTYPE s [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;'
+                      '&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><sentences><sentence id="1"><text>'
+                      '&c;</text></sentence></sentences>',
+    "quadratic_blowup": '<?xml version="1.0"?><!DOCTYPE s [<!ENTITY a "' + "x" * 10_000 + '">]><sentences>'
+                        '<sentence id="1"><text>' + "&a;" * 1_000 + "</text></sentence></sentences>",
+    "external_entity": '<?xml version="1.0"?><!DOCTYPE s [<!ENTITY e SYSTEM "file:///etc/passwd">]><sentences>'
+                       '<sentence id="1"><text>&e;</text></sentence></sentences>',
+    "external_dtd": '<?xml version="1.0"?><!DOCTYPE sentences SYSTEM "http://example.invalid/x.dtd"><sentences>'
+                    '<sentence id="1"><text>ok</text></sentence></sentences>',
+}
+
+
+@pytest.mark.parametrize("case", list(ENTITY_ATTACKS))
+def test_entity_declarations_and_external_references_are_refused(tmp_path, case):
+    """defusedxml refuses what expat would only limit: any entity declaration, external entity or DTD."""
+    path = write(tmp_path, f"{case}.xml", ENTITY_ATTACKS[case])
+    with pytest.raises(InputError, match="refused: the XML declares a DTD, entities or external references"):
+        convert_semeval_xml(path, "atsa")
+
+
 def test_declared_latin1_encoding_is_honoured(tmp_path):
     content = SEMEVAL_2014.replace('encoding="UTF-8"', 'encoding="ISO-8859-1"').replace(" — ", " - ")
     sentences, _ = convert_semeval_xml(write(tmp_path, "latin.xml", content.encode("latin-1")), "atsa")
@@ -172,14 +212,14 @@ def test_convert_cli_writes_benchmark_json_and_one_summary_line(tmp_path):
     result, stderr = run_convert(write(tmp_path, "rest16.xml", SEMEVAL_2016), "--task", "atsa", "--out", out)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert (summary["sentences"], summary["aspects"], summary["skipped"]) == (2, 3, 3)
+    assert (summary["sentences"], summary["aspects"], summary["skipped"]) == (4, 3, 1)
     assert summary["skipped_items"][0]["id"] == "1004293:2"
-    assert "skipped 1004293:3: no aspect term" in stderr
+    assert "skipped 1004293:2: implicit target (NULL)" in stderr
     sentences = read_benchmark_file(out)
     assert sentences[0] == {"ID": "1004293:0", "sentence": sentences[0]["sentence"], "aspects": [
         {"from": "51", "to": "56", "target": "place", "category": "RESTAURANT#GENERAL", "polarity": "negative"}]}
     gold = score_predictions("atsa", sentences, [linearise(s, "atsa") for s in sentences])
-    assert gold["f1"] == 1.0 and gold["n_gold"] == 3
+    assert gold["f1"] == 1.0 and gold["n_gold"] == 3 and len(sentences) == 4
     assert [p.name for p in out.parent.iterdir()] == ["test.json"]
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from fsa_distill.core.redact import redact_text, redact_url
 from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend, TeacherError
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -43,6 +44,7 @@ class OpenAIBackend(TeacherBackend):
         max_model_len: int = 2048,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.shown_url = redact_url(self.base_url)  # in messages and logs: no userinfo or secret query values
         self.model_id = model
         self.weights_digest = weights_digest or f"served:{model}"
         self.max_model_len = max_model_len
@@ -75,9 +77,10 @@ class OpenAIBackend(TeacherBackend):
         response = await client.post(path, json=body)
         if response.status_code in RETRY_STATUS:
             self.retries += 1
-            raise RetryableError(f"HTTP {response.status_code} from {self.base_url}{path}")
+            raise RetryableError(f"HTTP {response.status_code} from {self.shown_url}{path}")
         if response.status_code in FATAL_STATUS:
-            raise TeacherError(f"HTTP {response.status_code} from {self.base_url}{path}: {response.text[:200]}")
+            raise TeacherError(f"HTTP {response.status_code} from {self.shown_url}{path}: "
+                               f"{redact_text(response.text[:200])}")
         return response
 
     async def _one(
@@ -95,8 +98,8 @@ class OpenAIBackend(TeacherBackend):
                     with attempt:
                         response = await self._post(client, path, body)
             except (RetryableError, httpx.HTTPError) as error:
-                raise TeacherError(f"teacher at {self.base_url} failed after {self.max_retries} retries: "
-                                   f"{type(error).__name__}: {error}") from None
+                raise TeacherError(f"teacher at {self.shown_url} failed after {self.max_retries} retries: "
+                                   f"{type(error).__name__}: {redact_text(str(error))}") from None
         if response.status_code >= 400:  # e.g. 400 prompt too long: this request's problem, not the run's
             return GenerationResult("", 0, "error")
         choice = response.json()["choices"][0]

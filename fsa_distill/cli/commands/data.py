@@ -16,17 +16,17 @@ def convert(
     input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="SemEval-2014 or 2015/2016 ABSA XML file.")],
     task: Annotated[Literal["atsa", "acsa"], typer.Option(help="Keep aspect terms (atsa) or categories (acsa).")],
     out: Annotated[Path, typer.Option(help="Benchmark JSON file to write.")],
-    keep_empty: Annotated[
-        bool, typer.Option(help="Keep sentences without an aspect for the task (the benchmark test sets do).")
-    ] = False,
 ) -> None:
-    """Convert SemEval ABSA XML into benchmark JSON; prints {"sentences", "aspects", "skipped", "skipped_items"}."""
+    """Convert SemEval ABSA XML into benchmark JSON; prints {"sentences", "aspects", "skipped", "skipped_items"}.
+
+    Sentences without an aspect for the task are kept with no aspects, as in the benchmark; implicit (NULL)
+    targets cannot be ATSA aspects and are listed as skipped."""
     from fsa_distill.benchmark.importers import convert_semeval_xml
 
     with user_errors():
         check_input_file(input_path, "XML file")
         check_output_file(out)
-        sentences, skipped = convert_semeval_xml(input_path, task, keep_empty=keep_empty)
+        sentences, skipped = convert_semeval_xml(input_path, task)
         write_json_atomically(out, sentences)
     for item in skipped:
         stderr.print(f"skipped {item['id']}: {item['reason']}", highlight=False, markup=False)

@@ -1,0 +1,64 @@
+"""Secrets out of URLs before they reach MLflow (params, artifacts), logs or the report.
+
+A tracking URI such as `postgresql://mlflow:s3cret@db/mlflow` or a teacher endpoint with `?api_key=...` is
+configuration we want recorded, minus the credential. Userinfo (`user:password@`) is replaced as a whole, since
+a user name can be a token too; query parameters whose name says secret have their value replaced.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+REDACTED = "***"
+# Query parameter names that carry credentials (lower-cased, compared by substring).
+SECRET_PARAMETER_HINTS = ("password", "passwd", "pwd", "secret", "token", "key", "auth", "signature", "sig",
+                          "credential", "session")
+_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+
+
+def _secret_parameter(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in ("pass", "pw") or any(hint in lowered for hint in SECRET_PARAMETER_HINTS)
+
+
+def redact_url(url: str) -> str:
+    """`url` without userinfo and with secret query values replaced by ***; text that is not a URL unchanged."""
+    if "://" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            if any(_secret_parameter(name) for name, _ in pairs):
+                query = urlencode([(name, REDACTED if _secret_parameter(name) else value) for name, value in pairs],
+                                  safe="*")
+        if (netloc, query) == (parts.netloc, parts.query):
+            return url
+        # Rebuilt by hand: urlunsplit drops the empty authority of `sqlite:////abs/path`.
+        rebuilt = f"{parts.scheme}://{netloc}{parts.path}"
+        rebuilt += f"?{query}" if query else ""
+        return rebuilt + (f"#{parts.fragment}" if parts.fragment else "")
+    except ValueError:  # unparsable (e.g. a bad port): keep nothing after the scheme rather than leak it
+        return f"{url.split('://', 1)[0]}://{REDACTED}"
+
+
+def redact_text(text: str) -> str:
+    """Every URL inside a free text (an error message, a log line) redacted."""
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text) if "://" in text else text
+
+
+def redact_secrets(value: Any) -> Any:
+    """A copy of a JSON-like tree (a dumped config) with every URL inside its strings redacted."""
+    if isinstance(value, dict):
+        return {key: redact_secrets(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_secrets(item) for item in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
