@@ -11,6 +11,11 @@
 # FSA_PG_HOST (127.0.0.1), FSA_PG_PORT (5432), FSA_PG_USER (postgres), FSA_PG_PASSWORD (empty: trust auth),
 # FSA_PREFECT_DB (fsa_prefect), FSA_MLFLOW_DB (fsa_mlflow), FSA_MLFLOW_ARTIFACTS (<servers dir>/mlflow-artifacts),
 # FSA_SERVER_START_TIMEOUT (180 seconds), VENV (.venv).
+#
+# The database password never appears on a command line (where `ps` shows it) nor in a URL: with
+# FSA_PG_PASSWORD set, it is written to <servers dir>/pgpass (mode 0600) and every client (psql, MLflow's
+# psycopg2, Prefect's asyncpg) finds it through PGPASSFILE. Without it, an existing PGPASSFILE / ~/.pgpass or
+# trust authentication is used as is.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,18 +34,25 @@ MLFLOW_DB="${FSA_MLFLOW_DB:-fsa_mlflow}"
 ARTIFACTS="${FSA_MLFLOW_ARTIFACTS:-$SERVERS_DIR/mlflow-artifacts}"
 START_TIMEOUT="${FSA_SERVER_START_TIMEOUT:-180}"
 
-PG_AUTH="$PG_USER${PG_PASSWORD:+:$PG_PASSWORD}"
-PREFECT_DB_URL="postgresql+asyncpg://$PG_AUTH@$PG_HOST:$PG_PORT/$PREFECT_DB"
+# No password in the URLs: libpq (psql, psycopg2) and asyncpg read it from PGPASSFILE (write_pgpass).
+PREFECT_DB_URL="postgresql+asyncpg://$PG_USER@$PG_HOST:$PG_PORT/$PREFECT_DB"
 # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; psycopg2-binary is what we install.
-MLFLOW_DB_URL="postgresql+psycopg2://$PG_AUTH@$PG_HOST:$PG_PORT/$MLFLOW_DB"
+MLFLOW_DB_URL="postgresql+psycopg2://$PG_USER@$PG_HOST:$PG_PORT/$MLFLOW_DB"
 PREFECT_API="http://$HOST:$PREFECT_PORT/api"
 MLFLOW_URL="http://$HOST:$MLFLOW_PORT"
 
 log() { echo "servers: $*" >&2; }
 
+write_pgpass() {  # FSA_PG_PASSWORD → a 0600 password file named by PGPASSFILE (inherited by the servers)
+  [ -n "$PG_PASSWORD" ] || return 0
+  local file="$SERVERS_DIR/pgpass" escaped
+  escaped="$(printf '%s' "$PG_PASSWORD" | sed -e 's/\\/\\\\/g' -e 's/:/\\:/g')"  # pgpass escapes \ and :
+  (umask 077; printf '%s:%s:*:%s:%s\n' "$PG_HOST" "$PG_PORT" "$PG_USER" "$escaped" >"$file")
+  export PGPASSFILE="$file"
+}
+
 ensure_database() {  # create database $1 unless it exists (psql client, trust or password auth)
   local name="$1"
-  export PGPASSWORD="$PG_PASSWORD"
   if ! command -v psql >/dev/null; then
     log "psql not found: create database $name yourself (or apt-get install postgresql-client)"; return 0
   fi
@@ -126,6 +138,7 @@ status() {
 }
 
 mkdir -p "$SERVERS_DIR"
+write_pgpass
 command="${1:-status}"
 which="${2:-all}"
 case "$command" in

@@ -21,6 +21,9 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 PG = {"host": "127.0.0.1", "port": 5432, "user": os.environ.get("FSA_PG_USER", "postgres")}
+# Handed to servers.sh as FSA_PG_PASSWORD (trust authentication here ignores it): it must reach the clients
+# through PGPASSFILE and appear on no command line.
+PG_SECRET = f"fsa-pg-{secrets.token_hex(8)}"
 
 
 def _pg_connect(dbname: str = "postgres"):
@@ -47,6 +50,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         "FSA_PREFECT_DB": f"fsa_prefect_test_{suffix}",
         "FSA_MLFLOW_DB": f"fsa_mlflow_test_{suffix}",
         "FSA_PG_USER": PG["user"],
+        "FSA_PG_PASSWORD": PG_SECRET,
     }
     env.pop("PREFECT_API_URL", None)
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -83,6 +87,22 @@ def test_servers_are_healthy_and_use_postgresql(servers: dict) -> None:
     # Started twice: the second start notices the running servers instead of starting more.
     again = subprocess.run(check=False, args=[servers["script"], "start"], env=servers["env"], text=True, capture_output=True)
     assert again.returncode == 0 and "already running" in again.stderr
+
+
+def test_database_password_is_on_no_command_line(servers: dict) -> None:
+    """`ps` shows command lines to every user: the password lives in a 0600 PGPASSFILE instead."""
+    import psutil
+
+    servers_dir = Path(servers["env"]["FSA_SERVERS_DIR"])
+    server_pids = {int((servers_dir / f"{name}.pid").read_text()) for name in ("prefect", "mlflow")}
+    seen = set()
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        command_line = " ".join(process.info["cmdline"] or [])
+        assert PG_SECRET not in command_line, f"pid {process.info['pid']}: {command_line[:300]}"
+        seen.add(process.info["pid"])
+    assert server_pids <= seen, "both servers were among the processes checked"
+    pgpass = servers_dir / "pgpass"
+    assert pgpass.stat().st_mode & 0o777 == 0o600 and PG_SECRET in pgpass.read_text()
 
 
 def test_demo_flow_through_a_worker_lands_in_postgres_mlflow(servers: dict, smollm2_dir, tmp_path: Path) -> None:
