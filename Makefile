@@ -9,7 +9,7 @@ STAMP := $(VENV)/.fsa-distill-installed
 TARGET ?= cpu
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench deploy worker servers dashboard clean
+.PHONY: setup browser demo test bench deploy worker servers dashboard clean
 
 setup: $(STAMP)
 
@@ -17,10 +17,14 @@ $(STAMP): pyproject.toml scripts/install.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) TARGET=$(TARGET) bash scripts/install.sh
 	touch $(STAMP)
 
+# Chromium for the dashboard test only: `make test` needs it, `make demo` does not.
+browser:
+	bash scripts/install-browser.sh
+
 demo: setup
 	$(VENV)/bin/fsa-distill run --profile demo
 
-test: setup
+test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -141,6 +141,8 @@ def read_benchmark_file(path: Path) -> list[dict[str, Any]]:
         raise InputError(path, f"byte {error.start}", f"not UTF-8 text ({error.reason})") from None
     except json.JSONDecodeError as error:
         raise InputError(path, f"line {error.lineno} column {error.colno}", f"not valid JSON ({error.msg})") from None
+    except RecursionError:
+        raise InputError(path, None, "JSON nested too deeply to be benchmark sentences") from None
     if not isinstance(sentences, list):
         raise InputError(path, None, "expected a JSON array of sentences")
     for index, sentence in enumerate(sentences):

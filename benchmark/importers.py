@@ -274,9 +274,13 @@ def _csv_reviews(path: Path, handle: IO[bytes], text_field: str) -> Iterator[tup
         except StopIteration:
             break
         except csv.Error as error:
-            problem = ("a quoted field opened here is never closed (unbalanced quote)"
-                       if "end of data" in str(error) else
-                       f"malformed CSV at line {reader.line_num} ({error}): probably an unbalanced quote")
+            if "end of data" in str(error):
+                problem = "a quoted field opened here is never closed (unbalanced quote)"
+            elif "new-line character" in str(error):
+                problem = ("a line break (CR) inside an unquoted field: save the file with LF or CRLF line "
+                           "endings, and quote fields that contain line breaks")
+            else:
+                problem = f"malformed CSV at line {reader.line_num} ({error}): probably an unbalanced quote"
             raise InputError(path, f"line {start}", problem) from None
         if not row:
             continue  # a blank line

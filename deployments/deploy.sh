@@ -23,4 +23,7 @@ if ! "$VENV/bin/prefect" work-pool inspect "$POOL" >/dev/null 2>&1; then
   "$VENV/bin/prefect" work-pool create "$POOL" --type process
 fi
 "$VENV/bin/prefect" --no-prompt deploy --all --prefect-file deployments/prefect.yaml
+# Zombie runs (heartbeats stopped: killed process, lost machine) become Crashed instead of Running forever.
+export PREFECT_FLOWS_HEARTBEAT_FREQUENCY="${PREFECT_FLOWS_HEARTBEAT_FREQUENCY:-30}"
+"$VENV/bin/python" deployments/zombie_automation.py
 "$VENV/bin/prefect" deployment ls

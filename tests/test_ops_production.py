@@ -159,3 +159,86 @@ def test_demo_flow_through_a_worker_lands_in_postgres_mlflow(servers: dict, smol
     connection.close()
     served = servers["base"] / "servers" / "mlflow-artifacts"
     assert any(served.rglob("MLmodel")), "the model's files are in the server's artifact store"
+
+
+def _flow_run_states(api_url: str, tag: str) -> list[str]:
+    import httpx
+
+    response = httpx.post(f"{api_url}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": [tag]}}}, timeout=10)
+    response.raise_for_status()
+    return [run["state_type"] for run in response.json()]
+
+
+def _poll(condition, deadline_s: float, what: str):
+    import time
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
+
+
+@pytest.mark.parametrize("watchdog", ["alive", "killed too"])
+def test_killed_run_is_marked_crashed_on_the_servers(servers: dict, smollm2_dir, tmp_path: Path, watchdog: str) -> None:
+    """`fsa-distill run` against the production servers, SIGKILLed while it runs, ends Crashed, not Running.
+
+    alive: the run's watchdog marks it at once. killed too (the whole machine lost, say): Prefect's own zombie
+    detection does, from the missing heartbeats (deployments/zombie_automation.py, 30 s heartbeats)."""
+    import sys
+    import uuid
+
+    import psutil
+
+    from tests.test_flow import tiny_overrides
+
+    env = {**servers["env"], "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
+    created = subprocess.run([sys.executable, str(ROOT / "deployments" / "zombie_automation.py")], env=env,
+                             text=True, capture_output=True, timeout=120, check=False)
+    assert created.returncode == 0, created.stderr[-3000:]
+    marker = uuid.uuid4().hex
+    overrides = tiny_overrides(tmp_path / "work", smollm2_dir[0]) + ["pretrain.max_steps=2000"]
+    log = open(tmp_path / "run.log", "wb")  # noqa: SIM115 - closed below
+    run = subprocess.Popen([sys.executable, "-m", "fsa_distill.cli", "run", "--json",
+                            *[arg for override in overrides for arg in ("--set", override)]],
+                           cwd=ROOT, env={**env, "FSA_TEST_MARKER": marker}, stdout=log, stderr=subprocess.STDOUT,
+                           start_new_session=True)
+
+    def ours() -> list[psutil.Process]:
+        from tests.test_run_lifecycle import processes_with
+
+        return processes_with(marker)
+
+    def running_tag() -> str | None:
+        assert run.poll() is None, (tmp_path / "run.log").read_text(errors="replace")[-3000:]
+        from tests.test_run_lifecycle import environ_of
+
+        inherited = set(os.environ.get("FSA_RUN_TOKENS", "").split(":"))
+        tokens = set()
+        for process in ours():  # the run's children carry the token it added (the run's own block predates it)
+            if process.pid != run.pid:
+                try:
+                    tokens |= set(environ_of(process.pid).get("FSA_RUN_TOKENS", "").split(":")) - inherited - {""}
+                except OSError:
+                    continue
+        for token in tokens:
+            if "RUNNING" in _flow_run_states(env["PREFECT_API_URL"], f"fsa-run-{token}"):
+                return f"fsa-run-{token}"
+        return None
+
+    try:
+        tag = _poll(running_tag, 600, "the flow run to be Running on the server")
+        reapers = [p for p in ours() if "fsa_distill.core.reaper" in " ".join(p.cmdline())]
+        assert len(reapers) == 1
+        if watchdog == "killed too":
+            reapers[0].kill()  # nothing of ours is left to report: only the heartbeats stop
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+        deadline = 60 if watchdog == "alive" else 300  # 3 missed 30 s heartbeats, then the automation acts
+        _poll(lambda: _flow_run_states(env["PREFECT_API_URL"], tag) == ["CRASHED"], deadline,
+              "the killed flow run to be Crashed")
+    finally:
+        for process in ours():
+            process.kill()
+        log.close()

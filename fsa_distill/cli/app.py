@@ -11,6 +11,11 @@ from fsa_distill.cli.commands import bench, config, data, finetune, generate, pr
 
 # The ephemeral Prefect server's telemetry ping logs an ERROR on every offline run; set the variable to opt in.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Prefect's temporary server gets 20 s to start, migrations included: too little on a busy laptop.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+# Flow runs send a heartbeat every 30 s (Prefect's default: 180); on the servers of `make servers`, deploy.sh's
+# automation marks a run Crashed after three missed ones (deployments/zombie_automation.py).
+os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
 # vLLM logs to stdout by default (its engine processes too); stdout carries only `--json` results.
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 

@@ -26,6 +26,8 @@ def generate(
     config_file: Annotated[Path | None, typer.Option("--config", help="YAML merged over the profile.")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", help="e.g. generation.batch_size=32.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON line of stats.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="vLLM's logs on the terminal too; otherwise they go "
+                                                           "to <work_dir>/logs/engines.log.")] = False,
 ) -> None:
     """Ask the teacher every prompt for every review; rerunning only generates what is not cached."""
     with user_errors():
@@ -35,7 +37,6 @@ def generate(
         from fsa_distill.cli.inputs import check_config_paths
         from fsa_distill.core.config import ConfigError, resolve_config
         from fsa_distill.core.paths import check_input_file, check_output_dir
-        from fsa_distill.tasks.generate import generate_responses
 
         flags = {
             "generation.prompts": [n.strip() for n in prompts.split(",") if n.strip()] if prompts else None,
@@ -63,7 +64,13 @@ def generate(
                    for review in read_review_corpus(path, text_field=text_field, max_chars=max_chars)]
         if max_reviews is not None:
             reviews = reviews[:max_reviews]
-        stats = generate_responses(reviews, config, out, progress=not json_output)
+        from fsa_distill.cli.lifecycle import engine_logs, start_reaper
+
+        start_reaper()  # vLLM's engine processes end with this process
+        with engine_logs(config.work_dir, verbose):  # before vLLM is imported
+            from fsa_distill.tasks.generate import generate_responses
+
+            stats = generate_responses(reviews, config, out, progress=not json_output)
         stats["cut_while_reading"] = count_cut(reviews)
     if json_output:
         print_json(stats)

@@ -57,9 +57,12 @@ def run(
     data_dir: Annotated[Path | None, typer.Option(help="Benchmark data folder (default: FSA_DATA_DIR, then "
                                                        "./data/fsa_datasets, ../shared/fsa_datasets).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as one JSON line.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Engine logs (vLLM, Prefect, Ray) on the terminal too; "
+                                                           "otherwise they go to <work_dir>/logs/engines.log.")] = False,
 ) -> None:
     """Run the `distill` flow (generate → corpus → pretrain → finetune → evaluate → register)."""
     from fsa_distill.cli.inputs import check_config_paths
+    from fsa_distill.cli.lifecycle import engine_logs, flow_run_tags, start_reaper, stop_prefect_server
     from fsa_distill.core.paths import check_input_file
 
     # JSON is YAML: a quoted string survives any character a path may hold
@@ -71,9 +74,17 @@ def run(
         check_config_paths(resolved)  # before the flow takes locks or creates the work dir
         if resolved.tracking.prefect_api_url:
             os.environ["PREFECT_API_URL"] = resolved.tracking.prefect_api_url
-        from fsa_distill.flows.distill import distill
+        start_reaper()  # the Prefect server, vLLM engines and Ray workers end with this process
+        with engine_logs(resolved.work_dir, verbose):  # before vLLM or Prefect is imported
+            from prefect import tags
 
-        summary = distill(config=resolved)  # resolved once, here: the flow uses it as it is
+            from fsa_distill.flows.distill import distill
+
+            try:
+                with tags(*flow_run_tags()):
+                    summary = distill(config=resolved)  # resolved once, here: the flow uses it as it is
+            finally:
+                stop_prefect_server()
     if as_json:
         print_json(summary)
     else:

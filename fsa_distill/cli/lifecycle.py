@@ -1,0 +1,113 @@
+"""What a command that starts servers and engines does at its start and end, so that they end with it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fsa_distill.core.reaper import TOKENS_ENV, run_tag
+
+_token: str | None = None
+
+
+def start_reaper() -> str:
+    """Mark this process's future children with a token and start the watchdog (fsa_distill/core/reaper.py)
+    that ends them when this process ends, however it ends. Once per process; returns the token."""
+    global _token
+    if _token is not None:
+        return _token
+    token = uuid.uuid4().hex[:16]
+    inherited = os.environ.get(TOKENS_ENV)
+    os.environ[TOKENS_ENV] = f"{inherited}:{token}" if inherited else token  # a run inside a run: both watch
+    if sys.platform.startswith("linux"):
+        subprocess.Popen(  # noqa: S603 - our own module
+            [sys.executable, "-m", "fsa_distill.core.reaper", str(os.getpid()), token],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a signal to our process group must not take the watchdog with it
+            close_fds=True,
+        )
+    _token = token
+    return token
+
+
+def flow_run_tags() -> list[str]:
+    """Tags for the flow runs this process starts: the watchdog marks exactly these Crashed if it is killed."""
+    return [run_tag(_token)] if _token else []
+
+
+def stop_prefect_server() -> None:
+    """Stop Prefect's temporary server now, after sending what is queued for it. Prefect stops it from an atexit
+    handler that logs after the streams have closed ("Logging error ... I/O operation on closed file")."""
+    if "prefect.server.api.server" not in sys.modules:
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    # Prefect announces the stop on its top-level "prefect" logger, whose console handler may hold a stream that
+    # is closed by now (pytest's per-test capture; the atexit path at interpreter exit). The announcement is
+    # noise either way, so a filter drops just that record; every other Prefect log is untouched.
+    prefect_logger = logging.getLogger("prefect")
+    if _drop_stop_announcement not in prefect_logger.filters:
+        prefect_logger.addFilter(_drop_stop_announcement)
+    # Logs and events still queued for the API are sent first, or they fail against the stopped server.
+    for module, worker in (("prefect.logging.handlers", "APILogWorker"), ("prefect.events.worker", "EventsWorker")):
+        if module in sys.modules:
+            getattr(sys.modules[module], worker).drain_all(timeout=5)
+    for server in list(SubprocessASGIServer._instances.values()):
+        server.stop()
+
+
+def _drop_stop_announcement(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Stopping temporary server")
+
+
+@contextmanager
+def engine_logs(work_dir: Path, verbose: bool = False) -> Iterator[Path | None]:
+    """Engine logs (vLLM's processes, Prefect, Ray) go to `<work_dir>/logs/engines.log` while the block runs; the
+    terminal keeps WARNING and above, next to our own progress bars and results. `verbose`: everything on the
+    terminal too. Yields the log file (None when verbose).
+
+    Set through environment variables before vLLM or Prefect is imported, because vLLM's engine processes and
+    Prefect's server configure their logging from the environment they inherit. A variable the user exported
+    wins; the previous environment comes back afterwards (commands also run in-process, e.g. under tests).
+    """
+    if verbose:
+        yield None
+        return
+    log_dir = Path(work_dir) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = (log_dir / "engines.log").resolve()
+    vllm_config = log_dir / "vllm-logging.json"
+    vllm_config.write_text(json.dumps({
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {
+            "file": {"class": "logging.FileHandler", "filename": str(log_file), "level": "DEBUG",
+                     "formatter": "plain"},
+            "terminal": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "level": "WARNING",
+                         "formatter": "plain"},
+        },
+        "loggers": {"vllm": {"handlers": ["file", "terminal"], "level": "INFO", "propagate": False}},
+    }, indent=2), encoding="utf-8")
+    settings = {
+        "VLLM_LOGGING_CONFIG_PATH": str(vllm_config.resolve()),
+        # Prefect: INFO still reaches the API (the UI's run logs); its console handler shows WARNING and above.
+        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        # Ray (vLLM's multi-node executor): its backend logs warnings and above.
+        "RAY_BACKEND_LOG_LEVEL": "warning",
+    }
+    added = [name for name in settings if name not in os.environ]
+    os.environ.update({name: settings[name] for name in added})
+    try:
+        yield log_file
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
