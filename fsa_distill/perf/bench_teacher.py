@@ -30,11 +30,11 @@ from fsa_distill.perf import RESULTS_DIR
 RESULTS_PATH = RESULTS_DIR / "teacher.json"
 
 
-def benchmark_reviews(n_reviews: int) -> list[dict[str, str]]:
+def benchmark_reviews(n_reviews: int, data_dir: Path | None = None) -> list[dict[str, str]]:
     """Distinct restaurant-review sentences from the benchmark's train split."""
     from fsa_distill.benchmark.data import load_sentences
 
-    texts = list(dict.fromkeys(s["sentence"].strip() for s in load_sentences("atsa", "rest14", "train")))
+    texts = list(dict.fromkeys(s["sentence"].strip() for s in load_sentences("atsa", "rest14", "train", data_dir)))
     return [{"id": str(i), "text": text} for i, text in enumerate(texts[:n_reviews])]
 
 
@@ -115,6 +115,7 @@ def run_teacher_bench(
     hf_batch_size: int = 32,
     repeats: int = 3,
     results_path: Path | None = RESULTS_PATH,
+    data_dir: Path | None = None,
 ) -> dict[str, Any]:
     from fsa_distill.core.config import DistillConfig
     from fsa_distill.models.teacher.factory import compute_dtype
@@ -129,7 +130,7 @@ def run_teacher_bench(
     config.generation.max_new_tokens = max_tokens
     config.generation.reask_rejected = False  # same work as the direct call: one answer per prompt
     config.generation.batch_size = n_prompts
-    reviews = benchmark_reviews((n_prompts + 1) // 2)
+    reviews = benchmark_reviews((n_prompts + 1) // 2, data_dir)
     prompts = [load_prompt(name) for name in config.generation.prompts]
 
     dtype = compute_dtype(config.teacher.dtype)

@@ -101,7 +101,7 @@ def pipeline_corpus(config, teacher, n_reviews: int, work: Path) -> tuple[Path, 
     from fsa_distill.tasks.generate import generate_responses
 
     seen: dict[str, dict[str, str]] = {}
-    for sentence in load_sentences("atsa", "rest14", "train"):
+    for sentence in load_sentences("atsa", "rest14", "train", config.data.data_dir):
         text = sentence["sentence"].strip()
         if text and text not in seen and len(seen) < n_reviews:
             seen[text] = {"id": str(sentence.get("ID", len(seen))), "text": text}
@@ -259,12 +259,13 @@ def start_teacher(config) -> tuple[Any, str, str | None]:
         return build_teacher(fallback, models_root), "hf", note
 
 
-def bench_teacher_inference(teacher, texts: list[str], output_tokens: int) -> dict[str, Any]:
+def bench_teacher_inference(teacher, texts: list[str], output_tokens: int, data_dir: Path | None = None
+                            ) -> dict[str, Any]:
     """The teacher's few-shot extraction on the same texts, forced to `output_tokens` new tokens each."""
     from fsa_distill.benchmark.data import load_sentences
     from fsa_distill.tasks.teacher_baseline import extraction_prompt, few_shot_block
 
-    examples = few_shot_block("atsa", load_sentences("atsa", "rest14", "train")[:2])
+    examples = few_shot_block("atsa", load_sentences("atsa", "rest14", "train", data_dir)[:2])
     prompt = extraction_prompt("atsa")
     requests = [prompt.request(t, fields={"examples": examples}, max_tokens=output_tokens, temperature=0.0,
                                ignore_eos=True) for t in texts]
@@ -281,8 +282,8 @@ def run_train_bench(n_examples: int = 496, n_pipeline_reviews: int = 200, n_revi
                     teacher=None, batch_size: int = 16, max_source: int = 128, max_target: int = 400,
                     min_steps: int = 20, output_tokens: int = 32, threads: int | None = None,
                     student_batch_size: int | None = None,
-                    sizes: tuple[str, ...] | None = None, results_path: Path | None = RESULTS_PATH
-                    ) -> dict[str, Any]:
+                    sizes: tuple[str, ...] | None = None, results_path: Path | None = RESULTS_PATH,
+                    data_dir: Path | None = None) -> dict[str, Any]:
     """Both padding comparisons and the inference comparison; `teacher`: an already started backend to use
     (not closed here), else the demo profile's is started once when `with_teacher`. Without a teacher the
     pipeline corpus cannot be made: its padding comparison is then null and only the Mixtral one is run."""
@@ -295,10 +296,11 @@ def run_train_bench(n_examples: int = 496, n_pipeline_reviews: int = 200, n_revi
 
     torch.set_num_threads(threads or cpu_worker_cores())
     config = demo_config(work_dir)
+    config.data.data_dir = data_dir
     student = student or config.student.model
     vocab_size = config.student.vocab_size
     sizes = tuple(dict.fromkeys([student, *(SIZES if sizes is None else sizes)]))
-    texts = list(dict.fromkeys(s["sentence"].strip() for s in load_sentences("atsa", "rest14", "test")))[:n_reviews]
+    texts = list(dict.fromkeys(s["sentence"].strip() for s in load_sentences("atsa", "rest14", "test", data_dir)))[:n_reviews]
     teacher_timing: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="bench-train-") as temp:
         work = Path(temp)
@@ -314,7 +316,7 @@ def run_train_bench(n_examples: int = 496, n_pipeline_reviews: int = 200, n_revi
                     pipeline_dir, generation = pipeline_corpus(config, backend, n_pipeline_reviews,
                                                                work / "pipeline")
                     generation["wall_s"] = round(time.perf_counter() - started, 1)
-                    teacher_timing = bench_teacher_inference(backend, texts, output_tokens)
+                    teacher_timing = bench_teacher_inference(backend, texts, output_tokens, data_dir)
                     teacher_timing.update({"startup_s": round(startup_s, 1), "backend": backend_name,
                                            "model": backend.model_id, "note": note})
                 finally:

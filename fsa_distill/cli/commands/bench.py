@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -32,15 +33,20 @@ def teacher(
     work_dir: Annotated[str, typer.Option(help="Where the converted SmolLM2 teacher is cached.")] = "work",
     compile_graphs: Annotated[bool, typer.Option("--compile", help="Let vLLM compile graphs.")] = False,
     repeats: Annotated[int, typer.Option(help="Alternating direct / pipeline runs; medians are compared.")] = 3,
+    data_dir: Annotated[Path | None, typer.Option(help="Benchmark data folder (default: FSA_DATA_DIR, then the "
+                                                       "usual search).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
 ) -> None:
     """vLLM vs HF generate on the SmolLM2 teacher, plus the pipeline's overhead; writes results/teacher.json."""
-    from pathlib import Path
-
+    from fsa_distill.cli.console import user_errors
+    from fsa_distill.cli.inputs import benchmark_data_dir
+    from fsa_distill.core.paths import check_output_dir
     from fsa_distill.perf.bench_teacher import RESULTS_PATH, run_teacher_bench
 
-    result = run_teacher_bench(n_prompts, max_tokens, Path(work_dir), enforce_eager=not compile_graphs,
-                               repeats=repeats, results_path=RESULTS_PATH)
+    with user_errors():
+        check_output_dir(work_dir, "work dir")
+        result = run_teacher_bench(n_prompts, max_tokens, Path(work_dir), enforce_eager=not compile_graphs,
+                                   repeats=repeats, results_path=RESULTS_PATH, data_dir=benchmark_data_dir(data_dir))
     if as_json:
         print_json(result)
         return
@@ -71,19 +77,24 @@ def train(
     work_dir: Annotated[str, typer.Option(help="Teacher model and the bench's generation cache live here.")] = "work",
     skip_teacher: Annotated[bool, typer.Option("--skip-teacher", help="No teacher: Mixtral padding and student "
                                                                        "speed only.")] = False,
+    data_dir: Annotated[Path | None, typer.Option(help="Benchmark data folder (default: FSA_DATA_DIR, then the "
+                                                       "usual search).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
 ) -> None:
     """Pretraining tokens/s (dynamic vs fixed max-length padding) on the pipeline's teacher corpus and on the
     Mixtral set, and student vs teacher inference reviews/s; writes benchmark/perf/results/train.json."""
-    from pathlib import Path
-
+    from fsa_distill.cli.console import user_errors
+    from fsa_distill.cli.inputs import benchmark_data_dir
+    from fsa_distill.core.paths import check_output_dir
     from fsa_distill.perf.bench_train import RESULTS_PATH, run_train_bench
 
-    result = run_train_bench(n_examples=n_examples, n_pipeline_reviews=n_pipeline_reviews, n_reviews=n_reviews,
-                             student=student, work_dir=Path(work_dir), with_teacher=not skip_teacher,
-                             min_steps=min_steps, output_tokens=output_tokens, threads=threads,
-                             student_batch_size=student_batch_size,
-                             results_path=RESULTS_PATH)
+    with user_errors():
+        check_output_dir(work_dir, "work dir")
+        result = run_train_bench(n_examples=n_examples, n_pipeline_reviews=n_pipeline_reviews, n_reviews=n_reviews,
+                                 student=student, work_dir=Path(work_dir), with_teacher=not skip_teacher,
+                                 min_steps=min_steps, output_tokens=output_tokens, threads=threads,
+                                 student_batch_size=student_batch_size,
+                                 results_path=RESULTS_PATH, data_dir=benchmark_data_dir(data_dir))
     if as_json:
         print_json(result)
         return
