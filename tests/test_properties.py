@@ -10,7 +10,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -143,11 +142,7 @@ config_keys = st.sampled_from(["work_dir", "profile", "pretrain.max_steps", "pre
                                "tracking", "evaluate.views", "corpus.dev_fraction", "a.b.c", ""])
 
 
-# Broken `--set` YAML and a non-UTF-8 --config are #15's config part, fixed in fsa_distill/core/config.py by
-# another change; until it lands those two exception types are expected, any other still fails the test.
-@pytest.mark.xfail(raises=(UnicodeDecodeError, yaml.YAMLError), strict=False,
-                   reason="#15 config part (broken --set YAML, non-UTF-8 --config) lands separately")
-@settings(FAST, report_multiple_bugs=False)  # one exception, so xfail's `raises` can judge it
+@FAST
 @given(assignments=st.lists(st.tuples(config_keys, st.text(max_size=20) | json_values.map(json.dumps)), max_size=3),
        document=st.none() | json_values, raw=st.none() | st.binary(max_size=200))
 def test_config_resolver_on_random_overrides_and_files(assignments, document, raw) -> None:
