@@ -300,7 +300,8 @@ def run_train_bench(n_examples: int = 496, n_pipeline_reviews: int = 200, n_revi
     student = student or config.student.model
     vocab_size = config.student.vocab_size
     sizes = tuple(dict.fromkeys([student, *(SIZES if sizes is None else sizes)]))
-    texts = list(dict.fromkeys(s["sentence"].strip() for s in load_sentences("atsa", "rest14", "test", data_dir)))[:n_reviews]
+    test_sentences = load_sentences("atsa", "rest14", "test", data_dir)
+    texts = list(dict.fromkeys(s["sentence"].strip() for s in test_sentences))[:n_reviews]
     teacher_timing: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="bench-train-") as temp:
         work = Path(temp)
