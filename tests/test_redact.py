@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fsa_distill.core.config import resolve_config
+from fsa_distill.core.config import DistillConfig, resolve_config
 from fsa_distill.core.redact import redact_secrets, redact_text, redact_url
 
 SECRET = "s3cret-Pa55"
@@ -73,3 +73,26 @@ def test_teacher_errors_do_not_show_the_password() -> None:
     with pytest.raises(TeacherError) as caught:
         teacher.generate([GenerationRequest(prompt="hi", max_tokens=1)])
     assert "http://***@127.0.0.1:9/v1" in str(caught.value) and SECRET not in str(caught.value)
+
+
+def test_flow_run_parameters_hold_no_credentials(tmp_path: Path) -> None:
+    """The CLI hands flows the resolved config; Prefect stores flow-run parameters as JSON in its database, and
+    that JSON copy of the config carries the URLs redacted while the flow itself gets the real ones."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    config = resolve_config("demo", overrides=[f"work_dir={tmp_path}", "teacher.backend=openai",
+                                               f"teacher.base_url={TEACHER_URL}",
+                                               f"tracking.mlflow_tracking_uri=postgresql://m:{SECRET}@db/m"])
+
+    @flow(name="redaction-probe")
+    def probe(config: DistillConfig) -> tuple[str, str]:
+        return str(flow_run.get_id()), config.teacher.base_url
+
+    run_id, seen = probe(config=config)
+    assert seen == TEACHER_URL  # the flow computes with the real endpoint
+    with get_client(sync_client=True) as client:
+        stored = client.read_flow_run(run_id).parameters
+    assert SECRET not in json.dumps(stored)
+    assert stored["config"]["teacher"]["base_url"] == redact_url(TEACHER_URL)

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer, field_validator
 
 from fsa_distill.core.digests import sha256_json
+from fsa_distill.core.redact import redact_url
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "deployments" / "profiles"
 PROFILES = ("demo", "study", "paper")
@@ -103,6 +104,11 @@ class TeacherConfig(Section):
     max_concurrency: int = Field(16, ge=1, description="Requests in flight at once (backend openai)")
     request_timeout_s: float = Field(120.0, gt=0, description="Seconds before one request is abandoned (backend openai)")
     max_retries: int = Field(5, ge=0, description="Retries of a request after a transient fault (backend openai)")
+
+    @field_serializer("base_url", when_used="json")
+    def _no_credentials_in_json(self, url: str | None) -> str | None:
+        """JSON copies of the config (Prefect's flow-run parameters, cache keys, MLflow) never hold a password."""
+        return redact_url(url) if url else url
 
 
 class GenerationConfig(Section):
@@ -217,6 +223,11 @@ class TrackingConfig(Section):
     experiment_name: str = Field("fsa-distill", min_length=1, description="MLflow experiment")
     prefect_api_url: str | None = Field(
         None, description="Prefect server API (PREFECT_API_URL sets it too); null: Prefect's ephemeral server")
+
+    @field_serializer("mlflow_tracking_uri", "prefect_api_url", when_used="json")
+    def _no_credentials_in_json(self, url: str | None) -> str | None:
+        """JSON copies of the config never hold a password (see TeacherConfig)."""
+        return redact_url(url) if url else url
 
 
 class DistillConfig(Section):
