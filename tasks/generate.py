@@ -116,7 +116,7 @@ def build_jobs(
                 seed=gen.seed,
                 ignore_eos=ignore_eos,
             )
-            key = cache_key(text, prompt.key, teacher_key, request.sampling_key())
+            key = cache_key(text, prompt.key, teacher_key, teacher.sampling_key(request))
             jobs.append(Job(review_id, text, prompt, request, key))
     return jobs
 

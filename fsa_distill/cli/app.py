@@ -7,7 +7,7 @@ import os
 
 import typer
 
-from fsa_distill.cli.commands import bench, config, data, finetune, generate, predict, pretrain, run, score
+from fsa_distill.cli.commands import bench, cache, config, data, finetune, generate, predict, pretrain, run, score
 
 # The ephemeral Prefect server's telemetry ping logs an ERROR on every offline run; set the variable to opt in.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -23,9 +23,11 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split
 data_app = typer.Typer(no_args_is_help=True, help="Benchmark data: convert user data into the benchmark schema.")
 bench_app = typer.Typer(no_args_is_help=True, help="Performance benchmarks; each prints one JSON line.")
 app.add_typer(data_app, name="data")
+cache_app = typer.Typer(no_args_is_help=True, help="The teacher answer store: bring answers produced elsewhere.")
 app.add_typer(bench_app, name="bench")
 config_app = typer.Typer(no_args_is_help=True, help="The resolved config, every key with its description.")
 app.add_typer(config_app, name="config")
+app.add_typer(cache_app, name="cache")
 
 data_app.command("convert")(data.convert)
 app.command("score")(score.score)
@@ -35,6 +37,7 @@ app.command("finetune")(finetune.finetune)
 app.command("predict")(predict.predict)
 app.command("zeroshot")(predict.zeroshot)
 app.command("run")(run.run)
+cache_app.command("import")(cache.import_answers)
 bench_app.command("scorer")(bench.scorer)
 bench_app.command("teacher")(bench.teacher)
 bench_app.command("train")(bench.train)

@@ -85,8 +85,9 @@ class TeacherConfig(Section):
                        description="Built-in offline teacher (smollm2-135m-instruct), a hub id or a local folder")
     revision: str | None = Field(
         None, description="Hub revision (branch, tag or commit) for hub ids; part of the cache key")
-    backend: Literal["vllm", "openai", "hf"] = Field(
-        "vllm", description="vllm: in-process engine; openai: an OpenAI-compatible server; hf: transformers")
+    backend: Literal["vllm", "openai", "hf", "imported"] = Field(
+        "vllm", description="vllm: in-process engine; openai: an OpenAI-compatible server; hf: transformers; "
+                            "imported: answers put into the answer store by `fsa-distill cache import`")
     dtype: str = Field("auto", description="Compute dtype; auto: the engine's choice on GPUs, float32 on CPUs "
                                            "without native bf16")
     max_model_len: int = Field(2048, ge=1, description="Longest prompt + answer the engine accepts, in tokens")

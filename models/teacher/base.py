@@ -63,6 +63,10 @@ class TeacherBackend(ABC):
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """Answer every request, in order. Failed requests come back with finish_reason="error"."""
 
+    def sampling_key(self, request: GenerationRequest) -> dict[str, Any]:
+        """The sampling part of an answer's cache key (backends whose answers ignore sampling return less)."""
+        return request.sampling_key()
+
     def count_tokens(self, text: str) -> int:
         """Token count of `text`; backends without a local tokenizer estimate ~4 characters per token."""
         return max(1, len(text) // 4)

@@ -64,6 +64,10 @@ def resolve_model(teacher: TeacherConfig, work_dir: Path) -> ResolvedModel:
 
 def build_teacher(teacher: TeacherConfig, work_dir: Path) -> TeacherBackend:
     """The configured backend, ready to generate. Close it (or use `with`) to free the engine."""
+    if teacher.backend == "imported":
+        from fsa_distill.models.teacher.imported import ImportedTeacher
+
+        return ImportedTeacher(teacher.model, teacher.max_model_len)
     if teacher.backend == "openai":
         from fsa_distill.models.teacher.openai_backend import OpenAIBackend
 
@@ -119,7 +123,7 @@ class LazyTeacher(TokenizerMixin, TeacherBackend):
         self.work_dir = Path(work_dir)
         self.max_model_len = teacher.max_model_len
         self.backend: TeacherBackend | None = None
-        if teacher.backend == "openai":  # nothing local to load: identity is the served name
+        if teacher.backend in ("openai", "imported"):  # nothing local to load: identity is the declared name
             self.backend = build_teacher(teacher, work_dir)
             self.model_id, self.weights_digest = self.backend.model_id, self.backend.weights_digest
             return
@@ -134,11 +138,18 @@ class LazyTeacher(TokenizerMixin, TeacherBackend):
     def started(self) -> bool:
         return self.backend is not None
 
+    def sampling_key(self, request: GenerationRequest) -> dict:
+        if self.config.backend == "imported":
+            return self.backend.sampling_key(request)
+        return super().sampling_key(request)
+
     def count_tokens(self, text: str) -> int:
-        return self.backend.count_tokens(text) if self.config.backend == "openai" else super().count_tokens(text)
+        if self.config.backend in ("openai", "imported"):
+            return self.backend.count_tokens(text)
+        return super().count_tokens(text)
 
     def truncate(self, text: str, max_tokens: int) -> str:
-        if self.config.backend == "openai":
+        if self.config.backend in ("openai", "imported"):
             return self.backend.truncate(text, max_tokens)
         return super().truncate(text, max_tokens)
 

@@ -1,0 +1,73 @@
+"""Put teacher answers produced elsewhere into the answer store, under a declared teacher id.
+
+Each answer gets exactly the cache key a run with `teacher.backend: imported` and `teacher.model: <teacher id>`
+computes for the same review and prompt (the keys are built by the generate stage's own `build_jobs`), and is
+checked by the same validation as a generated answer: accepted answers feed the corpus, rejected ones are
+stored with their reason and never used. Importing twice changes nothing (the store keeps the first answer).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from fsa_distill.core.config import DistillConfig
+from fsa_distill.core.digests import sha256_text
+from fsa_distill.models.teacher.base import GenerationResult
+from fsa_distill.models.teacher.imported import ImportedTeacher
+from fsa_distill.models.teacher.prompts import PROMPT_DIR, load_prompt
+from fsa_distill.tasks.answer_files import AnswerRecord
+from fsa_distill.tasks.generate import build_jobs, clean_reviews, input_budget
+from fsa_distill.tasks.generation_cache import CacheEntry, GenerationCache
+from fsa_distill.tasks.validation import validate_response
+
+
+def answer_store_path(config: DistillConfig) -> Path:
+    return Path(config.work_dir) / "cache" / "teacher_responses.sqlite"
+
+
+def import_answers(records: list[AnswerRecord], config: DistillConfig, teacher_id: str,
+                   cache_path: Path | None = None) -> dict[str, Any]:
+    """Validate and store every record under `teacher_id`; returns counts (accepted, rejected by reason)."""
+    teacher = ImportedTeacher(teacher_id, config.teacher.max_model_len)
+    gen = config.generation
+    prompt_dir = gen.prompt_dir or PROMPT_DIR
+    # The input budget (review truncation) is the one a run with the configured prompts computes.
+    budget = input_budget(config, teacher, [load_prompt(name, prompt_dir=prompt_dir) for name in gen.prompts])
+    entries: list[CacheEntry] = []
+    reasons: Counter[str] = Counter()
+    skipped = 0
+    for prompt_name in sorted({record.prompt for record in records}):
+        group = [record for record in records if record.prompt == prompt_name]
+        kept, _ = clean_reviews([{"id": i, "text": r.review} for i, r in enumerate(group)], teacher, budget)
+        skipped += len(group) - len(kept)
+        prompt = load_prompt(prompt_name, prompt_dir=prompt_dir)
+        jobs = build_jobs(kept, [prompt], config, teacher)
+        for job in jobs:
+            response = group[int(job.review_id)].response.strip()
+            result = GenerationResult(response, teacher.count_tokens(response), "stop")
+            reason = validate_response(job.review, prompt_name, result)
+            reasons[reason or "accepted"] += 1
+            entries.append(CacheEntry(
+                key=job.key, review_digest=sha256_text(job.review), prompt=prompt_name,
+                prompt_version=prompt.version, teacher=teacher_id, attempt=0, seed=job.request.seed,
+                response=response, n_tokens=result.n_tokens, finish_reason="stop", reason=reason, final=True,
+            ))
+    path = Path(cache_path or answer_store_path(config))
+    with GenerationCache(path) as cache:
+        already = len(cache.lookup(entry.key for entry in entries))
+        cache.record(entries)
+    accepted = reasons.pop("accepted", 0)
+    return {
+        "teacher": teacher_id,
+        "records": len(records),
+        "by_prompt": dict(Counter(record.prompt for record in records)),
+        "accepted": accepted,
+        "rejected": sum(reasons.values()),
+        "rejected_by_reason": dict(sorted(reasons.items())),
+        "skipped_empty": skipped,
+        "already_in_store": already,
+        "acceptance_rate": accepted / len(entries) if entries else 0.0,
+        "cache_path": str(path),
+    }
