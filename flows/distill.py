@@ -25,6 +25,7 @@ from fsa_distill.tasks.evaluate import aggregate_runs, flat_metrics, gate_metric
 from fsa_distill.tasks.register import register_student
 from fsa_distill.tasks.report import build_report, curves_from_mlflow, scores_from_finetune
 from fsa_distill.tasks.results import FinetuneResult, GenerationResult, ModelResult, Reviews, StageResult
+from fsa_distill.tasks.teacher_quality import gold_train_sentences, numeric_figures, teacher_quality
 from fsa_distill.tasks.tracking import RunTracker
 
 
@@ -123,6 +124,7 @@ def write_report(
         + scores_from_finetune(_records(baseline_runs), "undistilled"),
         "curves": {name.replace("/train/", "/train_").replace("/eval/", "/eval_"): points for name, points in curves.items()},
         "rejections": generation.rejected_by_reason,
+        "teacher_quality": summary.get("teacher_quality", {}),
     }
     return build_report(results, config.work_dir / "reports" / summary["mlflow_run_id"])
 
@@ -150,6 +152,9 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
         tracker.log_metrics(parent, {"reviews": reviews.n_reviews})
 
         generation = run_stage("generate", stages.generate_stage, live_metrics=True, reviews=reviews, config=config)
+        quality = teacher_quality([generation.dataset_dir], gold_train_sentences(config))
+        tracker.log_metrics(parent, numeric_figures(quality))
+        tracker.log_dict(parent, quality, "results/teacher_quality.json")
         corpus = run_stage("corpus", stages.corpus_stage, generation=generation, config=config)
         tracker.log_dataset(parent, corpus.dataset_dir, "teacher-corpus", corpus.digest, "pretraining")
 
@@ -204,6 +209,7 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
             "results": rows,
             "zero_shot": zero_shot,
             "teacher": teacher,
+            "teacher_quality": {generation.teacher: quality},
             "stages": run_stage.outcomes,
             "seconds": time.perf_counter() - started,
             **registration,

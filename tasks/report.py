@@ -18,6 +18,9 @@ The `results` dict `build_report` reads (every key optional; a plot whose data i
         "finetune/atsa/rest14/seed42/train_loss": [[1, 2.3], [2, 1.1]],   # "finetune…" → finetune panel
       },
       "rejections": {"no aspect mentioned": 3, "empty response": 1},       # teacher reject_reason → count
+      "teacher_quality": {"smollm2-135m-instruct": {"acceptance_rate": 0.8, "pair_f1": 0.12, ...}},
+                                                        # teacher → tasks/teacher_quality.py figures
+      "deltas": {"C": {"mean": 1.2, "ci95": [-0.5, 2.9]}},  # arm → paired F1 × 100 difference to a baseline
     }
 
 `scores_from_finetune` turns finetune stage results into "scores" rows and `curves_from_mlflow` reads metric
@@ -207,6 +210,52 @@ def _plot_rejections(rejections: Mapping[str, int], path: Path) -> bool:
     return True
 
 
+TEACHER_QUALITY_NOTE = (
+    "pair F1 scores the teacher's own analyses of gold-labelled train sentences as (term, polarity) predictions "
+    "with the benchmark scorer (100 = every aspect and polarity right); target F1 ignores the polarity; "
+    "acceptance = answers that passed validation and entered the corpus."
+)
+
+
+def teacher_quality_rows(quality: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
+    """One row per teacher: acceptance, the gold-scored analyses (× 100) and the top rejection reasons."""
+    rows = []
+    for teacher, figures in quality.items():
+        reasons = sorted((figures.get("rejected_by_reason") or {}).items(), key=lambda item: -item[1])
+        scored = "pair_f1" in figures
+        rows.append([
+            teacher,
+            f"{figures.get('accepted', 0)}/{figures.get('answers', 0)} ({100 * figures.get('acceptance_rate', 0):.0f}%)",
+            str(figures.get("gold_analyses", 0)),
+            f"{100 * figures['pair_precision']:.1f} / {100 * figures['pair_recall']:.1f} / "
+            f"{100 * figures['pair_f1']:.1f}" if scored else "–",
+            f"{100 * figures['target_f1']:.1f}" if scored else "–",
+            ", ".join(f"{reason} {count}" for reason, count in reasons[:3]) or "–",
+        ])
+    return rows
+
+
+def _plot_deltas(deltas: Mapping[str, Mapping[str, Any]], path: Path) -> bool:
+    """Each arm's mean paired F1 difference to the baseline with its 95% bootstrap interval."""
+    arms = [arm for arm, delta in deltas.items() if delta.get("ci95")]
+    if not arms:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 0.5 * len(arms) + 1.5))
+    for y, arm in enumerate(arms):
+        low, high = deltas[arm]["ci95"]
+        ax.errorbar([deltas[arm]["mean"]], [y], xerr=[[deltas[arm]["mean"] - low], [high - deltas[arm]["mean"]]],
+                    fmt="o", capsize=4)
+    ax.axvline(0, color="grey", linestyle="--", linewidth=1)
+    ax.set_yticks(range(len(arms)))
+    ax.set_yticklabels(arms)
+    ax.set_xlabel("F1 × 100 difference to the baseline (mean, 95% bootstrap interval)")
+    ax.set_title("Paired difference to the undistilled student", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -246,6 +295,19 @@ def build_report(results: dict[str, Any], out_dir: Path) -> Path:
     if _plot_rejections(rejections, out_dir / "teacher_rejections.png"):
         sections.append("<h2>Teacher rejections</h2><img src='teacher_rejections.png' alt='teacher rejections'>"
                         + _table(["reason", "count"], sorted(rejections.items(), key=lambda x: -int(x[1]))))
+    if _plot_deltas(results.get("deltas") or {}, out_dir / "deltas.png"):
+        sections.append("<h2>Difference to the undistilled student</h2><img src='deltas.png' alt='deltas'>"
+                        + _table(["arm", "mean Δ F1 × 100", "95% interval"],
+                                 [[arm, f"{d['mean']:+.2f}", f"[{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"]
+                                  for arm, d in (results.get("deltas") or {}).items()]))
+    quality = results.get("teacher_quality") or {}
+    if quality:
+        sections.append(
+            "<h2>Teacher quality</h2>"
+            + _table(["teacher", "accepted", "gold analyses", "pair P / R / F1 × 100", "target F1 × 100",
+                      "top rejections"], teacher_quality_rows(quality))
+            + f"<p>{html.escape(TEACHER_QUALITY_NOTE)}</p>"
+        )
     if not sections:
         sections.append("<p>No scores, curves or rejections were recorded for this run.</p>")
 

@@ -70,6 +70,8 @@ def test_cache_reuse_and_exact_invalidation(tmp_path: Path, teacher_dir: Path) -
     first = run_flow(base)
     assert set(first["stages"].values()) == {"ran"}
     assert 0.0 <= first["mean_f1"] <= 1.0
+    (quality,) = first["teacher_quality"].values()
+    assert quality["answers"] > 0 and quality["gold_analyses"] > 0 and 0.0 <= quality["pair_f1"] <= 1.0
 
     second = run_flow(base)
     assert set(second["stages"].values()) == {"cached"}, second["stages"]
@@ -79,6 +81,7 @@ def test_cache_reuse_and_exact_invalidation(tmp_path: Path, teacher_dir: Path) -
     client = MlflowClient(first["tracking_uri"])
     parent = client.get_run(second["mlflow_run_id"])
     assert parent.data.metrics["mean_f1"] == pytest.approx(first["mean_f1"])
+    assert parent.data.metrics["teacher_quality/acceptance_rate"] == pytest.approx(quality["acceptance_rate"])
     assert parent.data.tags["prefect.flow_run_id"] == second["flow_run_id"]
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"

@@ -29,6 +29,10 @@ def _full_results() -> dict:
             "finetune/atsa/rest14/seed42/train_loss": [[1, 2.0], [2, 1.0]],
         },
         "rejections": {"no aspect mentioned": 3, "empty response": 1},
+        "teacher_quality": {"smollm2-135m-instruct": {
+            "answers": 10, "accepted": 8, "acceptance_rate": 0.8, "gold_analyses": 4, "pair_precision": 0.5,
+            "pair_recall": 0.25, "pair_f1": 1 / 3, "target_f1": 0.6, "rejected_by_reason": {"truncated": 2}}},
+        "deltas": {"B": {"mean": -1.0, "ci95": [-2.5, 0.4]}, "C": {"mean": 2.0, "ci95": [0.5, 3.1]}},
     }
 
 
@@ -47,11 +51,13 @@ def test_build_report_writes_html_and_every_plot(tmp_path: Path) -> None:
     page = report.read_text(encoding="utf-8")
     assert "demo &lt;run&gt;" in page  # escaped, not injected
     for name in ("f1_by_dataset_view.png", "distilled_vs_undistilled.png", "loss_curves.png",
-                 "teacher_rejections.png"):
+                 "teacher_rejections.png", "deltas.png"):
         assert f"src='{name}'" in page
         with Image.open(report.parent / name) as image:
             assert image.format == "PNG" and image.width > 300 and image.height > 200
     assert "0.6200" in page and "no aspect mentioned" in page
+    assert "8/10 (80%)" in page and "50.0 / 25.0 / 33.3" in page and "truncated 2" in page  # teacher quality
+    assert "[+0.50, +3.10]" in page  # the study's paired differences
     assert (report.parent / "results.json").exists()
 
 

@@ -15,6 +15,17 @@ from fsa_distill.core.config import PROFILES, resolve_config
 from fsa_distill.cli.console import print_json, user_errors
 
 
+def teacher_quality_lines(quality: dict[str, Any]) -> list[str]:
+    """The teacher-quality line(s) under the results table, and one sentence on what they mean."""
+    from fsa_distill.tasks.report import TEACHER_QUALITY_NOTE, teacher_quality_rows
+
+    lines = [f"teacher quality ({teacher}, wrote the pretraining corpus): accepted {accepted}; "
+             f"{gold} gold-labelled analyses scored, pair P/R/F1 × 100 {pairs}, target F1 {targets}; "
+             f"rejected: {reasons}"
+             for teacher, accepted, gold, pairs, targets, reasons in teacher_quality_rows(quality)]
+    return [*lines, f"  ({TEACHER_QUALITY_NOTE})"] if lines else []
+
+
 def _print_summary(summary: dict[str, Any], views: list[str]) -> None:
     from fsa_distill.tasks.evaluate import format_table
 
@@ -36,6 +47,8 @@ def _print_summary(summary: dict[str, Any], views: list[str]) -> None:
         if "zero_shot" in scores:
             console.print(f"zero-shot teacher on {dataset}: accuracy {scores['zero_shot'].get('accuracy', float('nan')):.3f}, "
                           f"macro-F1 {scores['zero_shot'].get('macro_f1', float('nan')):.3f}")
+    for line in teacher_quality_lines(summary.get("teacher_quality", {})):
+        console.print(line)
     stages = ", ".join(f"{name}: {outcome}" for name, outcome in summary["stages"].items())
     console.print(f"stages — {stages}")
     champion = "now champion" if summary["champion"] else "champion kept (gate not passed)"
