@@ -7,7 +7,9 @@ import os
 
 import typer
 
-from fsa_distill.cli.commands import bench, cache, config, data, finetune, generate, predict, pretrain, run, score
+from fsa_distill.cli.commands import (
+    bench, cache, config, data, finetune, generate, predict, pretrain, run, score, study,
+)
 
 # The ephemeral Prefect server's telemetry ping logs an ERROR on every offline run; set the variable to opt in.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -37,6 +39,7 @@ app.command("finetune")(finetune.finetune)
 app.command("predict")(predict.predict)
 app.command("zeroshot")(predict.zeroshot)
 app.command("run")(run.run)
+app.command("study")(study.study)
 cache_app.command("import")(cache.import_answers)
 bench_app.command("scorer")(bench.scorer)
 bench_app.command("teacher")(bench.teacher)

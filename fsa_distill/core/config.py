@@ -231,6 +231,23 @@ class TrackingConfig(Section):
         return redact_url(url) if url else url
 
 
+class StudyConfig(Section):
+    """The controlled distillation study (`fsa-distill study`): the arms it compares and the reviews they share."""
+
+    arms: list[Literal["A", "B", "C", "D", "D_prime"]] = Field(
+        default_factory=lambda: ["A", "B", "C", "D", "D_prime"],
+        description="A none, B span-corruption denoising, C SmolLM2 on all reviews, D imported answers, "
+                    "D_prime SmolLM2 on D's reviews with D's prompts")
+    benchmark_reviews_per_dataset: int = Field(
+        400, ge=0, description="First N fine-tuning train sentences of each dataset the teacher answers (C)")
+    imported_answers: Path | None = Field(
+        None, description="Real teacher answers for arm D (JSONL: ID, Text, mixtral_response); null: no D / D_prime")
+    imported_teacher_id: str = Field("mixtral-8x7b-instruct-v0.1", min_length=1,
+                                     description="Teacher id the imported answers are stored under")
+    bootstrap_samples: int = Field(10_000, ge=100, description="Replicates of the paired bootstrap intervals")
+    results_path: Path = Field(Path("benchmark/perf/results/study.json"), description="Where the results go")
+
+
 class DistillConfig(Section):
     """The whole run: a profile, plus a config file, plus `--set` overrides, plus the environment."""
 
@@ -247,6 +264,7 @@ class DistillConfig(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description=EvaluateConfig.__doc__)
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description=RegistryConfig.__doc__)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description=TrackingConfig.__doc__)
+    study: StudyConfig = Field(default_factory=StudyConfig, description=StudyConfig.__doc__)
 
     def digest(self, *sections: str) -> str:
         """Digest of the named sections (all when none): the config part of a stage's cache key."""

@@ -1,0 +1,168 @@
+"""The `study` flow (issue #13): does distillation help, and if not, why not?
+
+Five arms share one student architecture, one tokenizer (trained on arm-neutral text) and one fine-tuning
+recipe; every arm that pretrains gets the same number of steps:
+- A: no pretraining;
+- B: the same reviews with no teacher (T5 span-corruption denoising): "more in-domain text";
+- C: the offline teacher (SmolLM2) analyses and rewrites every review (benchmark train sentences + imported
+  reviews);
+- D: the imported real answers (Mixtral) on their own reviews;
+- D_prime: SmolLM2 on D's reviews with the prompt D got for each: the like-for-like test of teacher quality.
+
+Wiring only: every step is a cached stage (tasks/stages.py, tasks/study_stages.py), so an interrupted study
+resumes where it stopped; the statistics live in tasks/study_stats.py and the results file in tasks/study_results.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from fsa_distill.core.config import DistillConfig, TeacherConfig, resolve_config
+from fsa_distill.flows.distill import StageRunner
+from fsa_distill.tasks import stages, study_stages
+from fsa_distill.tasks.answer_files import PROMPTS
+from fsa_distill.tasks.study_results import assemble_results, report_inputs, study_metrics, write_results
+from fsa_distill.tasks.study_reviews import benchmark_reviews, imported_records, study_reviews
+from fsa_distill.tasks.tracking import RunTracker
+
+ARMS = ("A", "B", "D", "D_prime", "C")  # run order: C needs the most teacher answers
+
+
+class StageClock:
+    """Wall seconds of every stage that actually ran, kept across resumed runs (a cached stage keeps the time
+    of the run that computed it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seconds: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+
+    def run(self, run_stage: StageRunner, label: str, stage_task: Any, **parameters: Any) -> dict[str, Any]:
+        started = time.perf_counter()
+        result = run_stage(label, stage_task, **parameters)
+        if run_stage.outcomes[label] == "ran" or label not in self.seconds:
+            self.seconds[label] = round(time.perf_counter() - started, 1)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.seconds, indent=1))
+        return result
+
+
+def with_prompt(config: DistillConfig, prompt: str, teacher: TeacherConfig | None = None) -> DistillConfig:
+    """The config of one (teacher, prompt) generation: the arm's teacher, asked only `prompt`."""
+    generation = config.generation.model_copy(update={"prompts": [prompt]})
+    return config.model_copy(update={"generation": generation, "teacher": teacher or config.teacher})
+
+
+def imported_teacher(config: DistillConfig) -> TeacherConfig:
+    return TeacherConfig(model=config.study.imported_teacher_id, backend="imported",
+                         max_model_len=config.teacher.max_model_len)
+
+
+def run_study(config: DistillConfig) -> dict[str, Any]:
+    """Every arm, end to end; writes `study.results_path` and the run report; returns the results."""
+    logger = get_run_logger()
+    tracker = RunTracker(config)
+    parent = tracker.start_parent(run_name="study", tags={"profile": config.profile, "flow": "study",
+                                                          "config_digest": config.digest()})
+    tracker.log_dict(parent, config.model_dump(mode="json"), "config/resolved_config.json")
+    run_stage = StageRunner(config, tracker, parent)
+    study_dir = config.work_dir / "study"
+    clock = StageClock(study_dir / "stage_seconds.json")
+    started = time.perf_counter()
+
+    def generate(label: str, cfg: DistillConfig, reviews: dict[str, Any]) -> dict[str, Any]:
+        return clock.run(run_stage, label, stages.generate_stage, reviews=reviews, config=cfg)
+
+    def corpus(label: str, generations: list[dict[str, Any]]) -> dict[str, Any]:
+        return clock.run(run_stage, label, study_stages.corpus_from_generations_stage, generations=generations,
+                         config=config)
+
+    try:
+        arms = [arm for arm in ARMS if arm in config.study.arms]
+        reviews = study_stages.write_reviews(study_reviews(config), study_dir / "reviews.jsonl")
+        records = imported_records(config)
+        logger.info("study: %d reviews (%d imported answers), arms %s", reviews["n_reviews"], len(records), arms)
+        by_prompt = {prompt: study_stages.write_reviews(
+            [{"id": f"imported:{r.record_id}", "text": r.review} for r in records if r.prompt == prompt],
+            study_dir / f"imported_{prompt}.jsonl") for prompt in PROMPTS}
+
+        def arm_generations(arm: str) -> list[dict[str, Any]]:
+            """The arm's pretraining data, in the generate stage's layout (B: denoising pairs, no teacher)."""
+            if arm == "B":
+                return [clock.run(run_stage, "B/denoising-data", study_stages.denoising_stage, reviews=reviews,
+                                  config=config)]
+            if arm == "C":
+                return [generate("C/generate", config, reviews)]
+            prompts = [p for p in PROMPTS if by_prompt[p]["n_reviews"]]
+            if arm == "D_prime":
+                return [generate(f"D_prime/generate-{p}", with_prompt(config, p), by_prompt[p]) for p in prompts]
+            clock.run(run_stage, "D/import", study_stages.import_stage,
+                      answers_file=str(config.study.imported_answers), config=config)
+            teacher = imported_teacher(config)
+            return [generate(f"D/generate-{p}", with_prompt(config, p, teacher), by_prompt[p]) for p in prompts]
+
+        # One tokenizer for all arms, from arm-neutral text: the fine-tuning sentences and the review texts.
+        neutral = benchmark_reviews(config.model_copy(update={"study": config.study.model_copy(
+            update={"benchmark_reviews_per_dataset": config.data.max_train_sentences or 10**9})}))
+        texts = study_stages.write_reviews(neutral + [{"id": r.record_id, "text": r.review} for r in records],
+                                           study_dir / "tokenizer_texts.jsonl")
+        student = clock.run(run_stage, "student", study_stages.shared_student_stage, texts=texts, config=config)
+
+        # Arm by arm, those needing no SmolLM2 answers first: a teacher still filling the answer store in the
+        # background (or a resumed study) finds them cached by the time C and D' need them.
+        generations: dict[str, list[dict[str, Any]]] = {}
+        corpora: dict[str, dict[str, Any]] = {}
+        finetuned: dict[str, list[dict[str, Any]]] = {}
+        zero_shot: dict[str, dict[str, Any]] = {}
+        pretrained: dict[str, dict[str, Any]] = {}
+        for arm in arms:
+            model = student
+            if arm != "A":
+                generations[arm] = arm_generations(arm)
+                corpora[arm] = corpus(f"{arm}/corpus", generations[arm])
+                model = pretrained[arm] = clock.run(run_stage, f"{arm}/pretrain", stages.pretrain_stage,
+                                                    live_metrics=True, student=student, corpus=corpora[arm],
+                                                    config=config)
+            finetuned[arm] = []
+            for dataset in config.data.datasets:
+                for seed in config.finetune.seeds:
+                    finetuned[arm].append(clock.run(run_stage, f"{arm}/finetune/{dataset}/seed-{seed}",
+                                                    stages.finetune_stage, live_metrics=True, model=model,
+                                                    dataset=dataset, seed=seed, config=config))
+                if config.evaluate.zero_shot:
+                    zero_shot.setdefault(arm, {})[dataset] = clock.run(
+                        run_stage, f"{arm}/zero-shot/{dataset}", stages.zeroshot_stage, model=model, dataset=dataset,
+                        config=config)
+            logger.info("study: arm %s done", arm)
+
+        results = assemble_results(config, finetuned, zero_shot, generations, corpora, pretrained, clock.seconds)
+        results["mlflow_run_id"] = parent
+        results["flow_seconds_this_run"] = round(time.perf_counter() - started, 1)
+        path = write_results(results, config.study.results_path)
+        results["results_path"] = str(path)
+        tracker.log_artifact(parent, path, "results")
+        tracker.log_metrics(parent, study_metrics(results))
+        from fsa_distill.tasks.report import build_report, curves_from_mlflow
+
+        curve_runs = {f"pretrain/{label.split('/')[0]}": run_id for label, run_id in run_stage.metric_runs.items()
+                      if label.endswith("/pretrain")}
+        curves = curves_from_mlflow(config.mlflow_uri, curve_runs, ["train/loss", "eval/loss"])
+        report = build_report(report_inputs(results, curves), config.work_dir / "reports" / parent)
+        tracker.log_artifact(parent, report.parent, "report")
+        results["report_path"] = str(report)
+        tracker.finish(parent)
+        return results
+    except BaseException:
+        tracker.finish(parent, "FAILED")
+        raise
+
+
+@flow(name="study")
+def study(config_file: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The controlled distillation study for the `study` profile (+ config file + `key=value` overrides)."""
+    config = resolve_config("study", Path(config_file) if config_file else None, overrides or [])
+    return run_study(config)
