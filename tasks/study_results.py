@@ -188,3 +188,38 @@ def write_results(results: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomically(path, results, default=str)
     return path
+
+
+def markdown_tables(results: dict[str, Any]) -> str:
+    """The README's tables, straight from the results: F1 per arm, teacher quality, goals (F1 × 100)."""
+    datasets = results["datasets"]
+    lines = ["| arm | " + " | ".join(f"{d} normal" for d in datasets)
+             + " | mean normal | mean implicit | mean multi | Δ normal vs A [95% CI] | zero-shot acc / macro-F1 |",
+             "|---" * (len(datasets) + 6) + "|"]
+    for arm, arm_results in results["arms"].items():
+        f1 = arm_results["f1"]
+        delta = results["delta_vs_A"].get(arm)
+        zero = arm_results["zero_shot"]
+        lines.append(
+            f"| {arm_results['label']} | "
+            + " | ".join(f"{f1[d]['normal']['mean']:.1f} ± {f1[d]['normal']['std']:.1f}" for d in datasets)
+            + f" | **{arm_results['f1_normal_mean']:.1f}** | {arm_results['f1_mean_by_view']['implicit']:.1f}"
+            f" | {arm_results['f1_mean_by_view']['multi']:.1f} | "
+            + (f"{delta['mean']:+.1f} [{delta['ci95'][0]:+.1f}, {delta['ci95'][1]:+.1f}]" if delta else "–")
+            + " | " + ", ".join(f"{z['accuracy']:.2f} / {z['macro_f1']:.2f}" for z in zero.values()) + " |")
+    lines += ["", "| teacher (arm) | answers accepted | gold-scored analyses | pair P / R / F1 | target F1 |"
+                  " rejections |", "|---|---|---|---|---|---|"]
+    for arm, q in results["teacher_quality"].items():
+        scored = "pair_f1" in q
+        lines.append(
+            f"| {q.get('teacher')} ({arm}) | {q['accepted']}/{q['answers']} ({100 * q['acceptance_rate']:.0f}%) | "
+            f"{q['gold_analyses']} | "
+            + (f"{100 * q['pair_precision']:.1f} / {100 * q['pair_recall']:.1f} / {100 * q['pair_f1']:.1f} | "
+               f"{100 * q['target_f1']:.1f}" if scored else "– | –")
+            + " | " + ", ".join(f"{reason} {n}" for reason, n in sorted(q["rejected_by_reason"].items(),
+                                                                         key=lambda item: -item[1])) + " |")
+    lines += ["", "| goal | value [95% CI] | met? |", "|---|---|---|"]
+    for goal in results["goals"]:
+        lines.append(f"| {goal['goal']} ({goal['detail']}) | {goal['value']:+.2f} "
+                     f"[{goal['ci95'][0]:+.2f}, {goal['ci95'][1]:+.2f}] | {'met' if goal['met'] else 'missed'} |")
+    return "\n".join(lines)

@@ -39,6 +39,7 @@ def study(
         list[str] | None, typer.Option("--set", help="Override one key, e.g. --set work_dir=/data/study.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON line.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's tables (markdown).")] = False,
 ) -> None:
     """Run every arm of the study (A none, B denoising, C SmolLM2, D imported answers, D′ SmolLM2 on D's
     reviews); resumable: a rerun continues from the stage caches. Writes `study.results_path`."""
@@ -53,5 +54,9 @@ def study(
         results = study_flow(config_file=str(config) if config else None, overrides=overrides or [])
     if as_json:
         print_json(results)
+    elif markdown:
+        from fsa_distill.tasks.study_results import markdown_tables
+
+        print(markdown_tables(results))
     else:
         _print_results(results)
