@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections import Counter
 import shlex
 import sys
 import time
@@ -29,8 +30,18 @@ TEACHER_ARMS = ("C", "D", "D_prime")  # the distilled arms: pretrained on a teac
 GOAL_DISTILLATION_GAIN = 6.0  # the paper's +6.00 F1
 
 
+def prediction_profile(predictions: list[str]) -> dict[str, Any]:
+    """How varied a run's test outputs are: a student that writes the same few strings for every sentence has
+    learned the label distribution, not the sentences (what its F1 then measures)."""
+    counts = Counter(predictions)
+    top, top_count = counts.most_common(1)[0] if counts else ("", 0)
+    return {"distinct": len(counts), "top": top[:80], "top_share": top_count / max(1, len(predictions)),
+            "empty_share": counts.get("", 0) / max(1, len(predictions))}
+
+
 def _arm_tallies(config: DistillConfig, runs: list[dict[str, Any]]) -> dict[str, dict[int, Any]]:
-    """Normal-view test tallies of every (dataset, seed) run of one arm, for the paired bootstrap."""
+    """Normal-view test tallies of every (dataset, seed) run of one arm, for the paired bootstrap; each run also
+    gets its `prediction_profile`."""
     from fsa_distill.benchmark.scorer import read_prediction_file
     from fsa_distill.tasks.finetune import load_task_data
 
@@ -41,6 +52,7 @@ def _arm_tallies(config: DistillConfig, runs: list[dict[str, Any]]) -> dict[str,
         if run["dataset"] not in tests:
             tests[run["dataset"]] = load_task_data(task, dataset, config)["test"]
         predictions = read_prediction_file(Path(run["predictions_path"]))
+        run["prediction_profile"] = prediction_profile(predictions)
         tallies.setdefault(run["dataset"], {})[run["seed"]] = sentence_tallies(task, tests[run["dataset"]],
                                                                                predictions)
     return tallies
@@ -70,6 +82,7 @@ def assemble_results(config: DistillConfig, finetuned: dict[str, list[dict[str, 
     """Everything the README table and the goals need, in one JSON-able dict."""
     views = list(config.evaluate.views)
     samples = config.study.bootstrap_samples
+    tallies = {arm: _arm_tallies(config, runs) for arm, runs in finetuned.items()}
     arms: dict[str, Any] = {}
     for arm, runs in finetuned.items():
         f1 = _f1_table(runs, views)
@@ -85,8 +98,10 @@ def assemble_results(config: DistillConfig, finetuned: dict[str, list[dict[str, 
             "f1_mean_by_view": {view: sum(f1[d][view]["mean"] for d in f1) / len(f1) for view in views},
             "zero_shot": {d: {"accuracy": z["accuracy"], "macro_f1": z["macro_f1"], "n_aspects": z["n_aspects"]}
                           for d, z in zero_shot.get(arm, {}).items()},
+            "predictions": {run["dataset"]: {} for run in runs},
         }
-    tallies = {arm: _arm_tallies(config, runs) for arm, runs in finetuned.items()}
+        for run in runs:
+            arms[arm]["predictions"][run["dataset"]][str(run["seed"])] = run["prediction_profile"]
     delta_vs_a = {}
     for arm in arms:
         if arm == "A" or "A" not in arms:
@@ -218,6 +233,13 @@ def markdown_tables(results: dict[str, Any]) -> str:
                f"{100 * q['target_f1']:.1f}" if scored else "– | –")
             + " | " + ", ".join(f"{reason} {n}" for reason, n in sorted(q["rejected_by_reason"].items(),
                                                                          key=lambda item: -item[1])) + " |")
+    lines += ["", "| arm | dataset | distinct test outputs per seed | most common output (share of sentences) |",
+              "|---|---|---|---|"]
+    for arm, arm_results in results["arms"].items():
+        for dataset, by_seed in arm_results.get("predictions", {}).items():
+            profiles = [by_seed[seed] for seed in sorted(by_seed)]
+            lines.append(f"| {arm} | {dataset} | {', '.join(str(p['distinct']) for p in profiles)} | "
+                         + "; ".join(f"\"{p['top']}\" ({100 * p['top_share']:.0f}%)" for p in profiles) + " |")
     lines += ["", "| goal | value [95% CI] | met? |", "|---|---|---|"]
     for goal in results["goals"]:
         lines.append(f"| {goal['goal']} ({goal['detail']}) | {goal['value']:+.2f} "

@@ -45,3 +45,10 @@ def test_bootstrap_interval_covers_a_real_difference_and_is_centred_on_no_differ
     assert 15 < result["mean"] < 25 and 0 < result["ci95"][0] < result["mean"] < result["ci95"][1]
     same = paired_difference(base, base, samples=500)
     assert same["mean"] == 0 and same["ci95"] == [0.0, 0.0]
+
+
+def test_prediction_profile_shows_a_student_that_writes_one_answer_for_everything() -> None:
+    from fsa_distill.tasks.study_results import prediction_profile
+
+    profile = prediction_profile(["food | positive"] * 3 + ["", "service | negative"])
+    assert profile == {"distinct": 3, "top": "food | positive", "top_share": 0.6, "empty_share": 0.2}
