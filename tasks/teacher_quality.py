@@ -38,7 +38,7 @@ def analysis_pairs(response: str) -> list[Pair]:
     """(target, polarity) of every `Opinion Target` block that has a target and a recognisable sentiment."""
     starts = [match.start() for match in _BLOCK.finditer(response)]
     pairs = []
-    for start, end in zip(starts, [*starts[1:], len(response)], strict=True):
+    for start, end in zip(starts, starts[1:] + [len(response)]):  # no blocks: no pairs
         block = response[start:end]
         targets, sentiment = parse_opinion_targets(block), _SENTIMENT.search(block)
         polarity = sentiment_polarity(sentiment.group(1)) if sentiment else None

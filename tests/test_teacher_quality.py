@@ -31,6 +31,7 @@ def test_sentiment_words_map_to_benchmark_polarities() -> None:
     assert sentiment_polarity("mixed (mostly positive)") == "conflict"
     assert sentiment_polarity("unclear") is None
     assert analysis_pairs(ANALYSES[0]) == [("pizza", "positive"), ("service", "neutral")]
+    assert analysis_pairs("The reviewer liked it.") == []  # an answer without blocks has no pairs
 
 
 def test_score_of_a_tiny_example_matches_the_hand_count() -> None:
