@@ -26,6 +26,9 @@ from fsa_distill.core.config import DistillConfig, TeacherConfig, resolve_config
 from fsa_distill.flows.distill import StageRunner
 from fsa_distill.tasks import stages, study_stages
 from fsa_distill.tasks.answer_files import PROMPTS
+from fsa_distill.tasks.results import (
+    CorpusResult, FinetuneResult, GenerationResult, PretrainResult, Reviews, ZeroShotResult,
+)
 from fsa_distill.tasks.study_results import assemble_results, report_inputs, study_metrics, write_results
 from fsa_distill.tasks.study_reviews import benchmark_reviews, imported_records, study_reviews
 from fsa_distill.tasks.tracking import RunTracker
@@ -41,7 +44,7 @@ class StageClock:
         self.path = path
         self.seconds: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
 
-    def run(self, run_stage: StageRunner, label: str, stage_task: Any, **parameters: Any) -> dict[str, Any]:
+    def run(self, run_stage: StageRunner, label: str, stage_task: Any, **parameters: Any) -> Any:
         started = time.perf_counter()
         result = run_stage(label, stage_task, **parameters)
         if run_stage.outcomes[label] == "ran" or label not in self.seconds:
@@ -74,10 +77,10 @@ def run_study(config: DistillConfig) -> dict[str, Any]:
     clock = StageClock(study_dir / "stage_seconds.json")
     started = time.perf_counter()
 
-    def generate(label: str, cfg: DistillConfig, reviews: dict[str, Any]) -> dict[str, Any]:
+    def generate(label: str, cfg: DistillConfig, reviews: Reviews) -> GenerationResult:
         return clock.run(run_stage, label, stages.generate_stage, reviews=reviews, config=cfg)
 
-    def corpus(label: str, generations: list[dict[str, Any]]) -> dict[str, Any]:
+    def corpus(label: str, generations: list[Any]) -> CorpusResult:
         return clock.run(run_stage, label, study_stages.corpus_from_generations_stage, generations=generations,
                          config=config)
 
@@ -85,19 +88,19 @@ def run_study(config: DistillConfig) -> dict[str, Any]:
         arms = [arm for arm in ARMS if arm in config.study.arms]
         reviews = study_stages.write_reviews(study_reviews(config), study_dir / "reviews.jsonl")
         records = imported_records(config)
-        logger.info("study: %d reviews (%d imported answers), arms %s", reviews["n_reviews"], len(records), arms)
+        logger.info("study: %d reviews (%d imported answers), arms %s", reviews.n_reviews, len(records), arms)
         by_prompt = {prompt: study_stages.write_reviews(
             [{"id": f"imported:{r.record_id}", "text": r.review} for r in records if r.prompt == prompt],
             study_dir / f"imported_{prompt}.jsonl") for prompt in PROMPTS}
 
-        def arm_generations(arm: str) -> list[dict[str, Any]]:
+        def arm_generations(arm: str) -> list[Any]:
             """The arm's pretraining data, in the generate stage's layout (B: denoising pairs, no teacher)."""
             if arm == "B":
                 return [clock.run(run_stage, "B/denoising-data", study_stages.denoising_stage, reviews=reviews,
                                   config=config)]
             if arm == "C":
                 return [generate("C/generate", config, reviews)]
-            prompts = [p for p in PROMPTS if by_prompt[p]["n_reviews"]]
+            prompts = [p for p in PROMPTS if by_prompt[p].n_reviews]
             if arm == "D_prime":
                 return [generate(f"D_prime/generate-{p}", with_prompt(config, p), by_prompt[p]) for p in prompts]
             clock.run(run_stage, "D/import", study_stages.import_stage,
@@ -114,11 +117,11 @@ def run_study(config: DistillConfig) -> dict[str, Any]:
 
         # Arm by arm, those needing no SmolLM2 answers first: a teacher still filling the answer store in the
         # background (or a resumed study) finds them cached by the time C and D' need them.
-        generations: dict[str, list[dict[str, Any]]] = {}
-        corpora: dict[str, dict[str, Any]] = {}
-        finetuned: dict[str, list[dict[str, Any]]] = {}
-        zero_shot: dict[str, dict[str, Any]] = {}
-        pretrained: dict[str, dict[str, Any]] = {}
+        generations: dict[str, list[Any]] = {}
+        corpora: dict[str, CorpusResult] = {}
+        finetuned: dict[str, list[FinetuneResult]] = {}
+        zero_shot: dict[str, dict[str, ZeroShotResult]] = {}
+        pretrained: dict[str, PretrainResult] = {}
         for arm in arms:
             model = student
             if arm != "A":
@@ -139,7 +142,15 @@ def run_study(config: DistillConfig) -> dict[str, Any]:
                         config=config)
             logger.info("study: arm %s done", arm)
 
-        results = assemble_results(config, finetuned, zero_shot, generations, corpora, pretrained, clock.seconds)
+        def plain(record: Any) -> dict[str, Any]:
+            return record.model_dump(mode="json")
+
+        results = assemble_results(
+            config, {arm: [plain(r) for r in runs] for arm, runs in finetuned.items()},
+            {arm: {d: plain(z) for d, z in by_dataset.items()} for arm, by_dataset in zero_shot.items()},
+            {arm: [plain(g) for g in gens] for arm, gens in generations.items()},
+            {arm: plain(c) for arm, c in corpora.items()}, {arm: plain(p) for arm, p in pretrained.items()},
+            clock.seconds)
         results["mlflow_run_id"] = parent
         results["flow_seconds_this_run"] = round(time.perf_counter() - started, 1)
         path = write_results(results, config.study.results_path)

@@ -17,16 +17,35 @@ from fsa_distill.core.config import DistillConfig
 from fsa_distill.core.digests import sha256_file, sha256_json, sha256_tree
 from fsa_distill.models.student.sentinels import N_SENTINELS
 from fsa_distill.tasks.caching import STAGE_TASK_OPTIONS, StageCachePolicy, StageSpec, current_stage_key
+from fsa_distill.tasks.results import CorpusResult, ModelResult, Reviews, StageResult
 from fsa_distill.tasks.stages import HOUR, stage_dir
 
 DENOISING_COPIES = 2  # differently corrupted versions per review: as many examples as arm C's two prompts
 
 
-def write_reviews(reviews: list[dict[str, str]], path: Path) -> dict[str, Any]:
+class ImportResult(StageResult):
+    """What `cache import` stored for the study's imported teacher."""
+
+    teacher: str
+    records: int
+    accepted: int
+    rejected: int
+    rejected_by_reason: dict[str, int]
+    acceptance_rate: float
+
+
+class DenoisingResult(StageResult):
+    """Arm B's span-corruption pairs, in the generate stage's dataset layout."""
+
+    dataset_dir: Path
+    rows: int
+
+
+def write_reviews(reviews: list[dict[str, str]], path: Path) -> Reviews:
     """A review file the generate stage reads, and its digest (the generate stage's upstream key)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in reviews), encoding="utf-8")
-    return {"path": str(path), "digest": sha256_file(path), "n_reviews": len(reviews)}
+    return Reviews(path=path, digest=sha256_file(path), n_reviews=len(reviews))
 
 
 SHARED_STUDENT = StageSpec("study-student", reads=("student",))
@@ -34,7 +53,7 @@ SHARED_STUDENT = StageSpec("study-student", reads=("student",))
 
 @task(name="study-student", cache_policy=StageCachePolicy(spec=SHARED_STUDENT), timeout_seconds=2 * HOUR,
       **STAGE_TASK_OPTIONS)
-def shared_student_stage(texts: dict[str, Any], config: DistillConfig) -> dict[str, Any]:
+def shared_student_stage(texts: Reviews, config: DistillConfig) -> ModelResult:
     """The one untrained student of every arm: tokenizer trained on arm-neutral text (benchmark train sentences
     and review texts, never teacher answers), plus span-corruption sentinels."""
     from fsa_distill.models.student import build_student
@@ -42,10 +61,10 @@ def shared_student_stage(texts: dict[str, Any], config: DistillConfig) -> dict[s
 
     key = current_stage_key()
     out_dir = stage_dir(config, SHARED_STUDENT.name, key)
-    lines = [json.loads(line)["text"] for line in Path(texts["path"]).read_text(encoding="utf-8").splitlines()]
+    lines = [json.loads(line)["text"] for line in Path(texts.path).read_text(encoding="utf-8").splitlines()]
     plain = build_student(config.student.model, out_dir / "plain", lines, config.student.vocab_size)
     model_dir = add_sentinel_tokens(plain, out_dir / "model", N_SENTINELS)
-    return {"model_dir": str(model_dir), "digest": sha256_tree(model_dir), "key": key}
+    return ModelResult(model_dir=model_dir, digest=sha256_tree(model_dir), key=key)
 
 
 def answers_digest(config: DistillConfig) -> str | None:
@@ -60,14 +79,14 @@ IMPORT = StageSpec("import-answers", reads=("teacher", "generation", "study.impo
 
 @task(name="import-answers", cache_policy=StageCachePolicy(spec=IMPORT), timeout_seconds=1 * HOUR,
       **STAGE_TASK_OPTIONS)
-def import_stage(answers_file: str, config: DistillConfig) -> dict[str, Any]:
+def import_stage(answers_file: str, config: DistillConfig) -> ImportResult:
     """The imported teacher's answers into this work dir's answer store (idempotent)."""
     from fsa_distill.tasks.answer_files import read_answer_file
     from fsa_distill.tasks.answer_import import import_answers
 
     stats = import_answers(read_answer_file(Path(answers_file)), config, config.study.imported_teacher_id)
     kept = {k: v for k, v in stats.items() if k not in ("already_in_store", "cache_path")}
-    return {**stats, "digest": sha256_json(kept), "key": current_stage_key()}
+    return ImportResult(**kept, digest=sha256_json(kept), key=current_stage_key())
 
 
 DENOISING = StageSpec("denoising-data", reads=("corpus.seed",))
@@ -75,16 +94,16 @@ DENOISING = StageSpec("denoising-data", reads=("corpus.seed",))
 
 @task(name="denoising-data", cache_policy=StageCachePolicy(spec=DENOISING), timeout_seconds=1 * HOUR,
       **STAGE_TASK_OPTIONS)
-def denoising_stage(reviews: dict[str, Any], config: DistillConfig) -> dict[str, Any]:
+def denoising_stage(reviews: Reviews, config: DistillConfig) -> DenoisingResult:
     """Arm B's span-corruption pairs, saved in the generate stage's layout."""
     from fsa_distill.tasks.span_corruption import write_denoising_dataset
 
-    rows = [json.loads(line) for line in Path(reviews["path"]).read_text(encoding="utf-8").splitlines()]
+    rows = [json.loads(line) for line in Path(reviews.path).read_text(encoding="utf-8").splitlines()]
     key = current_stage_key()
     out_dir = stage_dir(config, DENOISING.name, key) / "dataset"
     write_denoising_dataset(rows, out_dir, DENOISING_COPIES, config.corpus.seed, N_SENTINELS - 1)
-    return {"dataset_dir": str(out_dir), "digest": sha256_tree(out_dir), "rows": len(rows) * DENOISING_COPIES,
-            "key": key}
+    return DenoisingResult(dataset_dir=out_dir, digest=sha256_tree(out_dir), rows=len(rows) * DENOISING_COPIES,
+                           key=key)
 
 
 STUDY_CORPUS = StageSpec("study-corpus", reads=("corpus",))
@@ -92,11 +111,11 @@ STUDY_CORPUS = StageSpec("study-corpus", reads=("corpus",))
 
 @task(name="study-corpus", cache_policy=StageCachePolicy(spec=STUDY_CORPUS), timeout_seconds=2 * HOUR,
       **STAGE_TASK_OPTIONS)
-def corpus_from_generations_stage(generations: list[dict[str, Any]], config: DistillConfig) -> dict[str, Any]:
+def corpus_from_generations_stage(generations: list[Any], config: DistillConfig) -> CorpusResult:
     """One pretraining corpus from several generate-stage datasets (an arm asked with per-review prompts)."""
     from fsa_distill.tasks.corpus import build_corpus
 
     key = current_stage_key()
     out_dir = stage_dir(config, STUDY_CORPUS.name, key)
-    result = build_corpus([Path(g["dataset_dir"]) for g in generations], out_dir, config.corpus)
-    return {**result, "key": key}
+    result = build_corpus([Path(g.dataset_dir) for g in generations], out_dir, config.corpus)
+    return CorpusResult(**result, key=key)
