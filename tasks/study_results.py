@@ -239,7 +239,8 @@ def markdown_tables(results: dict[str, Any]) -> str:
         for dataset, by_seed in arm_results.get("predictions", {}).items():
             profiles = [by_seed[seed] for seed in sorted(by_seed)]
             lines.append(f"| {arm} | {dataset} | {', '.join(str(p['distinct']) for p in profiles)} | "
-                         + "; ".join(f"\"{p['top']}\" ({100 * p['top_share']:.0f}%)" for p in profiles) + " |")
+                         + "; ".join((f"`{p['top']}`" if p["top"] else "(nothing)").replace("|", "\\|")
+                                     + f" ({100 * p['top_share']:.0f}%)" for p in profiles) + " |")
     lines += ["", "| goal | value [95% CI] | met? |", "|---|---|---|"]
     for goal in results["goals"]:
         lines.append(f"| {goal['goal']} ({goal['detail']}) | {goal['value']:+.2f} "
