@@ -27,6 +27,18 @@ def _benchmark_reviews(config: DistillConfig) -> list[dict[str, str]]:
     return reviews[:limit] if limit is not None else reviews
 
 
+def unique_reviews(candidates: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Stripped, non-empty reviews with duplicate texts dropped (the first occurrence keeps its id)."""
+    seen: set[str] = set()
+    unique = []
+    for review in candidates:
+        text = review["text"].strip()
+        if text and text not in seen:
+            seen.add(text)
+            unique.append({"id": str(review["id"]), "text": text})
+    return unique
+
+
 def collect_reviews(config: DistillConfig, out_dir: Path) -> dict[str, Any]:
     """Write `<out_dir>/reviews.jsonl` atomically; returns {path, digest, n_reviews, sources}."""
     sources: dict[str, int] = {}
@@ -43,13 +55,7 @@ def collect_reviews(config: DistillConfig, out_dir: Path) -> dict[str, Any]:
             sources[f"{review_file} (cut to the input budget)"] = count_cut(file_reviews)
         candidates.extend(file_reviews)
 
-    seen: set[str] = set()
-    unique = []
-    for review in candidates:
-        text = review["text"].strip()
-        if text and text not in seen:
-            seen.add(text)
-            unique.append({"id": str(review["id"]), "text": text})
+    unique = unique_reviews(candidates)
 
     path = Path(out_dir) / "reviews.jsonl"
     with atomic_file(path) as handle:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.tasks.answer_files import AnswerRecord, read_answer_file
+from fsa_distill.tasks.collect import unique_reviews
 from fsa_distill.tasks.finetune import load_task_data
 
 
@@ -30,11 +31,4 @@ def study_reviews(config: DistillConfig) -> list[dict[str, str]]:
     candidates = benchmark_reviews(config) + [
         {"id": f"imported:{r.record_id}", "text": r.review} for r in imported_records(config)
     ]
-    seen: set[str] = set()
-    unique = []
-    for review in candidates:
-        text = review["text"].strip()
-        if text and text not in seen:
-            seen.add(text)
-            unique.append({"id": review["id"], "text": text})
-    return unique
+    return unique_reviews(candidates)
