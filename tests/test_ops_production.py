@@ -135,7 +135,7 @@ def test_demo_flow_through_a_worker_lands_in_postgres_mlflow(servers: dict, smol
         assert flow_run.state.is_completed(), f"{flow_run.state}\n{log_text[-4000:]}"
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=60)
+        worker.wait(timeout=180)  # a bounded wait for it to end: on a loaded machine its shutdown took over 60 s
         worker_log.close()
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
@@ -167,6 +167,22 @@ def _flow_run_states(api_url: str, tag: str) -> list[str]:
     response = httpx.post(f"{api_url}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": [tag]}}}, timeout=10)
     response.raise_for_status()
     return [run["state_type"] for run in response.json()]
+
+
+def _heartbeats(api_url: str, tag: str) -> int:
+    """How many heartbeat events the server has recorded for the flow run tagged `tag`.
+
+    The zombie automation is armed by a run's first heartbeat (its trigger starts `after` one), so a run killed
+    before that is never marked; the test waits for one heartbeat, a recorded event, before it kills."""
+    import httpx
+
+    runs = httpx.post(f"{api_url}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": [tag]}}}, timeout=10)
+    runs.raise_for_status()
+    ids = [f"prefect.flow-run.{run['id']}" for run in runs.json()]
+    events = httpx.post(f"{api_url}/events/filter", timeout=10, json={
+        "filter": {"event": {"name": ["prefect.flow-run.heartbeat"]}, "resource": {"id": ids}}, "limit": 10})
+    events.raise_for_status()
+    return len(events.json()["events"])
 
 
 def _poll(condition, deadline_s: float, what: str):
@@ -232,6 +248,7 @@ def test_killed_run_is_marked_crashed_on_the_servers(servers: dict, smollm2_dir,
         reapers = [p for p in ours() if "fsa_distill.core.reaper" in " ".join(p.cmdline())]
         assert len(reapers) == 1
         if watchdog == "killed too":
+            _poll(lambda: _heartbeats(env["PREFECT_API_URL"], tag), 120, "the run's first heartbeat on the server")
             reapers[0].kill()  # nothing of ours is left to report: only the heartbeats stop
         os.kill(run.pid, signal.SIGKILL)
         run.wait(timeout=30)
