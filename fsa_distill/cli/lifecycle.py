@@ -103,11 +103,29 @@ def engine_logs(work_dir: Path, verbose: bool = False) -> Iterator[Path | None]:
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
         # Ray (vLLM's multi-node executor): its backend logs warnings and above.
         "RAY_BACKEND_LOG_LEVEL": "warning",
+        # Libraries' own progress bars (saving a dataset, writing or loading model shards, MLflow artifact
+        # transfers) are theirs, not the run's: the terminal keeps our stage bars only.
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        # Deprecation notices from inside libraries (vLLM's engine process warns about torch APIs it uses).
+        "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
     }
     added = [name for name in settings if name not in os.environ]
     os.environ.update({name: settings[name] for name in added})
+    # In this process, Python warnings (libraries' UserWarnings and deprecations) go to the log file as well.
+    warnings_logger = logging.getLogger("py.warnings")
+    warnings_file = logging.FileHandler(log_file, encoding="utf-8")
+    warnings_file.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    warnings_logger.addHandler(warnings_file)
+    warnings_logger.propagate, was_propagating = False, warnings_logger.propagate
+    logging.captureWarnings(True)
     try:
         yield log_file
     finally:
+        logging.captureWarnings(False)
+        warnings_logger.removeHandler(warnings_file)
+        warnings_logger.propagate = was_propagating
+        warnings_file.close()
         for name in added:
             os.environ.pop(name, None)
