@@ -54,10 +54,15 @@ def test_pretrain_command_reports_bad_input_as_one_error_line(tmp_path: Path, ti
     runner = CliRunner()
     base = ["pretrain", "--student", str(tiny_student_dir), "--corpus", str(tiny_corpus_dir), "--out",
             str(tmp_path / "out")]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder", encoding="utf-8")
     cases = {
         "corpus folder not found": ["--corpus", str(tmp_path / "missing")],
         "model folder not found": ["--student", str(tmp_path / "no-student")],
         "unknown key": ["--set", "pretrain.max_stepz=2"],
+        # --out is checked before the student loads (a file, or a place under a file).
+        "output folder is a file, not a directory": ["--out", str(a_file)],
+        "cannot create the output folder": ["--out", str(a_file / "out")],
     }
     for message, change in cases.items():
         result = runner.invoke(app, base + change)
@@ -89,3 +94,9 @@ def test_finetune_command_runs_one_dataset_and_seed(tmp_path: Path, tiny_student
     missing = runner.invoke(app, ["finetune", "--model", str(tiny_student_dir), "--dataset", "atsa/nosuch",
                                   "--data-dir", str(benchmark_dir), "--out", str(tmp_path / "bad")])
     assert missing.exit_code == 2 and missing.stderr.startswith("error:"), missing.output
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder", encoding="utf-8")
+    unwritable = runner.invoke(app, ["finetune", "--model", str(tiny_student_dir), "--dataset", "atsa/rest14",
+                                     "--data-dir", str(benchmark_dir), "--out", str(a_file / "out")])
+    assert unwritable.exit_code == 2 and unwritable.stderr.startswith("error:"), unwritable.output
+    assert "cannot create the output folder" in unwritable.stderr and "Traceback" not in unwritable.output

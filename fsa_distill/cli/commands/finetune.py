@@ -34,6 +34,7 @@ def finetune(
         from fsa_distill.core.config import resolve_config
         from fsa_distill.core.digests import sha256_json, sha256_tree
         from fsa_distill.core.errors import InputError
+        from fsa_distill.core.paths import check_output_dir
         from fsa_distill.models.student.load import check_student_dir
         from fsa_distill.tasks.finetune import finetune as finetune_stage
 
@@ -44,8 +45,7 @@ def finetune(
         if not match:
             raise InputError(dataset, "--dataset", "expected task/dataset, e.g. atsa/rest14 or acsa/rest16")
         check_student_dir(model)
-        if out.exists() and not out.is_dir():
-            raise InputError(out, None, "expected an output folder, got a file")
+        check_output_dir(out)  # before any model loads: a file or an unwritable place fails now, not at epoch 1
         if seed is None and not config.finetune.seeds:
             raise InputError(None, "--seed", "finetune.seeds is empty: give a seed")
         chosen_seed = config.finetune.seeds[0] if seed is None else seed

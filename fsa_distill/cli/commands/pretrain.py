@@ -31,16 +31,14 @@ def pretrain(
     with user_errors():
         from fsa_distill.core.config import resolve_config
         from fsa_distill.core.digests import sha256_json, sha256_tree
-        from fsa_distill.core.errors import InputError
+        from fsa_distill.core.paths import check_input_dir, check_output_dir
         from fsa_distill.models.student.load import check_student_dir
         from fsa_distill.tasks.pretrain import pretrain as pretrain_stage
 
         config = resolve_config(profile, config_file, overrides or [])
         check_student_dir(student)
-        if not corpus.is_dir():
-            raise InputError(corpus, None, "corpus folder not found (expected the corpus stage's dataset folder)")
-        if out.exists() and not out.is_dir():
-            raise InputError(out, None, "expected an output folder, got a file")
+        check_input_dir(corpus, "corpus folder")
+        check_output_dir(out)  # before any model loads: a file or an unwritable place fails now, not at step 1
         # Without Prefect there is no flow key (tasks/caching.py): this one covers what the stage reads and the
         # contents of its inputs, so a rerun into the same --out returns the finished result or resumes.
         key = sha256_json({"stage": "pretrain", "pretrain": config.pretrain.model_dump(mode="json"),
