@@ -27,6 +27,9 @@ MIN_WORDS_FOR_REPETITION = 24
 MAX_SAME_LINE_SHARE = 0.5  # one non-blank line making up over half of all lines: a loop
 
 _TARGET = re.compile(r'^\s*\**\s*Opinion Target\s*\d*\s*\**\s*:\s*\**\s*(.+?)\s*$', re.IGNORECASE | re.MULTILINE)
+# A quoted target runs to its own closing quote; a single quote followed by a letter is an apostrophe inside
+# the target ('Joe's pizza'), not its end.
+_QUOTED = re.compile(r'^(?:"(.+?)["”]|“(.+?)[”"]|\'(.+?)\'(?!\w)|‘(.+?)[’\'](?!\w)|`(.+?)`)')
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)
 _STOPWORDS = frozenset(
     (
@@ -93,8 +96,9 @@ def parse_opinion_targets(text: str) -> list[str]:
     targets = []
     for raw in _TARGET.findall(text):
         target = raw.strip().strip("*").strip()
-        quoted = re.match(r'^["“\'`](.+?)["”\'`]', target)
-        targets.append((quoted.group(1) if quoted else target).strip())
+        quoted = _QUOTED.match(target)
+        inner = next((group for group in quoted.groups() if group is not None), "") if quoted else target
+        targets.append(inner.strip())
     return [t for t in targets if t]
 
 

@@ -65,6 +65,10 @@ def test_opinion_targets_are_parsed() -> None:
     text = ('**Opinion Target 1:** "battery life"\nAspect: x\n\nOpinion Target 2: screen\n'
             "Opinion target 3: “keyboard”\n")
     assert v.parse_opinion_targets(text) == ["battery life", "screen", "keyboard"]
+    # an apostrophe inside a single-quoted target is not its closing quote
+    apostrophes = ("Opinion Target 1: 'Joe's pizza'\nOpinion Target 2: ‘chef’s special’ (food)\n"
+                   'Opinion Target 3: "Joe\'s" and more\nOpinion Target 4: \'fries\'')
+    assert v.parse_opinion_targets(apostrophes) == ["Joe's pizza", "chef’s special", "Joe's", "fries"]
 
 
 def test_invented_targets_are_rejected() -> None:
