@@ -129,3 +129,21 @@ def engine_logs(work_dir: Path, verbose: bool = False) -> Iterator[Path | None]:
         warnings_file.close()
         for name in added:
             os.environ.pop(name, None)
+
+
+@contextmanager
+def flow_command(work_dir: Path, prefect_api_url: str | None, verbose: bool = False) -> Iterator[None]:
+    """What every command that runs a flow wraps it in: its children end with it (the reaper), engine logs go to
+    the work dir, its flow runs carry the run's tag (so a killed run is marked Crashed), and Prefect's temporary
+    server stops before the interpreter's streams close."""
+    if prefect_api_url:
+        os.environ["PREFECT_API_URL"] = prefect_api_url
+    start_reaper()  # the Prefect server, vLLM engines and Ray workers end with this process
+    with engine_logs(work_dir, verbose):  # before vLLM or Prefect is imported
+        from prefect import tags
+
+        try:
+            with tags(*flow_run_tags()):
+                yield
+        finally:
+            stop_prefect_server()

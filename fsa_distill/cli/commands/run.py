@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -75,7 +74,7 @@ def run(
 ) -> None:
     """Run the `distill` flow (generate → corpus → pretrain → finetune → evaluate → register)."""
     from fsa_distill.cli.inputs import check_config_paths
-    from fsa_distill.cli.lifecycle import engine_logs, flow_run_tags, start_reaper, stop_prefect_server
+    from fsa_distill.cli.lifecycle import flow_command
     from fsa_distill.core.paths import check_input_file
 
     # JSON is YAML: a quoted string survives any character a path may hold
@@ -85,19 +84,10 @@ def run(
             check_input_file(config, "config file")
         resolved = resolve_config(profile, config, overrides)
         check_config_paths(resolved)  # before the flow takes locks or creates the work dir
-        if resolved.tracking.prefect_api_url:
-            os.environ["PREFECT_API_URL"] = resolved.tracking.prefect_api_url
-        start_reaper()  # the Prefect server, vLLM engines and Ray workers end with this process
-        with engine_logs(resolved.work_dir, verbose):  # before vLLM or Prefect is imported
-            from prefect import tags
-
+        with flow_command(resolved.work_dir, resolved.tracking.prefect_api_url, verbose):
             from fsa_distill.flows.distill import distill
 
-            try:
-                with tags(*flow_run_tags()):
-                    summary = distill(config=resolved)  # resolved once, here: the flow uses it as it is
-            finally:
-                stop_prefect_server()
+            summary = distill(config=resolved)  # resolved once, here: the flow uses it as it is
     if as_json:
         print_json(summary)
     else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,18 +39,25 @@ def study(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON line.")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's tables (markdown).")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Engine logs (vLLM, Prefect) on the terminal too; "
+                                                           "otherwise they go to <work_dir>/logs/engines.log.")] = False,
 ) -> None:
     """Run every arm of the study (A none, B denoising, C SmolLM2, D imported answers, D′ SmolLM2 on D's
     reviews); resumable: a rerun continues from the stage caches. Writes `study.results_path`."""
     with user_errors():
+        from fsa_distill.cli.inputs import check_config_paths
+        from fsa_distill.cli.lifecycle import flow_command
         from fsa_distill.core.config import resolve_config
+        from fsa_distill.core.paths import check_input_file
 
+        if config is not None:
+            check_input_file(config, "config file")
         resolved = resolve_config("study", config, overrides or [])
-        if resolved.tracking.prefect_api_url:
-            os.environ["PREFECT_API_URL"] = resolved.tracking.prefect_api_url
-        from fsa_distill.flows.study import study as study_flow
+        check_config_paths(resolved)  # before any stage creates the work dir
+        with flow_command(resolved.work_dir, resolved.tracking.prefect_api_url, verbose):
+            from fsa_distill.flows.study import study as study_flow
 
-        results = study_flow(config_file=str(config) if config else None, overrides=overrides or [])
+            results = study_flow(config_file=str(config) if config else None, overrides=overrides or [])
     if as_json:
         print_json(results)
     elif markdown:
