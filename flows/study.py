@@ -153,6 +153,7 @@ def run_study(config: DistillConfig) -> dict[str, Any]:
             clock.seconds)
         results["mlflow_run_id"] = parent
         results["flow_seconds_this_run"] = round(time.perf_counter() - started, 1)
+        results["stages_this_run"] = dict(run_stage.outcomes)  # "ran" or "cached": what a resumed study redid
         path = write_results(results, config.study.results_path)
         results["results_path"] = str(path)
         tracker.log_artifact(parent, path, "results")

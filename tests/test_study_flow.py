@@ -56,3 +56,9 @@ def test_every_arm_runs_end_to_end(tmp_path: Path, smollm2_dir) -> None:
     written = json.loads(Path(results["results_path"]).read_text(encoding="utf-8"))
     assert written["arms"]["D"]["f1_normal_mean"] == results["arms"]["D"]["f1_normal_mean"]
     assert Path(results["report_path"]).read_text(encoding="utf-8").count("<img") >= 2
+
+    # Resumable through the stage caches: an identical second run redoes nothing and finds the same numbers.
+    again = study(overrides=overrides)
+    assert again["stages_this_run"] and set(again["stages_this_run"].values()) == {"cached"}, again["stages_this_run"]
+    assert again["stages_this_run"].keys() == results["stages_this_run"].keys()
+    assert again["arms"] == results["arms"]
