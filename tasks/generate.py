@@ -16,16 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend
+from fsa_distill.models.teacher.prompts import PROMPT_DIR, PromptTemplate, load_prompt
+from fsa_distill.tasks.generation_cache import AnswerStore, CacheEntry, cache_key, open_store, store_location
+from fsa_distill.tasks.validation import validate_response
 from tqdm.auto import tqdm
 
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.core.digests import sha256_text
 from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_dir
-from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend
-from fsa_distill.models.teacher.prompts import PROMPT_DIR, PromptTemplate, load_prompt
-from fsa_distill.tasks.generation_cache import CacheEntry, GenerationCache, cache_key
-from fsa_distill.tasks.validation import validate_response
 
 LogMetrics = Callable[[dict[str, float], int | None], None]
 
@@ -202,7 +202,7 @@ def _features() -> Any:
     )
 
 
-def write_datasets(jobs: list[Job], cache: GenerationCache, out_dir: Path) -> tuple[int, Counter[str]]:
+def write_datasets(jobs: list[Job], cache: AnswerStore, out_dir: Path) -> tuple[int, Counter[str]]:
     """Accepted answers at `out_dir`, every rejected attempt at `out_dir/rejected`; swapped in atomically."""
     from datasets import Dataset
 
@@ -229,14 +229,15 @@ def generate_responses(
     out_dir: Path,
     teacher: TeacherBackend | None = None,
     log_metrics: LogMetrics | None = None,
-    cache_path: Path | None = None,
+    cache_path: str | Path | None = None,
     progress: bool = True,
     ignore_eos: bool = False,
 ) -> dict[str, Any]:
     """Answer every review with every configured prompt; returns the run's stats.
 
     `teacher` defaults to the configured one, started only when something is not cached, closed afterwards.
-    The cache defaults to `<work_dir>/cache/teacher_responses.sqlite`, shared by all runs. `ignore_eos` is
+    The answer store is `cache_path`, else `generation.cache_url`, else `<work_dir>/cache/teacher_responses.sqlite`
+    (shared by all runs; a postgresql:// URL is shared by hosts too). `ignore_eos` is
     for benchmarks only (fixed-length answers).
     """
     started = time.perf_counter()
@@ -247,12 +248,12 @@ def generate_responses(
         from fsa_distill.models.teacher.factory import LazyTeacher
 
         teacher = LazyTeacher(config.teacher, config.work_dir)
-    cache_path = Path(cache_path or Path(config.work_dir) / "cache" / "teacher_responses.sqlite")
+    location = str(cache_path) if cache_path else store_location(config.work_dir, gen.cache_url)
     try:
         budget = input_budget(config, teacher, prompts)
         kept, input_counts = clean_reviews(reviews, teacher, budget)
         jobs = build_jobs(kept, prompts, config, teacher, ignore_eos=ignore_eos)
-        with GenerationCache(cache_path) as cache:
+        with open_store(location) as cache:
             unique = list(dict.fromkeys(job.key for job in jobs))
             cached = cache.lookup(unique)
             pending = list({job.key: job for job in jobs if job.key not in cached}.values())
@@ -304,7 +305,7 @@ def generate_responses(
         "teacher": teacher.model_id,
         "dataset_dir": str(out_dir),
         "rejected_dir": str(out_dir / "rejected"),
-        "cache_path": str(cache_path),
+        "cache_path": cache.location,
     }
     if log_metrics is not None:
         numeric = {k: float(v) for k, v in stats.items() if isinstance(v, int | float)}

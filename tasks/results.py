@@ -46,7 +46,7 @@ class StageResult(Record):
 class GenerationResult(StageResult):
     dataset_dir: Path
     rejected_dir: Path
-    cache_path: Path
+    cache_path: str  # a SQLite path or the store's URL without its password
     teacher: str
     reviews: int
     reviews_used: int

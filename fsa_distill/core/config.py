@@ -127,6 +127,14 @@ class GenerationConfig(Section):
     batch_size: int = Field(64, ge=1, description="Requests sent to the teacher at once")
     reask_rejected: bool = Field(True, description="Ask once more (new seed) when an answer fails validation")
     max_input_tokens: int = Field(512, ge=16, description="Longer reviews are truncated to this many tokens")
+    cache_url: str | None = Field(
+        None, description="Answer store: a SQLite file path, or postgresql://user:pass@host/db for a store shared "
+                          "by several hosts; null: <work_dir>/cache/teacher_responses.sqlite")
+
+    @field_serializer("cache_url", when_used="json")
+    def _no_store_password_in_json(self, url: str | None) -> str | None:
+        """The store URL's password never reaches Prefect parameters, cache keys or MLflow."""
+        return redact_url(url) if url else url
 
 
 class StudentConfig(Section):
