@@ -59,6 +59,9 @@ class GenerationResult(StageResult):
     cached: int
     cache_hit_rate: float
     rows: int
+    acceptance_rate: float = 0.0
+    engine: str = "local"
+    replica_metrics: dict[str, float] = {}
     rejected: int
     rejected_by_reason: dict[str, int]
     reasked: int

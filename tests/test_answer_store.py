@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fsa_distill.models.teacher.base import GenerationRequest
-from fsa_distill.tasks.generate import generate_responses
-from fsa_distill.tasks.generation_cache import CacheEntry, GenerationCache, open_store
 from typer.testing import CliRunner
 
 from fsa_distill.cli.app import app
 from fsa_distill.core.config import resolve_config
+from fsa_distill.models.teacher.base import GenerationRequest
+from fsa_distill.tasks.generate import generate_responses
+from fsa_distill.tasks.generation_cache import CacheEntry, GenerationCache, open_store
 from tests.postgres_fixtures import postgres_url  # noqa: F401
 from tests.teacher_fixtures import FakeTeacher, make_reviews
 

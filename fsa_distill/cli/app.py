@@ -44,6 +44,7 @@ cache_app.command("import")(cache.import_answers)
 cache_app.command("export")(cache.export_answers)
 bench_app.command("scorer")(bench.scorer)
 bench_app.command("teacher")(bench.teacher)
+bench_app.command("structured")(bench.structured)
 bench_app.command("train")(bench.train)
 config_app.command("show")(config.show)
 
