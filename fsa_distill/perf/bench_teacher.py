@@ -68,11 +68,7 @@ def _vllm_engine_defaults(model_dir: Path, digest: str, requests: list[Any], enf
                           kv_cache_memory_gib: float, dtype: str, reserve_one_core: bool) -> tuple[int, float]:
     """The same direct run with one of the pipeline's engine choices undone: `dtype="auto"` handed to vLLM
     unchanged (bfloat16 on CPUs), or `reserve_one_core` as vLLM does for its scheduler by default."""
-    from fsa_distill.models.teacher.vllm_backend import (
-        RESERVED_CPU_ENV,
-        VLLM_DEFAULT_RESERVED_CPUS,
-        VLLMBackend,
-    )
+    from fsa_distill.models.teacher.vllm_backend import RESERVED_CPU_ENV, VLLM_DEFAULT_RESERVED_CPUS, VLLMBackend
 
     # exported, vLLM's own reservation turns the backend's override off
     reservation = {RESERVED_CPU_ENV: VLLM_DEFAULT_RESERVED_CPUS} if reserve_one_core else {}

@@ -118,8 +118,8 @@ def make_trainer(student_dir: Path, examples: list, pad_to: tuple[int, int] | No
     (real tokens, padded tokens, loss)."""
     import torch
 
-    from fsa_distill.models.student.batching import collate
     from fsa_distill.models.student.load import load_student
+    from fsa_distill.models.student.batching import collate
     from fsa_distill.models.student.training import pick_device, seed_everything
     from fsa_distill.tasks.pretrain import autocast_context, make_optimizer
 
@@ -153,8 +153,8 @@ def bench_padding(student_dir: Path, corpus_dir: Path, batch_size: int, max_sour
     the modes take their timed steps in turn (step i of every mode, then step i + 1, ...), so load changes on
     the shared machine hit every mode alike."""
     from fsa_distill.core.config import PretrainConfig
-    from fsa_distill.models.student.batching import epoch_batches, tokenize_pairs
     from fsa_distill.models.student.load import load_student
+    from fsa_distill.models.student.batching import epoch_batches, tokenize_pairs
     from fsa_distill.tasks.pretrain import load_corpus_split
 
     cfg = PretrainConfig(batch_size=batch_size, max_source_length=max_source, max_target_length=max_target,
