@@ -28,6 +28,7 @@ from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_dir
 
 LogMetrics = Callable[[dict[str, float], int | None], None]
+Progress = Callable[[int, int], None]  # (answers finished, answers to generate), after every committed batch
 
 REASK_TEMPERATURE = 0.7  # a greedy re-ask would repeat the same answer; a re-ask samples instead
 CHAT_TEMPLATE_TOKENS = 48  # allowance for role markers and a default system prompt around the user turn
@@ -263,6 +264,7 @@ def generate_responses(
     cache_path: str | Path | None = None,
     progress: bool = True,
     ignore_eos: bool = False,
+    on_progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Answer every review with every configured prompt; returns the run's stats.
 
@@ -305,6 +307,8 @@ def generate_responses(
                 cache.record(entries)  # durable before the next batch: a crash keeps this work
                 counts.update(batch_counts)
                 bar.update(batch_counts["generated"])
+                if on_progress is not None:
+                    on_progress(counts["generated"], len(pending))
                 if log_metrics is not None:
                     elapsed = time.perf_counter() - loop_started
                     log_metrics(

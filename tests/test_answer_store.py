@@ -149,3 +149,30 @@ def test_unknown_store_file_is_one_error_line(tmp_path: Path) -> None:
     bad.write_text(json.dumps(_entry(1, "a").record()) + "\n" + json.dumps({"key": "x"}) + "\n", encoding="utf-8")
     result = CliRunner().invoke(app, ["cache", "import", str(bad), "--store", str(tmp_path / "s.sqlite")])
     assert result.exit_code == 2 and "line 2" in result.output
+
+
+def test_prefect_run_shows_the_generation_progress(tmp_path: Path) -> None:
+    """The generate stage's progress artifact reaches 100% in the Prefect run (ephemeral server)."""
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from fsa_distill.tasks.stages import prefect_progress
+
+    key = f"teacher-answers-{tmp_path.name.lower().replace('_', '-')}"[:60]
+
+    @task
+    def generate() -> dict[str, Any]:
+        config = resolve_config("demo", overrides=[f"work_dir={tmp_path}", "generation.batch_size=4"], environ={})
+        return generate_responses(make_reviews(6), config, tmp_path / "out", progress=False, teacher=FakeTeacher(),
+                                  on_progress=prefect_progress(key=key, every_s=0.0))
+
+    @flow
+    def run() -> dict[str, Any]:
+        return generate()
+
+    assert run()["generated"] == 12
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    assert artifacts and artifacts[0].type == "progress"
+    assert float(artifacts[0].data) == 100.0 and "12 of 12" in artifacts[0].description
