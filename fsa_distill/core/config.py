@@ -1,7 +1,7 @@
 """One validated config object per flow run: a profile, plus a config file, plus `--set key=value` overrides.
 
 Only `resolve_config` looks at the environment (FSA_DATA_DIR, FSA_WORK_DIR, MLFLOW_TRACKING_URI,
-PREFECT_API_URL); every module below receives the resolved `DistillConfig` instead.
+PREFECT_API_URL, RAY_ADDRESS); every module below receives the resolved `DistillConfig` instead.
 """
 
 from __future__ import annotations
@@ -133,7 +133,8 @@ class GenerationConfig(Section):
         "local", description="local: one engine in this process; ray: teacher.replicas Ray actors, answers "
                              "streamed back and stored as they arrive (backend vllm)")
     ray_address: str | None = Field(
-        None, description="Ray cluster to join (engine=ray); null: RAY_ADDRESS when set, else an embedded Ray")
+        None, description="Ray cluster to join (engine=ray), e.g. ray://head:10001; filled from RAY_ADDRESS when "
+                          "set; null: an embedded Ray on this machine")
     structured_outputs: bool = Field(
         False, description="Constrain analysis answers to the Opinion Target / Aspect / Sentiment / Reasoning "
                            "format with a regex (vLLM structured outputs; backends vllm and openai)")
@@ -453,6 +454,7 @@ def resolve_config(
         ("data", "data_dir"): environ.get("FSA_DATA_DIR"),
         ("tracking", "mlflow_tracking_uri"): environ.get("MLFLOW_TRACKING_URI"),
         ("tracking", "prefect_api_url"): environ.get("PREFECT_API_URL"),
+        ("generation", "ray_address"): environ.get("RAY_ADDRESS"),
     }
     for (section, key), value in env_values.items():
         section_tree = tree.get(section)

