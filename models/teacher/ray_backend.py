@@ -73,6 +73,7 @@ class RayTeacher(TeacherBackend):
     """Teacher replicas on Ray; `generate_stream` is what the generate stage uses."""
 
     streaming = True
+    supports_structured_outputs = True  # the replicas are vLLM engines
 
     def __init__(self, teacher: TeacherConfig, work_dir: Path, replicas: int = 1, ray_address: str | None = None,
                  micro_batch: int = 16) -> None:
@@ -94,8 +95,6 @@ class RayTeacher(TeacherBackend):
         self.replacements = 0
         self._owns_ray = False
         self._started = 0
-
-    supports_structured_outputs = True
 
     def count_tokens(self, text: str) -> int:
         return self.identity.count_tokens(text)
