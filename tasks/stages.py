@@ -13,6 +13,7 @@ Inputs and outputs are the typed records of tasks/results.py (paths and digests)
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -84,10 +85,13 @@ def prefect_progress(key: str = "teacher-answers", every_s: float = 5.0):
             return
         percent = 100.0 * done / total if total else 100.0
         description = f"{done} of {total} teacher answers stored"
-        if state["id"] is None:
-            state["id"] = create_progress_artifact(percent, key=key, description=description)
-        else:
-            update_progress_artifact(state["id"], percent, description=description)
+        try:
+            if state["id"] is None:
+                state["id"] = create_progress_artifact(percent, key=key, description=description)
+            else:
+                update_progress_artifact(state["id"], percent, description=description)
+        except Exception as error:  # noqa: BLE001 - a progress bar must never fail the stage
+            logging.getLogger(__name__).warning("progress artifact not updated: %s", error)
         state["last"] = now
 
     return report

@@ -151,6 +151,7 @@ def test_unknown_store_file_is_one_error_line(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "line 2" in result.output
 
 
+@pytest.mark.slow  # an ephemeral Prefect server: 27 s on a quiet machine, 75 s on a loaded one
 def test_prefect_run_shows_the_generation_progress(tmp_path: Path) -> None:
     """The generate stage's progress artifact reaches 100% in the Prefect run (ephemeral server)."""
     from prefect import flow, task
