@@ -12,23 +12,25 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from fsa_distill.core.config import DistillConfig
-from fsa_distill.core.digests import sha256_text
 from fsa_distill.models.teacher.base import GenerationResult
 from fsa_distill.models.teacher.imported import ImportedTeacher
 from fsa_distill.models.teacher.prompts import PROMPT_DIR, load_prompt
 from fsa_distill.tasks.answer_files import AnswerRecord
 from fsa_distill.tasks.generate import build_jobs, clean_reviews, input_budget
-from fsa_distill.tasks.generation_cache import CacheEntry, GenerationCache
+from fsa_distill.tasks.generation_cache import CacheEntry, open_store, store_location
 from fsa_distill.tasks.validation import validate_response
 
+from fsa_distill.core.config import DistillConfig
+from fsa_distill.core.digests import sha256_text
 
-def answer_store_path(config: DistillConfig) -> Path:
-    return Path(config.work_dir) / "cache" / "teacher_responses.sqlite"
+
+def answer_store_path(config: DistillConfig) -> str:
+    """The configured answer store (`generation.cache_url`, else the work dir's SQLite file)."""
+    return store_location(config.work_dir, config.generation.cache_url)
 
 
 def import_answers(records: list[AnswerRecord], config: DistillConfig, teacher_id: str,
-                   cache_path: Path | None = None) -> dict[str, Any]:
+                   cache_path: str | Path | None = None) -> dict[str, Any]:
     """Validate and store every record under `teacher_id`; returns counts (accepted, rejected by reason)."""
     teacher = ImportedTeacher(teacher_id, config.teacher.max_model_len)
     gen = config.generation
@@ -54,8 +56,7 @@ def import_answers(records: list[AnswerRecord], config: DistillConfig, teacher_i
                 prompt_version=prompt.version, teacher=teacher_id, attempt=0, seed=job.request.seed,
                 response=response, n_tokens=result.n_tokens, finish_reason="stop", reason=reason, final=True,
             ))
-    path = Path(cache_path or answer_store_path(config))
-    with GenerationCache(path) as cache:
+    with open_store(str(cache_path or answer_store_path(config))) as cache:
         already = len(cache.lookup(entry.key for entry in entries))
         cache.record(entries)
     accepted = reasons.pop("accepted", 0)
@@ -69,5 +70,5 @@ def import_answers(records: list[AnswerRecord], config: DistillConfig, teacher_i
         "skipped_empty": skipped,
         "already_in_store": already,
         "acceptance_rate": accepted / len(entries) if entries else 0.0,
-        "cache_path": str(path),
+        "cache_path": cache.location,
     }

@@ -10,24 +10,25 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend
+from fsa_distill.models.teacher.prompts import ANSWER_FORMATS, PROMPT_DIR, PromptTemplate, load_prompt
+from fsa_distill.tasks.generation_cache import AnswerStore, CacheEntry, cache_key, open_store, store_location
+from fsa_distill.tasks.validation import validate_response
 from tqdm.auto import tqdm
 
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.core.digests import sha256_text
 from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_dir
-from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend
-from fsa_distill.models.teacher.prompts import PROMPT_DIR, PromptTemplate, load_prompt
-from fsa_distill.tasks.generation_cache import CacheEntry, GenerationCache, cache_key
-from fsa_distill.tasks.validation import validate_response
 
 LogMetrics = Callable[[dict[str, float], int | None], None]
+Progress = Callable[[int, int], None]  # (answers finished, answers to generate), after every committed batch
 
 REASK_TEMPERATURE = 0.7  # a greedy re-ask would repeat the same answer; a re-ask samples instead
 CHAT_TEMPLATE_TOKENS = 48  # allowance for role markers and a default system prompt around the user turn
@@ -105,11 +106,13 @@ def build_jobs(
 ) -> list[Job]:
     gen = config.generation
     teacher_key = f"{teacher.model_id}@{teacher.weights_digest}"
+    constrained = gen.structured_outputs and teacher.supports_structured_outputs
     jobs = []
     for review_id, text in reviews:
         for prompt in prompts:
             request = prompt.request(
                 text,
+                regex=ANSWER_FORMATS.get(prompt.name) if constrained else None,
                 max_tokens=gen.max_new_tokens,
                 temperature=gen.temperature,
                 top_p=gen.top_p,
@@ -170,6 +173,35 @@ def answer_chunk(
     return entries, counts
 
 
+def answer_stream(
+    pending: list[Job], teacher: TeacherBackend, reask: bool
+) -> Iterator[tuple[list[CacheEntry], Counter[str]]]:
+    """Ask, validate and (once) re-ask with no chunk barrier: every micro-batch a replica finishes comes back
+    at once as cache entries to commit, and its rejected answers go back into the same stream as re-asks."""
+    queue: deque[tuple[Any, GenerationRequest]] = deque(((job, 0), job.request) for job in pending)
+    for finished in teacher.generate_stream(queue):  # type: ignore[attr-defined]
+        counts: Counter[str] = Counter()
+        entries = []
+        for (job, attempt), result in finished:
+            counts["tokens"] += result.n_tokens
+            reason = validate_response(job.review, job.prompt.name, result)
+            final = reason is None or not reask or attempt == 1
+            seed = job.request.seed if attempt == 0 else reask_request(job.request).seed
+            entries.append(_entry(job, result, teacher.model_id, attempt, reason, final, seed))
+            if not final:
+                counts["reasked"] += 1
+                queue.append(((job, 1), reask_request(job.request)))
+            else:
+                counts["generated"] += 1
+                counts["recovered"] += attempt == 1 and reason is None
+        yield entries, counts
+
+
+def _counted(entries: list[CacheEntry], counts: Counter[str], n_jobs: int) -> tuple[list[CacheEntry], Counter[str]]:
+    counts["generated"] += n_jobs
+    return entries, counts
+
+
 def _row(job: Job, entry: CacheEntry) -> dict[str, Any]:
     return {
         "review_id": job.review_id,
@@ -202,7 +234,7 @@ def _features() -> Any:
     )
 
 
-def write_datasets(jobs: list[Job], cache: GenerationCache, out_dir: Path) -> tuple[int, Counter[str]]:
+def write_datasets(jobs: list[Job], cache: AnswerStore, out_dir: Path) -> tuple[int, Counter[str]]:
     """Accepted answers at `out_dir`, every rejected attempt at `out_dir/rejected`; swapped in atomically."""
     from datasets import Dataset
 
@@ -229,43 +261,54 @@ def generate_responses(
     out_dir: Path,
     teacher: TeacherBackend | None = None,
     log_metrics: LogMetrics | None = None,
-    cache_path: Path | None = None,
+    cache_path: str | Path | None = None,
     progress: bool = True,
     ignore_eos: bool = False,
+    on_progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Answer every review with every configured prompt; returns the run's stats.
 
     `teacher` defaults to the configured one, started only when something is not cached, closed afterwards.
-    The cache defaults to `<work_dir>/cache/teacher_responses.sqlite`, shared by all runs. `ignore_eos` is
+    The answer store is `cache_path`, else `generation.cache_url`, else `<work_dir>/cache/teacher_responses.sqlite`
+    (shared by all runs; a postgresql:// URL is shared by hosts too). `ignore_eos` is
     for benchmarks only (fixed-length answers).
     """
     started = time.perf_counter()
     gen = config.generation
     prompts = [load_prompt(name, prompt_dir=gen.prompt_dir or PROMPT_DIR) for name in gen.prompts]
     owns_teacher = teacher is None
+    if teacher is None and gen.engine == "ray":  # replicas start on the first request: cached reruns skip them
+        from fsa_distill.models.teacher.ray_backend import RayTeacher
+
+        teacher = RayTeacher(config.teacher, config.work_dir, replicas=config.teacher.replicas,
+                             ray_address=gen.ray_address, micro_batch=max(1, gen.batch_size // 4))
     if teacher is None:  # started on the first chunk that needs it: all-cached reruns skip the engine
         from fsa_distill.models.teacher.factory import LazyTeacher
 
         teacher = LazyTeacher(config.teacher, config.work_dir)
-    cache_path = Path(cache_path or Path(config.work_dir) / "cache" / "teacher_responses.sqlite")
+    location = str(cache_path) if cache_path else store_location(config.work_dir, gen.cache_url)
     try:
         budget = input_budget(config, teacher, prompts)
         kept, input_counts = clean_reviews(reviews, teacher, budget)
         jobs = build_jobs(kept, prompts, config, teacher, ignore_eos=ignore_eos)
-        with GenerationCache(cache_path) as cache:
+        with open_store(location) as cache:
             unique = list(dict.fromkeys(job.key for job in jobs))
             cached = cache.lookup(unique)
             pending = list({job.key: job for job in jobs if job.key not in cached}.values())
             counts: Counter[str] = Counter()
             loop_started = time.perf_counter()
-            chunks = [pending[i : i + gen.batch_size] for i in range(0, len(pending), gen.batch_size)]
-            bar = tqdm(total=len(pending), unit="answer", desc="teacher", disable=not progress or not chunks)
-            for step, chunk in enumerate(chunks):
-                entries, chunk_counts = answer_chunk(chunk, teacher, gen.reask_rejected)
-                cache.record(entries)  # durable before the next chunk: a crash keeps this work
-                counts.update(chunk_counts)
-                counts["generated"] += len(chunk)
-                bar.update(len(chunk))
+            bar = tqdm(total=len(pending), unit="answer", desc="teacher", disable=not progress or not pending)
+            if teacher.streaming and pending:
+                batches = answer_stream(pending, teacher, gen.reask_rejected)
+            else:
+                chunks = [pending[i : i + gen.batch_size] for i in range(0, len(pending), gen.batch_size)]
+                batches = (_counted(*answer_chunk(chunk, teacher, gen.reask_rejected), len(chunk)) for chunk in chunks)
+            for step, (entries, batch_counts) in enumerate(batches):
+                cache.record(entries)  # durable before the next batch: a crash keeps this work
+                counts.update(batch_counts)
+                bar.update(batch_counts["generated"])
+                if on_progress is not None:
+                    on_progress(counts["generated"], len(pending))
                 if log_metrics is not None:
                     elapsed = time.perf_counter() - loop_started
                     log_metrics(
@@ -293,6 +336,9 @@ def generate_responses(
         "cached": len(cached),
         "cache_hit_rate": len(cached) / len(unique) if unique else 1.0,
         "rows": rows,
+        "acceptance_rate": round(rows / len(jobs), 4) if jobs else 0.0,
+        "engine": "ray" if teacher.streaming else "local",
+        "replica_metrics": teacher.replica_metrics() if hasattr(teacher, "replica_metrics") else {},
         "rejected": sum(final_reasons.values()),
         "rejected_by_reason": dict(sorted(final_reasons.items())),
         "reasked": counts["reasked"],
@@ -304,10 +350,11 @@ def generate_responses(
         "teacher": teacher.model_id,
         "dataset_dir": str(out_dir),
         "rejected_dir": str(out_dir / "rejected"),
-        "cache_path": str(cache_path),
+        "cache_path": cache.location,
     }
     if log_metrics is not None:
         numeric = {k: float(v) for k, v in stats.items() if isinstance(v, int | float)}
         numeric.update({f"rejected_{reason}": float(n) for reason, n in final_reasons.items()})
+        numeric.update(stats["replica_metrics"])  # throughput per replica (engine=ray)
         log_metrics(numeric, None)
     return stats

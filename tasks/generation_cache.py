@@ -1,18 +1,20 @@
-"""Durable per-answer cache of teacher responses (stdlib SQLite, WAL mode).
+"""Durable per-answer store of teacher responses: SQLite (embedded, one host) or PostgreSQL (shared by hosts).
 
 One row per (review text, prompt name+version+template digest, teacher model+weights digest, sampling
-settings): rerunning on a grown corpus generates only the new reviews, and a crash loses at most the chunk in
-flight. Accepted answers and rejected attempts live in separate tables, so garbage never mixes with the
-corpus but is never asked for again either. `INSERT OR IGNORE` plus WAL make two concurrent runs safe: both
-may write, the first answer for a key wins, readers never block.
+settings): rerunning on a grown corpus generates only the new reviews, and a crash loses at most the answers in
+flight. Accepted answers and rejected attempts live in separate tables, so garbage never mixes with the corpus
+but is never asked for again either. Inserts are `INSERT ... ON CONFLICT DO NOTHING` on the key in both
+backends (SQLite >= 3.24 has the same syntax), so any number of writers is safe: the first answer for a key
+wins, nothing is stored twice. The two backends share every query; they differ only in how they connect,
+their parameter mark and how table creation is serialised.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -20,40 +22,48 @@ from typing import Any, Self
 from filelock import FileLock
 
 from fsa_distill.core.digests import sha256_json, sha256_text
+from fsa_distill.core.redact import redact_text, redact_url
 
 _LOOKUP_CHUNK = 500
+_EXPORT_BATCH = 5000
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS responses (
+# One schema for both backends: SQLite takes DOUBLE PRECISION as a REAL column.
+_TABLES = (
+    """CREATE TABLE IF NOT EXISTS responses (
     key TEXT PRIMARY KEY,
     review_digest TEXT NOT NULL,
     prompt TEXT NOT NULL,
     prompt_version TEXT NOT NULL,
     teacher TEXT NOT NULL,
     attempt INTEGER NOT NULL,
-    seed INTEGER NOT NULL,
+    seed BIGINT NOT NULL,
     response TEXT NOT NULL,
     n_tokens INTEGER NOT NULL,
     finish_reason TEXT NOT NULL,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rejected (
+    created DOUBLE PRECISION NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS rejected (
     key TEXT NOT NULL,
     attempt INTEGER NOT NULL,
     review_digest TEXT NOT NULL,
     prompt TEXT NOT NULL,
     prompt_version TEXT NOT NULL,
     teacher TEXT NOT NULL,
-    seed INTEGER NOT NULL,
+    seed BIGINT NOT NULL,
     response TEXT NOT NULL,
     n_tokens INTEGER NOT NULL,
     finish_reason TEXT NOT NULL,
     reason TEXT NOT NULL,
     final INTEGER NOT NULL,
-    created REAL NOT NULL,
+    created DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (key, attempt)
-);
-"""
+)""",
+)
+_ACCEPTED_COLUMNS = ("key", "review_digest", "prompt", "prompt_version", "teacher", "attempt", "seed", "response",
+                     "n_tokens", "finish_reason", "created")
+_REJECTED_COLUMNS = ("key", "attempt", "review_digest", "prompt", "prompt_version", "teacher", "seed", "response",
+                     "n_tokens", "finish_reason", "reason", "final", "created")
 
 
 def cache_key(review: str, prompt_key: str, teacher_key: str, sampling: dict[str, Any]) -> str:
@@ -84,26 +94,36 @@ class CacheEntry:
     def valid(self) -> bool:
         return self.reason is None
 
+    def record(self) -> dict[str, Any]:
+        """The entry as an export record: every field, teacher id and prompt version included."""
+        return asdict(self)
 
-class GenerationCache:
-    def __init__(self, path: Path, timeout_s: float = 60.0) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=timeout_s)
-        self.conn.row_factory = sqlite3.Row
-        # Switching a new file to WAL takes an exclusive lock and SQLite answers "database is locked" at once,
-        # without waiting, when two processes do it together (seen in CI): set-up is serialised by a file lock.
-        with FileLock(f"{self.path}.init.lock", timeout=timeout_s):
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            with self.conn:
-                self.conn.executescript(_SCHEMA)
-        self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process crash
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> CacheEntry:
+        names = {f.name for f in fields(cls)}
+        values = {name: record[name] for name in names if name in record}
+        values["final"] = bool(values.get("final", True))
+        return cls(**values)
 
-    def _select(self, table: str, keys: list[str], where: str = "") -> Iterator[sqlite3.Row]:
+
+class AnswerStore:
+    """The store's queries, written once for both backends (`mark` is the DB-API parameter style)."""
+
+    mark = "?"
+    location: str  # path or redacted URL: safe to log
+
+    def __init__(self) -> None:
+        self.conn: Any = None
+
+    def _execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        return self.conn.execute(sql.replace("?", self.mark), list(params))
+
+    def _select(self, table: str, keys: list[str], where: str = "") -> Iterator[dict[str, Any]]:
         for start in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[start : start + _LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
-            yield from self.conn.execute(f"SELECT * FROM {table} WHERE key IN ({marks}) {where}", chunk)
+            for row in self._execute(f"SELECT * FROM {table} WHERE key IN ({marks}) {where}", chunk).fetchall():
+                yield dict(row)
 
     def lookup(self, keys: Iterable[str]) -> dict[str, CacheEntry]:
         """Finished keys: the accepted answer, else the final rejected attempt. Unfinished keys are absent."""
@@ -113,42 +133,65 @@ class GenerationCache:
             found[row["key"]] = _entry(row)
         for row in self._select("responses", keys):  # an accepted answer beats any rejection
             found[row["key"]] = _entry(row)
+        self.conn.commit()  # end the read transaction (PostgreSQL): later reads see other writers' commits
         return found
 
     def rejected_attempts(self, keys: Iterable[str]) -> list[CacheEntry]:
         """Every rejected attempt (re-asks included) for these keys, for the rejected dataset."""
-        rows = self._select("rejected", list(dict.fromkeys(keys)))
+        rows = list(self._select("rejected", list(dict.fromkeys(keys))))
+        self.conn.commit()
         return sorted((_entry(row) for row in rows), key=lambda e: (e.key, e.attempt))
 
     def record(self, entries: Iterable[CacheEntry]) -> None:
-        """Write a chunk of attempts in one transaction: all of them are durable, or none."""
+        """Write a batch of attempts in one transaction: all of them are durable, or none."""
         now = time.time()
         accepted, rejected = [], []
         for e in entries:
-            fields = asdict(e)
-            fields.update(created=now, final=int(e.final))
-            (accepted if e.valid else rejected).append(fields)
-        with self.conn:
-            self.conn.executemany(
-                "INSERT OR IGNORE INTO responses VALUES (:key, :review_digest, :prompt, :prompt_version,"
-                " :teacher, :attempt, :seed, :response, :n_tokens, :finish_reason, :created)",
-                accepted,
-            )
-            self.conn.executemany(
-                "INSERT OR IGNORE INTO rejected VALUES (:key, :attempt, :review_digest, :prompt,"
-                " :prompt_version, :teacher, :seed, :response, :n_tokens, :finish_reason, :reason, :final,"
-                " :created)",
-                rejected,
-            )
+            row = asdict(e)
+            row.update(created=now, final=int(e.final))
+            if e.valid:
+                accepted.append(tuple(row[name] for name in _ACCEPTED_COLUMNS))
+            else:
+                rejected.append(tuple(row[name] for name in _REJECTED_COLUMNS))
+        try:
+            for table, columns, rows, conflict in (
+                ("responses", _ACCEPTED_COLUMNS, accepted, "key"),
+                ("rejected", _REJECTED_COLUMNS, rejected, "key, attempt"),
+            ):
+                if rows:
+                    marks = ", ".join([self.mark] * len(columns))
+                    self._executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+                                      f" ON CONFLICT ({conflict}) DO NOTHING", rows)
+        except BaseException:
+            self.conn.rollback()
+            raise
+        self.conn.commit()
+
+    def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self.conn.executemany(sql, rows)
+
+    def entries(self) -> Iterator[CacheEntry]:
+        """Every stored attempt, accepted answers first, streamed in key order (for `cache export`)."""
+        for table in ("responses", "rejected"):
+            yield from self._stream(f"SELECT * FROM {table} ORDER BY key, attempt")
+
+    def _stream(self, sql: str) -> Iterator[CacheEntry]:
+        cursor = self.conn.execute(sql)
+        while batch := cursor.fetchmany(_EXPORT_BATCH):
+            yield from (_entry(dict(row)) for row in batch)
 
     def counts(self) -> dict[str, Any]:
-        """Rows per table and rejected attempts per reason (whole cache, all runs)."""
-        accepted = self.conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-        reasons = dict(self.conn.execute("SELECT reason, COUNT(*) FROM rejected GROUP BY reason").fetchall())
+        """Rows per table and rejected attempts per reason (whole store, all runs)."""
+        accepted = dict(self._execute("SELECT COUNT(*) AS n FROM responses").fetchone())["n"]
+        rows = self._execute("SELECT reason, COUNT(*) AS n FROM rejected GROUP BY reason").fetchall()
+        reasons = {dict(row)["reason"]: dict(row)["n"] for row in rows}
+        self.conn.commit()
         return {"accepted": accepted, "rejected_attempts": sum(reasons.values()), "reasons": reasons}
 
     def close(self) -> None:
-        self.conn.close()
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
     def __enter__(self) -> Self:
         return self
@@ -159,8 +202,87 @@ class GenerationCache:
         self.close()
 
 
-def _entry(row: sqlite3.Row) -> CacheEntry:
-    names = row.keys()
+class GenerationCache(AnswerStore):
+    """The embedded backend: one SQLite file in WAL mode (readers never block, writers queue)."""
+
+    def __init__(self, path: Path, timeout_s: float = 60.0) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.location = str(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, timeout=timeout_s)
+        self.conn.row_factory = sqlite3.Row
+        # Switching a new file to WAL takes an exclusive lock and SQLite answers "database is locked" at once,
+        # without waiting, when two processes do it together (seen in CI): set-up is serialised by a file lock.
+        with FileLock(f"{self.path}.init.lock", timeout=timeout_s):
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            for table in _TABLES:
+                self.conn.execute(table)
+            self.conn.commit()
+        self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process crash
+
+
+SQLiteAnswerStore = GenerationCache
+
+# Any constant: every writer takes this advisory lock while creating the tables, since two concurrent
+# `CREATE TABLE IF NOT EXISTS` can both pass the check and one then fails on PostgreSQL's catalog.
+_SCHEMA_LOCK_ID = 0x46534144
+
+
+class AnswerStoreUnreachable(ConnectionError):
+    """The PostgreSQL store did not accept a connection (message without the URL's password)."""
+
+
+class PostgresAnswerStore(AnswerStore):
+    """The shared backend: a PostgreSQL database that every host of a cluster writes (psycopg 3)."""
+
+    mark = "%s"
+
+    def __init__(self, url: str, timeout_s: float = 60.0) -> None:
+        import psycopg  # only when a postgresql:// store is configured
+        from psycopg.rows import dict_row
+
+        super().__init__()
+        self.location = redact_url(url)
+        try:
+            self.conn = psycopg.connect(url, row_factory=dict_row, connect_timeout=int(timeout_s))
+        except psycopg.OperationalError as error:  # its message may quote the URL: never the password
+            raise AnswerStoreUnreachable(f"answer store {self.location}: {redact_text(str(error))}") from None
+        self.conn.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK_ID])
+        for table in _TABLES:
+            self.conn.execute(table)
+        self.conn.commit()
+
+    def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        with self.conn.cursor() as cursor:
+            cursor.executemany(sql, rows)
+
+    def _stream(self, sql: str) -> Iterator[CacheEntry]:
+        # A named (server-side) cursor: a 2-million-row export never sits in this process's memory.
+        with self.conn.cursor(name="fsa_export") as cursor:
+            cursor.execute(sql)
+            while batch := cursor.fetchmany(_EXPORT_BATCH):
+                yield from (_entry(row) for row in batch)
+        self.conn.commit()
+
+
+def is_postgres_url(location: str | Path) -> bool:
+    return str(location).startswith(POSTGRES_SCHEMES)
+
+
+def open_store(location: str | Path) -> AnswerStore:
+    """`postgresql://...` opens the shared PostgreSQL store; anything else is a SQLite file path."""
+    if is_postgres_url(location):
+        return PostgresAnswerStore(str(location))
+    return GenerationCache(Path(location))
+
+
+def store_location(work_dir: Path, cache_url: str | None) -> str:
+    """Where a run's answers live: the configured URL or path, else `<work_dir>/cache/teacher_responses.sqlite`."""
+    return cache_url or str(Path(work_dir) / "cache" / "teacher_responses.sqlite")
+
+
+def _entry(row: Mapping[str, Any]) -> CacheEntry:
     return CacheEntry(
         key=row["key"],
         review_digest=row["review_digest"],
@@ -172,8 +294,6 @@ def _entry(row: sqlite3.Row) -> CacheEntry:
         response=row["response"],
         n_tokens=row["n_tokens"],
         finish_reason=row["finish_reason"],
-        reason=row["reason"] if "reason" in names else None,
-        final=bool(row["final"]) if "final" in names else True,
+        reason=row.get("reason"),
+        final=bool(row["final"]) if "final" in row else True,
     )
-
-

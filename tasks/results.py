@@ -46,7 +46,7 @@ class StageResult(Record):
 class GenerationResult(StageResult):
     dataset_dir: Path
     rejected_dir: Path
-    cache_path: Path
+    cache_path: str  # a SQLite path or the store's URL without its password
     teacher: str
     reviews: int
     reviews_used: int
@@ -59,6 +59,9 @@ class GenerationResult(StageResult):
     cached: int
     cache_hit_rate: float
     rows: int
+    acceptance_rate: float = 0.0
+    engine: str = "local"
+    replica_metrics: dict[str, float] = {}
     rejected: int
     rejected_by_reason: dict[str, int]
     reasked: int

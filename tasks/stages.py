@@ -13,7 +13,10 @@ Inputs and outputs are the typed records of tasks/results.py (paths and digests)
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 from prefect import task
@@ -69,6 +72,31 @@ def _metrics_logger(config: DistillConfig, tracking_run_id: str | None):
     return RunTracker(config).metrics_logger(tracking_run_id)
 
 
+def prefect_progress(key: str = "teacher-answers", every_s: float = 5.0):
+    """A progress artifact of the running Prefect task (the UI's progress bar), updated at most every `every_s`
+    seconds and at the end, so a million-answer run does not flood the API."""
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    state: dict[str, Any] = {"id": None, "last": 0.0}
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if state["id"] is not None and done < total and now - state["last"] < every_s:
+            return
+        percent = 100.0 * done / total if total else 100.0
+        description = f"{done} of {total} teacher answers stored"
+        try:
+            if state["id"] is None:
+                state["id"] = create_progress_artifact(percent, key=key, description=description)
+            else:
+                update_progress_artifact(state["id"], percent, description=description)
+        except Exception as error:  # noqa: BLE001 - a progress bar must never fail the stage
+            logging.getLogger(__name__).warning("progress artifact not updated: %s", error)
+        state["last"] = now
+
+    return report
+
+
 def prompt_digests(config: DistillConfig) -> list[str]:
     """The templates' own digests: a custom `generation.prompt_dir` changes them without changing code."""
     from fsa_distill.models.teacher.prompts import PROMPT_DIR, load_prompt
@@ -93,7 +121,8 @@ def generate_stage(reviews: Reviews, config: DistillConfig, tracking_run_id: str
     review_rows = read_review_corpus(reviews.path)
     with model_heavy(config):
         stats = generate_responses(
-            review_rows, config, out_dir, log_metrics=_metrics_logger(config, tracking_run_id)
+            review_rows, config, out_dir, log_metrics=_metrics_logger(config, tracking_run_id),
+            on_progress=prefect_progress(),
         )
     dataset = datasets.load_from_disk(stats["dataset_dir"])
     rows = sorted(zip(dataset["review_id"], dataset["prompt"], dataset["response"], strict=True))

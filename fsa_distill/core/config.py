@@ -1,7 +1,7 @@
 """One validated config object per flow run: a profile, plus a config file, plus `--set key=value` overrides.
 
 Only `resolve_config` looks at the environment (FSA_DATA_DIR, FSA_WORK_DIR, MLFLOW_TRACKING_URI,
-PREFECT_API_URL); every module below receives the resolved `DistillConfig` instead.
+PREFECT_API_URL, RAY_ADDRESS); every module below receives the resolved `DistillConfig` instead.
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ class TeacherConfig(Section):
     kv_cache_memory_gib: float | None = Field(
         None, gt=0.0, description="Explicit KV cache size in GiB; overrides gpu_memory_utilization; null: unset")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one teacher replica is split across")
+    replicas: int = Field(1, ge=1, description="Engine replicas (generation.engine=ray): one Ray actor each, "
+                                                "tensor_parallel_size GPUs each")
     enable_prefix_caching: bool = Field(True, description="Let vLLM reuse the shared prompt prefix's KV cache")
     enforce_eager: bool = Field(True, description="Skip CUDA-graph / torch.compile capture (faster start)")
     base_url: str | None = Field(
@@ -127,6 +129,23 @@ class GenerationConfig(Section):
     batch_size: int = Field(64, ge=1, description="Requests sent to the teacher at once")
     reask_rejected: bool = Field(True, description="Ask once more (new seed) when an answer fails validation")
     max_input_tokens: int = Field(512, ge=16, description="Longer reviews are truncated to this many tokens")
+    engine: Literal["local", "ray"] = Field(
+        "local", description="local: one engine in this process; ray: teacher.replicas Ray actors, answers "
+                             "streamed back and stored as they arrive (backend vllm)")
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join (engine=ray), e.g. ray://head:10001; filled from RAY_ADDRESS when "
+                          "set; null: an embedded Ray on this machine")
+    structured_outputs: bool = Field(
+        False, description="Constrain analysis answers to the Opinion Target / Aspect / Sentiment / Reasoning "
+                           "format with a regex (vLLM structured outputs; backends vllm and openai)")
+    cache_url: str | None = Field(
+        None, description="Answer store: a SQLite file path, or postgresql://user:pass@host/db for a store shared "
+                          "by several hosts; null: <work_dir>/cache/teacher_responses.sqlite")
+
+    @field_serializer("cache_url", "ray_address", when_used="json")
+    def _no_store_password_in_json(self, url: str | None) -> str | None:
+        """The store URL's password never reaches Prefect parameters, cache keys or MLflow."""
+        return redact_url(url) if url else url
 
 
 class StudentConfig(Section):
@@ -435,6 +454,7 @@ def resolve_config(
         ("data", "data_dir"): environ.get("FSA_DATA_DIR"),
         ("tracking", "mlflow_tracking_uri"): environ.get("MLFLOW_TRACKING_URI"),
         ("tracking", "prefect_api_url"): environ.get("PREFECT_API_URL"),
+        ("generation", "ray_address"): environ.get("RAY_ADDRESS"),
     }
     for (section, key), value in env_values.items():
         section_tree = tree.get(section)

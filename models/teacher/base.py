@@ -31,6 +31,7 @@ class GenerationRequest:
     top_p: float = 1.0
     seed: int = 0
     ignore_eos: bool = False  # benchmarks only: every answer runs to max_tokens, so backends compare fairly
+    regex: str | None = None  # structured outputs: the answer must match this regex (backends that support it)
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -41,6 +42,8 @@ class GenerationRequest:
         fields = asdict(self)
         fields.pop("messages")
         fields.pop("prompt")
+        if fields["regex"] is None:  # unconstrained answers keep the keys they had before structured outputs
+            fields.pop("regex")
         return fields
 
 
@@ -58,6 +61,8 @@ class TeacherBackend(ABC):
     model_id: str
     weights_digest: str
     max_model_len: int = 2048
+    supports_structured_outputs: bool = False  # honours GenerationRequest.regex
+    streaming: bool = False  # has `generate_stream` (engine=ray): no chunk barrier in the generate stage
 
     @abstractmethod
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:

@@ -135,6 +135,10 @@ class LazyTeacher(TokenizerMixin, TeacherBackend):
         self.tokenizer = AutoTokenizer.from_pretrained(model.path, revision=revision)
 
     @property
+    def supports_structured_outputs(self) -> bool:  # type: ignore[override]
+        return self.config.backend in ("vllm", "openai")
+
+    @property
     def started(self) -> bool:
         return self.backend is not None
 

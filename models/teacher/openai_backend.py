@@ -30,6 +30,8 @@ def _is_retryable(error: BaseException) -> bool:
 
 
 class OpenAIBackend(TeacherBackend):
+    supports_structured_outputs = True  # as vLLM's server reads it; other servers may refuse the field
+
     def __init__(
         self,
         base_url: str,
@@ -69,6 +71,8 @@ class OpenAIBackend(TeacherBackend):
         }
         if request.ignore_eos:  # vLLM extensions; only sent by benchmarks
             body.update(ignore_eos=True, min_tokens=request.max_tokens)
+        if request.regex:  # vLLM server's structured outputs (the OpenAI client's `extra_body`)
+            body["structured_outputs"] = {"regex": request.regex}
         if request.messages is not None:
             return "/chat/completions", {**body, "messages": list(request.messages)}
         return "/completions", {**body, "prompt": request.prompt}

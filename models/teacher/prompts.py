@@ -14,6 +14,14 @@ from fsa_distill.core.errors import InputError
 from fsa_distill.models.teacher.base import GenerationRequest
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
+
+# The analysis prompt's answer format as a regex for structured outputs (`generation.structured_outputs`):
+# 1 to 8 blocks of `Opinion Target N: "..."` / `Aspect: "..."` / `Sentiment: <intensity> <polarity>` /
+# `Reasoning: ...`, blank-line separated; what tasks/validation.py parses. Bounded so a model cannot loop.
+_SENTIMENT = (r"(?:(?:[Ss]trongly|[Mm]ildly|[Mm]oderately|[Ss]lightly|[Vv]ery|[Ss]omewhat) )?"
+              r"(?:[Pp]ositive|[Nn]egative|[Nn]eutral|[Mm]ixed)")
+_BLOCK = rf'Opinion Target \d{{1,2}}: "[^"\n]+"\nAspect: "[^"\n]+"\nSentiment: {_SENTIMENT}\nReasoning: [^\n]+'
+ANSWER_FORMATS: dict[str, str] = {"analysis": rf"{_BLOCK}(?:\n\n{_BLOCK}){{0,7}}"}
 PLACEHOLDER = "{review}"
 _FILE_NAME = re.compile(r"^(?P<name>[a-z0-9_]+)\.v(?P<version>\d+)\.txt$")
 

@@ -61,6 +61,8 @@ def all_cores_for_cpu_worker() -> Iterator[None]:
 
 
 class VLLMBackend(TokenizerMixin, TeacherBackend):
+    supports_structured_outputs = True
+
     def __init__(
         self,
         model_path: str,
@@ -100,8 +102,10 @@ class VLLMBackend(TokenizerMixin, TeacherBackend):
 
     def sampling_params(self, request: GenerationRequest) -> Any:
         from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
 
         return SamplingParams(
+            structured_outputs=StructuredOutputsParams(regex=request.regex) if request.regex else None,
             max_tokens=request.max_tokens,
             temperature=request.temperature,
             top_p=request.top_p,

@@ -35,16 +35,36 @@ def teacher(
     repeats: Annotated[int, typer.Option(help="Alternating direct / pipeline runs; medians are compared.")] = 3,
     data_dir: Annotated[Path | None, typer.Option(help="Benchmark data folder (default: FSA_DATA_DIR, then the "
                                                        "usual search).")] = None,
+    engine: Annotated[str, typer.Option(help="local: vLLM vs HF and the pipeline's overhead; ray: the generate "
+                                             "stage on engine=ray vs engine=local (results/teacher_ray.json).")
+                      ] = "local",
+    replicas: Annotated[int, typer.Option(help="Ray replicas (--engine ray); 1 is honest on 2 cores.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
 ) -> None:
     """vLLM vs HF generate on the SmolLM2 teacher, plus the pipeline's overhead; writes results/teacher.json."""
     from fsa_distill.cli.console import user_errors
     from fsa_distill.cli.inputs import benchmark_data_dir
+    from fsa_distill.core.config import ConfigError
     from fsa_distill.core.paths import check_output_dir
     from fsa_distill.perf.bench_teacher import RESULTS_PATH, run_teacher_bench
 
     with user_errors():
         check_output_dir(work_dir, "work dir")
+        if engine not in ("local", "ray"):
+            raise ConfigError(f"--engine {engine!r}: choose local or ray")
+        if engine == "ray":
+            from fsa_distill.perf.bench_teacher_ray import RESULTS_PATH as RAY_RESULTS
+            from fsa_distill.perf.bench_teacher_ray import run_ray_overhead_bench
+
+            result = run_ray_overhead_bench(n_prompts, max_tokens, Path(work_dir), replicas=replicas,
+                                            repeats=min(repeats, 2), results_path=RAY_RESULTS,
+                                            data_dir=benchmark_data_dir(data_dir))
+            if as_json:
+                print_json(result)
+            else:
+                typer.echo(f"local {result['local_pipeline_tokens_per_s']} tok/s, ray "
+                           f"{result['ray_pipeline_tokens_per_s']} tok/s ({result['ray_vs_local']}x)")
+            return
         result = run_teacher_bench(n_prompts, max_tokens, Path(work_dir), enforce_eager=not compile_graphs,
                                    repeats=repeats, results_path=RESULTS_PATH, data_dir=benchmark_data_dir(data_dir))
     if as_json:
@@ -106,3 +126,30 @@ def train(
                f"{mixtral['fixed_tokens_per_s']} tok/s ({mixtral['ratio']}x)")
     typer.echo(f"inference: student {inference['student']} {inference['student_reviews_per_s']} reviews/s vs "
                f"teacher {inference['teacher_reviews_per_s']} ({inference['ratio']}x)")
+
+
+def structured(
+    n_sentences: Annotated[int, typer.Option(help="rest14 train sentences, asked with the analysis prompt.")] = 200,
+    max_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
+    work_dir: Annotated[str, typer.Option(help="Where the converted SmolLM2 teacher is cached.")] = "work",
+    data_dir: Annotated[Path | None, typer.Option(help="Benchmark data folder (default: FSA_DATA_DIR, then the "
+                                                       "usual search).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
+) -> None:
+    """Structured outputs on vs off (SmolLM2, analysis prompt): acceptance and tokens/s; writes
+    results/structured_outputs.json."""
+    from fsa_distill.cli.console import user_errors
+    from fsa_distill.cli.inputs import benchmark_data_dir
+    from fsa_distill.core.paths import check_output_dir
+    from fsa_distill.perf.bench_structured import RESULTS_PATH, run_structured_bench
+
+    with user_errors():
+        check_output_dir(work_dir, "work dir")
+        result = run_structured_bench(n_sentences, max_tokens, Path(work_dir), results_path=RESULTS_PATH,
+                                      data_dir=benchmark_data_dir(data_dir))
+    if as_json:
+        print_json(result)
+        return
+    for arm in ("without", "with"):
+        typer.echo(f"{arm:>7} structured outputs: {result[arm]['acceptance_rate']:.1%} accepted, "
+                   f"{result[arm]['tokens_per_s']} tok/s")

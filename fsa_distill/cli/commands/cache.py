@@ -1,4 +1,4 @@
-"""`fsa-distill cache import`: bring teacher answers produced elsewhere into the answer store."""
+"""`fsa-distill cache import|export`: move teacher answers into, out of and between answer stores."""
 
 from __future__ import annotations
 
@@ -9,31 +9,82 @@ import typer
 
 from fsa_distill.cli.console import print_json, stderr, user_errors
 
+_PROFILE = typer.Option(help="Config profile whose work dir, answer store and prompts apply.")
+_CONFIG = typer.Option("--config", help="YAML merged over the profile.")
+_SET = typer.Option("--set", help="e.g. work_dir=/data/work or generation.cache_url=postgresql://host/db.")
+_STORE = typer.Option("--store", help="Answer store (SQLite path or postgresql:// URL) instead of the config's.")
 
-def import_answers(
-    answers: Annotated[Path, typer.Argument(help="JSONL: ID, Text (review), mixtral_response (or id/review/"
-                                                 "response), optional prompt.")],
-    teacher_id: Annotated[str, typer.Option("--teacher-id", help="Name the answers are stored under; a run "
-                                            "with teacher.backend=imported and teacher.model=<this> uses them.")],
-    prompt: Annotated[str, typer.Option(help="analysis, rewrite, or infer (Opinion Target blocks = analysis); "
-                                             "a record's own `prompt` field wins.")] = "infer",
-    profile: Annotated[str, typer.Option(help="Config profile whose work dir and prompts apply.")] = "demo",
-    config_file: Annotated[Path | None, typer.Option("--config", help="YAML merged over the profile.")] = None,
-    overrides: Annotated[list[str] | None, typer.Option("--set", help="e.g. work_dir=/data/work.")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON line of stats.")] = False,
-) -> None:
-    """Validate every answer like a generated one and store it under the teacher id (idempotent)."""
-    with user_errors():
-        from fsa_distill.core.config import ConfigError, resolve_config
-        from fsa_distill.tasks.answer_files import PROMPTS, read_answer_file
-        from fsa_distill.tasks.answer_import import import_answers as run_import
 
-        if prompt not in (*PROMPTS, "infer"):
-            raise ConfigError(f"--prompt {prompt!r}: choose analysis, rewrite or infer")
-        config = resolve_config(profile, config_file, overrides or [])
-        stats = run_import(read_answer_file(answers, prompt), config, teacher_id)  # type: ignore[arg-type]
+def _report(stats: dict, json_output: bool) -> None:
     if json_output:
         print_json(stats)
         return
     for key, value in stats.items():
-        stderr.print(f"{key:>18}: {value}", highlight=False, markup=False)
+        stderr.print(f"{key:>22}: {value}", highlight=False, markup=False)
+
+
+def import_answers(
+    answers: Annotated[Path, typer.Argument(help="A `cache export` file (JSONL or Parquet), or answer JSONL: ID, "
+                                                 "Text (review), mixtral_response (or id/review/response), "
+                                                 "optional prompt.")],
+    teacher_id: Annotated[str | None, typer.Option("--teacher-id", help="Name the answers are stored under; a "
+                                                   "run with teacher.backend=imported and teacher.model=<this> "
+                                                   "uses them. Not for `cache export` files (they carry it).")] = None,
+    prompt: Annotated[str, typer.Option(help="analysis, rewrite, or infer (Opinion Target blocks = analysis); "
+                                             "a record's own `prompt` field wins.")] = "infer",
+    profile: Annotated[str, _PROFILE] = "demo",
+    config_file: Annotated[Path | None, _CONFIG] = None,
+    overrides: Annotated[list[str] | None, _SET] = None,
+    store: Annotated[str | None, _STORE] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON line of stats.")] = False,
+) -> None:
+    """Store answers (idempotent): exported attempts under their own keys, other answers validated like
+    generated ones under the teacher id."""
+    with user_errors():
+        from fsa_distill.core.config import ConfigError, resolve_config
+        from fsa_distill.tasks.answer_export import import_store_export, is_store_export
+        from fsa_distill.tasks.answer_files import PROMPTS, read_answer_file
+        from fsa_distill.tasks.answer_import import answer_store_path
+        from fsa_distill.tasks.answer_import import import_answers as run_import
+        from fsa_distill.tasks.generation_cache import open_store
+
+        if prompt not in (*PROMPTS, "infer"):
+            raise ConfigError(f"--prompt {prompt!r}: choose analysis, rewrite or infer")
+        config = resolve_config(profile, config_file, overrides or [])
+        location = store or answer_store_path(config)
+        if answers.is_file() and is_store_export(answers):
+            with open_store(location) as answer_store:
+                stats = import_store_export(answers, answer_store)
+        else:
+            if teacher_id is None:
+                raise ConfigError("--teacher-id is required for answers that are not a `cache export` file")
+            stats = run_import(read_answer_file(answers, prompt), config, teacher_id,  # type: ignore[arg-type]
+                               cache_path=location)
+    _report(stats, json_output)
+
+
+def export_answers(
+    out: Annotated[Path, typer.Argument(help="File to write (replaced atomically).")],
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or parquet.")] = "jsonl",
+    profile: Annotated[str, _PROFILE] = "demo",
+    config_file: Annotated[Path | None, _CONFIG] = None,
+    overrides: Annotated[list[str] | None, _SET] = None,
+    store: Annotated[str | None, _STORE] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON line of stats.")] = False,
+) -> None:
+    """Write every stored attempt (key, teacher id, prompt version, answer, rejection reason) to a file."""
+    with user_errors():
+        from fsa_distill.core.config import ConfigError, resolve_config
+        from fsa_distill.tasks.answer_export import export_store
+        from fsa_distill.tasks.answer_import import answer_store_path
+        from fsa_distill.tasks.generation_cache import is_postgres_url, open_store
+
+        if fmt not in ("jsonl", "parquet"):
+            raise ConfigError(f"--format {fmt!r}: choose jsonl or parquet")
+        config = resolve_config(profile, config_file, overrides or [])
+        location = store or answer_store_path(config)
+        if not is_postgres_url(location) and not Path(location).is_file():
+            raise ConfigError(f"no answer store at {location}")
+        with open_store(location) as answer_store:
+            stats = export_store(answer_store, out, fmt)  # type: ignore[arg-type]
+    _report(stats, json_output)
