@@ -133,7 +133,7 @@ def test_checkpoint_state_is_json_and_tensors_and_pickled_objects_are_refused(
     pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "run", key="k")
     checkpoint = tmp_path / "run" / "checkpoints" / "step-00000002"
     state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
-    assert state["position"]["step"] == 2 and set(state["rng"]) >= {"python", "numpy", "torch"}
+    assert state["position"]["step"] == 2 and set(state["rng_by_rank"][0]) >= {"python", "numpy", "torch"}
     optimizer_state = torch.load(checkpoint / "optimizer.pt", weights_only=True)
     assert set(optimizer_state) == {"state", "param_groups"}
 
