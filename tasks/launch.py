@@ -91,7 +91,8 @@ def main(spec_path: str) -> None:
         from fsa_distill.tasks.pretrain import pretrain
 
         pretrain(Path(arguments["student_dir"]), Path(arguments["corpus_dir"]), config.pretrain,
-                 Path(spec["out_dir"]), key=arguments["key"])
+                 Path(spec["out_dir"]), key=arguments["key"],
+                 cache_dir=Path(arguments["cache_dir"]) if arguments.get("cache_dir") else None)
     else:
         from fsa_distill.tasks.finetune import finetune
 

@@ -36,9 +36,10 @@ from tqdm.auto import tqdm
 from fsa_distill.core.config import PretrainConfig
 from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_file, remove_leftover_temporaries
-from fsa_distill.models.student.batching import Example, collate, epoch_batches, tokenize_pairs
+from fsa_distill.models.student.batching import Example, collate, epoch_batches
 from fsa_distill.models.student.distributed import Processes, start_processes
 from fsa_distill.models.student.load import load_student, load_tokenizer, model_digest
+from fsa_distill.models.student.tokenized import length_keys, rows, tokenized_split, tokenizer_digest
 from fsa_distill.models.student.training import (
     LogMetrics,
     bf16_autocast,
@@ -213,13 +214,42 @@ def _step_loss(model, batches: list[tuple[dict[str, torch.Tensor], float]], proc
     return procs.sum(local_loss) / global_tokens
 
 
+def _tokenized_corpus(corpus_dir: Path, tokenizer, student_dir: Path, cfg: PretrainConfig, cache_dir: Path,
+                      procs: Processes) -> tuple[Any, list[Example]]:
+    """(train as memory-mapped Arrow, validation examples): rank 0 tokenizes (or finds the cache), the other
+    processes open what it wrote."""
+    from datasets import load_from_disk
+
+    try:
+        splits = list(load_from_disk(str(corpus_dir)))
+    except Exception as error:  # noqa: BLE001
+        raise InputError(corpus_dir, None, f"not a saved Hugging Face dataset: {error}") from None
+    if "train" not in splits:
+        raise InputError(corpus_dir, None, f"no 'train' split (has {splits})")
+    key = tokenizer_digest(student_dir)
+    lengths = (cfg.max_source_length, cfg.max_target_length)
+    if procs.is_main:
+        tokenized_split(corpus_dir, "train", tokenizer, key, *lengths, cache_dir)
+        tokenized_split(corpus_dir, "validation", tokenizer, key, *lengths, cache_dir, limit=MAX_EVAL_EXAMPLES)
+    procs.barrier()
+    train = tokenized_split(corpus_dir, "train", tokenizer, key, *lengths, cache_dir, build=False)
+    if len(train) == 0:
+        raise InputError(corpus_dir, "train", "the training split is empty")
+    validation = tokenized_split(corpus_dir, "validation", tokenizer, key, *lengths, cache_dir,
+                                 limit=MAX_EVAL_EXAMPLES, build=False)
+    return train, rows(validation, list(range(len(validation))))
+
+
 def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: Path,
-             log_metrics: LogMetrics | None = None, *, key: str) -> dict[str, Any]:
+             log_metrics: LogMetrics | None = None, *, key: str, cache_dir: Path | None = None
+             ) -> dict[str, Any]:
     """Train the student on review → teacher response; resume from the latest checkpoint in `out_dir`.
 
     Runs as one process, or as each of N processes under `torchrun` / `accelerate launch` (data parallel:
     `pretrain.batch_size` is the global micro-batch, split over the processes; rank 0 alone writes checkpoints,
     the log, the model and the result, and alone calls `log_metrics`).
+    The corpus is tokenized once into memory-mapped Arrow under `cache_dir` (default `out_dir/tokenized`),
+    keyed by corpus and tokenizer digests (models/student/tokenized.py); batches are read from it row by row.
     `key` is the stage's cache key (tasks/caching.py `stage_key`): a result finished in `out_dir` under the
     same key is returned as it is. Returns model_dir (the final HF folder, `out_dir/model`), final_train_loss,
     final_eval_loss, steps, tokens_per_s (real, non-pad source + target tokens per second of training steps,
@@ -238,15 +268,12 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
     procs = start_processes()
     procs.local_batch_size(cfg.batch_size, "pretrain.batch_size")  # refuses a batch that does not split evenly
     device = procs.device
-    sources, targets = load_corpus_split(corpus_dir, "train")
-    if not sources:
-        raise InputError(corpus_dir, "train", "the training split is empty")
+    if not Path(corpus_dir).exists():
+        raise InputError(corpus_dir, None, "corpus folder not found")
     tokenizer = load_tokenizer(student_dir)
-    train = tokenize_pairs(tokenizer, sources, targets, cfg.max_source_length, cfg.max_target_length)
-    dev_sources, dev_targets = load_corpus_split(corpus_dir, "validation")
-    validation = tokenize_pairs(tokenizer, dev_sources[:MAX_EVAL_EXAMPLES], dev_targets[:MAX_EVAL_EXAMPLES],
-                                cfg.max_source_length, cfg.max_target_length)
-    lengths = [(len(tgt), len(src)) for src, tgt in train]
+    train, validation = _tokenized_corpus(corpus_dir, tokenizer, student_dir, cfg,
+                                          Path(cache_dir) if cache_dir else out_dir / "tokenized", procs)
+    lengths = length_keys(train)  # (target, source) lengths from the Arrow columns: 16 bytes per example
     pad_id = tokenizer.pad_token_id
     pad_to = (cfg.max_source_length, cfg.max_target_length) if cfg.pad_to_max_length else None
 
@@ -304,7 +331,7 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
                 position.batch_in_epoch = 0
                 batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, position.epoch, cfg.group_by_length)
             indices, weight = procs.shard(batches[position.batch_in_epoch])
-            batch, n_real = collate([train[i] for i in indices], pad_id, pad_to)
+            batch, n_real = collate(rows(train, indices), pad_id, pad_to)
             position.batch_in_epoch += 1
             step_batches.append(({key: value.to(device) for key, value in batch.items()}, weight))
             real_tokens += int(n_real * weight)
@@ -356,6 +383,7 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
         "final_eval_loss": None if math.isnan(eval_loss) else eval_loss,  # None: no validation split
         "steps": position.step, "resumed_from_step": resumed_from_step, "epochs": position.epoch + position.batch_in_epoch / max(1, len(batches)),
         "tokens_per_s": real_tokens / train_seconds if train_seconds else None,
+        "train_seconds": train_seconds,  # this run's optimizer steps only (no eval, no saving), mean over ranks
         "padding_ratio": 1 - real_tokens / padded_tokens if padded_tokens else None,
         "n_train": len(train), "n_validation": len(validation), "num_processes": procs.world,
         "config": _trajectory_config(cfg), "corpus_digest": corpus_digest, "student_digest": student_digest,

@@ -169,16 +169,18 @@ def pretrain_stage(
     key = current_stage_key()
     out_dir = stage_dir(config, PRETRAIN.name, key)
     log_metrics = _metrics_logger(config, tracking_run_id)
+    tokenized_cache = config.work_dir / "cache" / "tokenized"  # keyed inside by corpus + tokenizer digests
     with model_heavy(config):
         if config.train.num_processes > 1:
             from fsa_distill.tasks.launch import run_in_processes
 
-            arguments = {"student_dir": student.model_dir, "corpus_dir": corpus.dataset_dir, "key": key}
+            arguments = {"student_dir": student.model_dir, "corpus_dir": corpus.dataset_dir, "key": key,
+                         "cache_dir": tokenized_cache}
             result = run_in_processes("pretrain", arguments, config, out_dir, config.train.num_processes)
             _replay_train_log(out_dir / "train_log.jsonl", log_metrics)
         else:
             result = pretrain(student.model_dir, corpus.dataset_dir, config.pretrain, out_dir,
-                              log_metrics=log_metrics, key=key)
+                              log_metrics=log_metrics, key=key, cache_dir=tokenized_cache)
     return PretrainResult(**result, digest=sha256_tree(result["model_dir"]), trained_in_run=tracking_run_id)
 
 
