@@ -75,7 +75,7 @@ def tokenized_split(corpus_dir: Path, split: str, tokenizer: Any, tokenizer_key:
         else:
             tokenized = Dataset.from_dict({"input_ids": [], "labels": [], "source_length": [], "target_length": []})
         with atomic_dir(folder) as tmp:
-            tokenized.save_to_disk(str(tmp))
+            tokenized.save_to_disk(str(tmp), num_shards=1 if len(tokenized) == 0 else None)  # 0 shards: unloadable
     return load_from_disk(str(folder))
 
 
