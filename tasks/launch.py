@@ -102,3 +102,7 @@ def main(spec_path: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    import torch.distributed
+
+    if torch.distributed.is_initialized():  # a clean exit of every rank, without torch's teardown warning
+        torch.distributed.destroy_process_group()
