@@ -190,3 +190,17 @@ def test_two_process_finetuning_predicts_every_gold_sentence(tmp_path: Path, tin
     result = json.loads((out / "finetune_result.json").read_text())
     assert result["num_processes"] == 2 and len(result["dev_history"]) == 2
     assert not (out / "last").exists() and (out / "best" / "config.json").exists()
+
+
+def test_a_batch_that_does_not_split_over_the_processes_fails_with_one_clear_error(
+    tmp_path: Path, student_without_dropout: Path, tiny_corpus_dir: Path
+) -> None:
+    ran = subprocess.run(_torchrun("pretrain", "--student", str(student_without_dropout), "--corpus",
+                                   str(tiny_corpus_dir), "--out", str(tmp_path / "out"),
+                                   *_overrides("pretrain", {**SETTINGS, "batch_size": 5})),
+                         capture_output=True, text=True, timeout=TIMEOUT, env=_env(), check=False)
+    assert ran.returncode != 0
+    errors = [line for line in ran.stderr.splitlines() if line.startswith("error:")]
+    assert errors and all(line == "error: pretrain.batch_size: 5 does not split evenly over 2 processes; use a "
+                                  "multiple of 2" for line in errors), ran.stderr[-2000:]
+    assert not (tmp_path / "out" / "checkpoints").exists() and not (tmp_path / "out" / "model").exists()
