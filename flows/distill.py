@@ -6,6 +6,7 @@ Wiring only: every stage is a cached Prefect task from tasks/stages.py, which de
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,30 @@ class StageRunner:
         except BaseException:
             self.tracker.finish(child, "FAILED")
             raise
+        return self._record(label, child, state, result, started)
+
+    def submit(self, runner: Any, label: str, stage_task: Any, *, live_metrics: bool = False,
+               **parameters: Any) -> tuple[str, str, Any, float]:
+        """Start the stage on `runner` (a started Prefect task runner) without waiting; `collect` finishes it.
+        Resource requests for Ray (`prefect_ray.context.remote_options`) come from the caller's context."""
+        child = self.tracker.start_child(self.parent_run_id, label)
+        if live_metrics:
+            parameters["tracking_run_id"] = child
+        task_with_storage = stage_task.with_options(result_storage=stages.result_storage(self.config))
+        return label, child, runner.submit(task_with_storage, parameters), time.perf_counter()
+
+    def collect(self, pending: tuple[str, str, Any, float]) -> Any:
+        """Wait for a submitted stage and record it as `__call__` does (its seconds include the queueing)."""
+        label, child, future, started = pending
+        try:
+            result = future.result()
+            state = future.state
+        except BaseException:
+            self.tracker.finish(child, "FAILED")
+            raise
+        return self._record(label, child, state, result, started)
+
+    def _record(self, label: str, child: str, state: Any, result: Any, started: float) -> Any:
         cached = state.name == "Cached"
         self.outcomes[label] = "cached" if cached else "ran"
         if not isinstance(result, StageResult):  # e.g. a cached record whose class can no longer be imported
@@ -83,24 +108,48 @@ def _link_prefect_and_mlflow(mlflow_run_id: str, config: DistillConfig) -> None:
     )
 
 
+def fanout_runner(config: DistillConfig) -> Any:
+    """The Prefect task runner the fine-tuning runs are submitted to (`train.task_runner`).
+
+    thread: this process's threads; on one machine the model-heavy lock (tasks/stages.py) still lets one run
+    train at a time. ray: prefect-ray's RayTaskRunner on `train.ray_address` (or the Ray this process already
+    started, or a new local one); each run asks Ray for `train.cpus_per_run` / `gpus_per_run`, so a cluster
+    runs as many at once as it has room for.
+    """
+    if config.train.task_runner == "ray":
+        from prefect_ray import RayTaskRunner
+
+        return RayTaskRunner(address=config.train.ray_address)
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner()
+
+
 def _finetune_all(
     run_stage: StageRunner, label: str, model: ModelResult, config: DistillConfig
 ) -> list[FinetuneResult]:
-    results = []
-    for dataset in config.data.datasets:
-        for seed in config.finetune.seeds:
-            results.append(
-                run_stage(
-                    f"{label}/{dataset}/seed-{seed}",
-                    stages.finetune_stage,
-                    live_metrics=True,
-                    model=model,
-                    dataset=dataset,
-                    seed=seed,
-                    config=config,
-                )
-            )
-    return results
+    """Every (dataset, seed) run submitted at once through `fanout_runner`; results in submission order, so
+    the table is the same whichever runner ran them."""
+    runs = [(dataset, seed) for dataset in config.data.datasets for seed in config.finetune.seeds]
+    with fanout_runner(config) as runner, _resource_requests(config):
+        pending = [run_stage.submit(runner, f"{label}/{dataset}/seed-{seed}", stages.finetune_stage,
+                                    live_metrics=True, model=model, dataset=dataset, seed=seed, config=config)
+                   for dataset, seed in runs]
+        return [run_stage.collect(one) for one in pending]
+
+
+def _resource_requests(config: DistillConfig) -> Any:
+    """What each fine-tuning run asks Ray for (nothing for the thread runner), and the Prefect API the Ray
+    worker reports to: this flow's, even when it is the ephemeral one (without it each worker would start an
+    ephemeral server of its own)."""
+    if config.train.task_runner != "ray":
+        return contextlib.nullcontext()
+    from prefect_ray.context import remote_options
+
+    with get_client(sync_client=True) as client:
+        api_url = str(client.api_url)
+    return remote_options(num_cpus=config.train.cpus_per_run, num_gpus=config.train.gpus_per_run,
+                          runtime_env={"env_vars": {"PREFECT_API_URL": api_url}})
 
 
 def write_report(

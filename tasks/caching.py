@@ -47,8 +47,9 @@ PACKAGE = "fsa_distill"
 # Task parameters that are not upstream inputs: the config enters through `reads`, and the MLflow run that
 # receives live metrics changes where metrics go, never what is computed.
 NOT_INPUTS = frozenset({"config", "tracking_run_id"})
-# Config keys that only say where things go (output folders, tracking servers): never part of a key.
-PLACEMENT = ("work_dir", "tracking")
+# Config keys that only say where things go (output folders, tracking servers) or how many processes compute
+# them (`train`: N data-parallel processes reduce the loss to what one process computes): never part of a key.
+PLACEMENT = ("work_dir", "tracking", "train")
 
 
 @dataclass(frozen=True)

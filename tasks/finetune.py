@@ -5,6 +5,10 @@ linear decay, greedy decoding of dev after each epoch, the best-dev-F1 model kep
 (test + hard_test) decoded once with it and scored on every view. The paper's protocol: 20 epochs, lr 3e-4,
 batch 16, 10 seeds, ≤100 new tokens. Each epoch ends with a `last/` checkpoint, so an interrupted run resumes
 at the epoch boundary with the same result as an uninterrupted one.
+
+Data parallel like pretraining (tasks/pretrain.py): under `torchrun` / `accelerate launch` each of N processes
+takes its part of every global batch of `finetune.batch_size`, the loss is the global token mean, dev and test
+decoding are split over the processes and gathered, and rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -23,13 +27,13 @@ from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_file
 from fsa_distill.models.student.batching import collate, epoch_batches, tokenize_pairs
 from fsa_distill.models.student.decoding import greedy_decode
+from fsa_distill.models.student.distributed import Processes, interleave, start_processes
 from fsa_distill.models.student.load import load_student
 from fsa_distill.models.student.training import (
     STATE_FILE,
     LogMetrics,
     capture_rng_state,
     load_training_state,
-    pick_device,
     restore_rng_state,
     rng_untouched,
     save_student,
@@ -66,6 +70,27 @@ def score_views(task: str, sentences: list[dict[str, Any]], predictions: list[st
     return {view: score_predictions(task, sentences, predictions, view=view) for view in views}
 
 
+def decode_split(procs: Processes, model, tokenizer, texts: list[str], ft, progress: bool = False) -> list[str]:
+    """Greedy outputs for `texts` in their order, each process decoding every N-th text."""
+    part = greedy_decode(procs.unwrap(model), tokenizer, texts[procs.rank::procs.world], ft.eval_batch_size,
+                         ft.max_new_tokens, ft.max_source_length, progress=progress and procs.is_main)
+    return interleave(procs.gather(part))
+
+
+def train_step(model, optimizer, scheduler, procs: Processes, batch: dict[str, torch.Tensor], weight: float
+               ) -> float:
+    """One optimizer step on this process's part of a global batch; the loss is the global token mean (the
+    token sum over every process / the all-reduced token count, times N because DDP averages gradients)."""
+    n_tokens = (batch["labels"] != -100).sum()
+    global_tokens = max(procs.sum(float(n_tokens) * weight), 1.0)
+    token_sum = model(**batch).loss * n_tokens
+    procs.accelerator.backward(token_sum * (weight * procs.world / global_tokens))
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return procs.sum(float(token_sum.detach()) * weight) / global_tokens
+
+
 def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: DistillConfig, out_dir: Path,
              log_metrics: LogMetrics | None = None, *, key: str) -> dict[str, Any]:
     """Fine-tune on `task/dataset` with `seed`; return model_dir (best), best_dev_f1, scores per view,
@@ -84,8 +109,10 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
             return done
 
     splits = load_task_data(task, dataset, config)
-    device = pick_device()
-    seed_everything(seed)
+    procs = start_processes()
+    procs.local_batch_size(ft.batch_size, "finetune.batch_size")  # refuses a batch that does not split evenly
+    device = procs.device
+    seed_everything(seed + procs.rank)  # rank 0 draws what a single process draws
     model, tokenizer = load_student(model_dir, device=device)
     train = tokenize_pairs(tokenizer, [s["sentence"] for s in splits["train"]],
                            [linearise(s, task) for s in splits["train"]], ft.max_source_length, ft.max_target_length)
@@ -98,15 +125,23 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
 
     last_dir, best_dir = out_dir / "last", out_dir / "best"
     optimizer_state, state = load_training_state(last_dir) if (last_dir / STATE_FILE).exists() else (None, None)
+    rng_by_rank = (state or {}).get("rng_by_rank", [(state or {}).get("rng")])
+    if state is not None and state["key"] == key and len(rng_by_rank) != procs.world:
+        raise InputError(last_dir, None, f"checkpoint was made by {len(rng_by_rank)} process(es), this run has "
+                                         f"{procs.world}; resume with {len(rng_by_rank)} or delete it")
     if state is None or state["key"] != key:
-        shutil.rmtree(best_dir, ignore_errors=True)  # a best model from another run must not survive
+        procs.barrier()  # every rank has read `last/` before rank 0 may remove `best/`
+        if procs.is_main:
+            shutil.rmtree(best_dir, ignore_errors=True)  # a best model from another run must not survive
+        model, optimizer = procs.prepare(model, optimizer)
     else:  # resume after the last finished epoch
         model, _ = load_student(last_dir, device=device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=ft.learning_rate)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total_steps))
+        model, optimizer = procs.prepare(model, optimizer)
         optimizer.load_state_dict(optimizer_state)
         scheduler.load_state_dict(state["scheduler"])
-        restore_rng_state(state["rng"])
+        restore_rng_state(rng_by_rank[procs.rank])
         epoch, best_f1, best_epoch, history = (state["epoch"], state["best_f1"], state["best_epoch"],
                                                state["history"])
 
@@ -117,54 +152,58 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
         batches = epoch_batches(lengths, ft.batch_size, seed, epoch, group_by_length=False,
                                 seed_stride=FINETUNE_SEED_STRIDE)
         epoch_loss = 0.0
-        for indices in tqdm(batches, desc=f"finetune {dataset} seed {seed} epoch {epoch + 1}/{ft.epochs}",
-                            unit="batch", leave=False):
+        for global_indices in tqdm(batches, desc=f"finetune {dataset} seed {seed} epoch {epoch + 1}/{ft.epochs}",
+                                   unit="batch", leave=False, disable=not procs.is_main):
+            indices, weight = procs.shard(global_indices)
             batch, _ = collate([train[i] for i in indices], pad_id)
-            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            epoch_loss += loss.item()
+            epoch_loss += train_step(model, optimizer, scheduler, procs,
+                                     {k: v.to(device) for k, v in batch.items()}, weight)
         epoch += 1
         record: dict[str, Any] = {"epoch": epoch, "train_loss": epoch_loss / max(1, steps_per_epoch)}
         if epoch % ft.eval_every_epochs == 0 or epoch == ft.epochs:
             with rng_untouched():  # decoding must not shift the training randomness
-                dev_predictions = greedy_decode(model, tokenizer, dev_sources, ft.eval_batch_size,
-                                                ft.max_new_tokens, ft.max_source_length)
+                dev_predictions = decode_split(procs, model, tokenizer, dev_sources, ft)
             dev_f1 = score_views(task, splits["dev"], dev_predictions, ["normal"])["normal"]["f1"]
             record["dev_f1"] = dev_f1
             if dev_f1 > best_f1:
                 best_f1, best_epoch = dev_f1, epoch
-                save_student(model, tokenizer, best_dir)
+                if procs.is_main:
+                    save_student(procs.unwrap(model), tokenizer, best_dir)
         history.append(record)
-        with saving_student(model, tokenizer, last_dir) as tmp:
-            save_training_state(tmp, optimizer, {
-                "key": key, "epoch": epoch, "best_f1": best_f1, "best_epoch": best_epoch, "history": history,
-                "scheduler": scheduler.state_dict(), "rng": capture_rng_state(),
-            })
-        if log_metrics:
+        rng_states = procs.gather(capture_rng_state())
+        if procs.is_main:
+            with saving_student(procs.unwrap(model), tokenizer, last_dir) as tmp:
+                save_training_state(tmp, optimizer, {
+                    "key": key, "epoch": epoch, "best_f1": best_f1, "best_epoch": best_epoch, "history": history,
+                    "scheduler": scheduler.state_dict(), "rng_by_rank": rng_states,
+                })
+        procs.barrier()
+        if log_metrics and procs.is_main:
             log_metrics({f"finetune/{name}": value for name, value in record.items() if name != "epoch"}, epoch)
 
-    if not best_dir.exists():  # epochs = 0: the student as given is the "best" model
-        save_student(model, tokenizer, best_dir)
+    if not best_dir.exists() and procs.is_main:  # epochs = 0: the student as given is the "best" model
+        save_student(procs.unwrap(model), tokenizer, best_dir)
+    procs.barrier()
     best_model, _ = load_student(best_dir, device=device)
-    predictions = greedy_decode(best_model, tokenizer, [s["sentence"] for s in splits["test"]],
-                                ft.eval_batch_size, ft.max_new_tokens, ft.max_source_length, progress=True)
+    predictions = decode_split(procs, best_model, tokenizer, [s["sentence"] for s in splits["test"]], ft,
+                               progress=True)
     predictions_path = out_dir / "test_predictions.jsonl"
-    with atomic_file(predictions_path) as handle:
-        for prediction in predictions:
-            handle.write(json.dumps({"prediction": prediction}, ensure_ascii=False) + "\n")
+    if procs.is_main:
+        with atomic_file(predictions_path) as handle:
+            for prediction in predictions:
+                handle.write(json.dumps({"prediction": prediction}, ensure_ascii=False) + "\n")
     scores = score_views(task, splits["test"], predictions, list(config.evaluate.views))
-    if log_metrics:
+    if log_metrics and procs.is_main:
         log_metrics({f"test/{view}_{name}": scores[view][name] for view in scores for name in METRICS}, None)
     result = {
         "model_dir": str(best_dir), "best_dev_f1": max(best_f1, 0.0), "best_epoch": best_epoch, "scores": scores,
         "predictions_path": str(predictions_path), "dev_history": history, "task": task, "dataset": dataset,
         "seed": seed, "n_train": len(train), "n_dev": len(splits["dev"]), "n_test": len(splits["test"]),
-        "key": key,
+        "num_processes": procs.world, "key": key,
     }
-    with atomic_file(result_path) as handle:
-        json.dump(result, handle, indent=2)
-    shutil.rmtree(last_dir, ignore_errors=True)  # optimizer state is 2x the model: not kept once done
+    if procs.is_main:
+        with atomic_file(result_path) as handle:
+            json.dump(result, handle, indent=2)
+        shutil.rmtree(last_dir, ignore_errors=True)  # optimizer state is 2x the model: not kept once done
+    procs.barrier()
     return result

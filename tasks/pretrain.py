@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+from contextlib import nullcontext
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,14 +36,15 @@ from tqdm.auto import tqdm
 from fsa_distill.core.config import PretrainConfig
 from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_file, remove_leftover_temporaries
-from fsa_distill.models.student.batching import Example, collate, epoch_batches, tokenize_pairs
-from fsa_distill.models.student.load import load_student, model_digest
+from fsa_distill.models.student.batching import Example, collate, epoch_batches
+from fsa_distill.models.student.distributed import Processes, start_processes
+from fsa_distill.models.student.load import load_student, load_tokenizer, model_digest
+from fsa_distill.models.student.tokenized import length_keys, rows, tokenized_split, tokenizer_digest
 from fsa_distill.models.student.training import (
     LogMetrics,
     bf16_autocast,
     capture_rng_state,
     load_training_state,
-    pick_device,
     restore_rng_state,
     save_student,
     save_training_state,
@@ -112,13 +115,15 @@ def autocast_context(cfg: PretrainConfig, device: str) -> torch.autocast:
 
 
 @torch.no_grad()
-def evaluate_loss(model, examples: list[Example], pad_id: int, batch_size: int, device: str, cfg: PretrainConfig
-                  ) -> float:
-    """Token-weighted mean cross-entropy on held-out responses (model left in eval mode; no RNG is used)."""
+def evaluate_loss(model, examples: list[Example], pad_id: int, batch_size: int, device: str, cfg: PretrainConfig,
+                  procs: Processes | None = None) -> float:
+    """Token-weighted mean cross-entropy on held-out responses (model left in eval mode; no RNG is used); with
+    several processes each scores every N-th batch and the sums are all-reduced."""
     model.eval()
     order = sorted(range(len(examples)), key=lambda index: len(examples[index][1]))
     total_loss, total_tokens = 0.0, 0
-    for start in range(0, len(order), batch_size):
+    rank, world = (procs.rank, procs.world) if procs else (0, 1)
+    for start in range(rank * batch_size, len(order), batch_size * world):
         batch, _ = collate([examples[i] for i in order[start:start + batch_size]], pad_id)
         batch = {key: value.to(device) for key, value in batch.items()}
         with autocast_context(cfg, device):
@@ -128,6 +133,8 @@ def evaluate_loss(model, examples: list[Example], pad_id: int, batch_size: int, 
             logits.float().view(-1, logits.size(-1)), batch["labels"].view(-1), ignore_index=-100, reduction="sum")
         total_loss += float(loss)
         total_tokens += n_tokens
+    if procs is not None:
+        total_loss, total_tokens = procs.sum(total_loss), procs.sum(total_tokens)
     return total_loss / max(1, total_tokens)
 
 
@@ -145,13 +152,18 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def save_checkpoint(out_dir: Path, model, tokenizer, optimizer, scheduler, position: Position,
-                    cfg: PretrainConfig, inputs: dict[str, str]) -> Path:
-    """Everything needed to continue exactly; written to a temp folder and renamed, old ones pruned."""
+                    cfg: PretrainConfig, inputs: dict[str, str], rng_by_rank: list[dict[str, Any]]) -> Path:
+    """Everything needed to continue exactly; written to a temp folder and renamed, old ones pruned.
+
+    The data position is the same on every process (each takes its part of the same global batches); the RNG
+    states are one per process (`rng_by_rank`). `saved_by` names the writing process (rank 0 of N, its pid).
+    """
     folder = Path(out_dir) / "checkpoints" / f"step-{position.step:08d}"
     with saving_student(model, tokenizer, folder) as tmp:
         save_training_state(tmp, optimizer, {
-            "position": asdict(position), "scheduler": scheduler.state_dict(), "rng": capture_rng_state(),
+            "position": asdict(position), "scheduler": scheduler.state_dict(), "rng_by_rank": rng_by_rank,
             "config": _trajectory_config(cfg), "inputs": inputs,
+            "saved_by": {"rank": 0, "num_processes": len(rng_by_rank), "pid": os.getpid()},
         })
     for old in sorted((Path(out_dir) / "checkpoints").glob("step-*"))[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
@@ -178,14 +190,70 @@ def _truncate_log(path: Path, step: int) -> None:
 
 # ------------------------------------------------------------------------------------------- main
 
+def _step_loss(model, batches: list[tuple[dict[str, torch.Tensor], float]], procs: Processes,
+               cfg: PretrainConfig, accumulation: int) -> float:
+    """Forward and backward over one optimizer step's micro-batches; returns the step's loss.
+
+    The loss is the token-level mean over the whole GLOBAL step (every micro-batch of every process): each
+    process sums its token losses and divides by the global token count (all-reduced first). DDP averages the
+    gradients over processes, so each local loss is multiplied by the process count: N processes then get the
+    gradient one process gets with the whole batch, whatever the padding of each process's part.
+    """
+    local_tokens = sum(float((batch["labels"] != -100).sum()) * weight for batch, weight in batches)
+    global_tokens = max(procs.sum(local_tokens), 1.0)
+    local_loss = 0.0
+    for index, (batch, weight) in enumerate(batches):
+        n_tokens = (batch["labels"] != -100).sum()
+        syncing = index == accumulation - 1 or procs.world == 1
+        with (nullcontext() if syncing else procs.accelerator.no_sync(model)):
+            with autocast_context(cfg, procs.device):
+                token_sum = model(**batch).loss * n_tokens  # the model's token mean back to a sum
+            loss = token_sum * (weight * procs.world / global_tokens)
+            procs.accelerator.backward(loss)
+        local_loss += float(token_sum.detach()) * weight
+    return procs.sum(local_loss) / global_tokens
+
+
+def _tokenized_corpus(corpus_dir: Path, tokenizer, student_dir: Path, cfg: PretrainConfig, cache_dir: Path,
+                      procs: Processes) -> tuple[Any, list[Example]]:
+    """(train as memory-mapped Arrow, validation examples): rank 0 tokenizes (or finds the cache), the other
+    processes open what it wrote."""
+    from datasets import load_from_disk
+
+    try:
+        splits = list(load_from_disk(str(corpus_dir)))
+    except Exception as error:  # noqa: BLE001
+        raise InputError(corpus_dir, None, f"not a saved Hugging Face dataset: {error}") from None
+    if "train" not in splits:
+        raise InputError(corpus_dir, None, f"no 'train' split (has {splits})")
+    key = tokenizer_digest(student_dir)
+    lengths = (cfg.max_source_length, cfg.max_target_length)
+    if procs.is_main:
+        tokenized_split(corpus_dir, "train", tokenizer, key, *lengths, cache_dir)
+        tokenized_split(corpus_dir, "validation", tokenizer, key, *lengths, cache_dir, limit=MAX_EVAL_EXAMPLES)
+    procs.barrier()
+    train = tokenized_split(corpus_dir, "train", tokenizer, key, *lengths, cache_dir, build=False)
+    if len(train) == 0:
+        raise InputError(corpus_dir, "train", "the training split is empty")
+    validation = tokenized_split(corpus_dir, "validation", tokenizer, key, *lengths, cache_dir,
+                                 limit=MAX_EVAL_EXAMPLES, build=False)
+    return train, rows(validation, list(range(len(validation))))
+
+
 def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: Path,
-             log_metrics: LogMetrics | None = None, *, key: str) -> dict[str, Any]:
+             log_metrics: LogMetrics | None = None, *, key: str, cache_dir: Path | None = None
+             ) -> dict[str, Any]:
     """Train the student on review → teacher response; resume from the latest checkpoint in `out_dir`.
 
+    Runs as one process, or as each of N processes under `torchrun` / `accelerate launch` (data parallel:
+    `pretrain.batch_size` is the global micro-batch, split over the processes; rank 0 alone writes checkpoints,
+    the log, the model and the result, and alone calls `log_metrics`).
+    The corpus is tokenized once into memory-mapped Arrow under `cache_dir` (default `out_dir/tokenized`),
+    keyed by corpus and tokenizer digests (models/student/tokenized.py); batches are read from it row by row.
     `key` is the stage's cache key (tasks/caching.py `stage_key`): a result finished in `out_dir` under the
     same key is returned as it is. Returns model_dir (the final HF folder, `out_dir/model`), final_train_loss,
-    final_eval_loss, steps, tokens_per_s (real, non-pad source + target tokens per second of training steps),
-    padding_ratio and key.
+    final_eval_loss, steps, tokens_per_s (real, non-pad source + target tokens per second of training steps,
+    all processes together), padding_ratio and key.
     """
     out_dir = Path(out_dir)
     result_path = out_dir / "pretrain_result.json"
@@ -197,44 +265,53 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
         if done.get("key") == key:
             return done  # finished earlier under the same key
 
-    device = pick_device()
-    model, tokenizer = load_student(student_dir, device=device)
-    sources, targets = load_corpus_split(corpus_dir, "train")
-    if not sources:
-        raise InputError(corpus_dir, "train", "the training split is empty")
-    train = tokenize_pairs(tokenizer, sources, targets, cfg.max_source_length, cfg.max_target_length)
-    dev_sources, dev_targets = load_corpus_split(corpus_dir, "validation")
-    validation = tokenize_pairs(tokenizer, dev_sources[:MAX_EVAL_EXAMPLES], dev_targets[:MAX_EVAL_EXAMPLES],
-                                cfg.max_source_length, cfg.max_target_length)
-    lengths = [(len(tgt), len(src)) for src, tgt in train]
+    procs = start_processes()
+    procs.local_batch_size(cfg.batch_size, "pretrain.batch_size")  # refuses a batch that does not split evenly
+    device = procs.device
+    if not Path(corpus_dir).exists():
+        raise InputError(corpus_dir, None, "corpus folder not found")
+    tokenizer = load_tokenizer(student_dir)
+    train, validation = _tokenized_corpus(corpus_dir, tokenizer, student_dir, cfg,
+                                          Path(cache_dir) if cache_dir else out_dir / "tokenized", procs)
+    lengths = length_keys(train)  # (target, source) lengths from the Arrow columns: 16 bytes per example
     pad_id = tokenizer.pad_token_id
     pad_to = (cfg.max_source_length, cfg.max_target_length) if cfg.pad_to_max_length else None
 
-    optimizer = make_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
-    position = Position()
-    seed_everything(cfg.seed)
-
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "train_log.jsonl"
-    checkpoint = latest_checkpoint(out_dir)
-    resumed_from_step = 0
+    # Rank 0 alone tidies the folder (a killed save's leftovers); every rank then resumes from what it found.
+    found = latest_checkpoint(out_dir) if procs.is_main else None
+    checkpoint = procs.broadcast(str(found) if found else None)
+    state: dict[str, Any] | None = None
+    optimizer_state = None
     if checkpoint is not None:
+        checkpoint = Path(checkpoint)
         optimizer_state, state = load_training_state(checkpoint)
         if state["config"] != _trajectory_config(cfg) or state["inputs"] != inputs:
             raise InputError(checkpoint, None, "checkpoint was made with another pretrain config, corpus or "
                                                "student; use a new output folder or delete its checkpoints/")
-        model, _ = load_student(checkpoint, device=device)
-        optimizer = make_optimizer(model, cfg)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+        saved_world = len(state.get("rng_by_rank", [state.get("rng")]))
+        if saved_world != procs.world:
+            raise InputError(checkpoint, None, f"checkpoint was made by {saved_world} process(es), this run has "
+                                               f"{procs.world}; resume with {saved_world} or use a new output folder")
+
+    model, _ = load_student(checkpoint or student_dir, device=device)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+    model, optimizer = procs.prepare(model, optimizer)
+    position = Position()
+    seed_everything(cfg.seed + procs.rank)  # rank 0 draws what a single process draws; other ranks differ
+    resumed_from_step = 0
+    if state is not None:
         # Order matters: building the scheduler resets the lr, so the optimizer state is loaded after it.
         optimizer.load_state_dict(optimizer_state)
         scheduler.load_state_dict(state["scheduler"])
-        restore_rng_state(state["rng"])
+        restore_rng_state(state.get("rng_by_rank", [state.get("rng")])[procs.rank])
         position = Position(**state["position"])
         resumed_from_step = position.step
-        _truncate_log(log_path, position.step)
-    else:
+        if procs.is_main:
+            _truncate_log(log_path, position.step)
+    elif procs.is_main:
         log_path.unlink(missing_ok=True)
 
     batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, position.epoch, cfg.group_by_length)
@@ -242,27 +319,26 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
     real_tokens = padded_tokens = 0
     train_seconds = 0.0
     model.train()
-    progress = tqdm(total=cfg.max_steps, initial=position.step, desc="pretrain", unit="step")
+    progress = tqdm(total=cfg.max_steps, initial=position.step, desc="pretrain", unit="step",
+                    disable=not procs.is_main)
     while position.step < cfg.max_steps:
         started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        train_loss = 0.0
+        step_batches = []
         for _ in range(cfg.gradient_accumulation_steps):
             if position.batch_in_epoch >= len(batches):  # next epoch, new (deterministic) order
                 position.epoch += 1
                 position.batch_in_epoch = 0
                 batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, position.epoch, cfg.group_by_length)
-            batch, n_real = collate([train[i] for i in batches[position.batch_in_epoch]], pad_id, pad_to)
+            indices, weight = procs.shard(batches[position.batch_in_epoch])
+            batch, n_real = collate(rows(train, indices), pad_id, pad_to)
             position.batch_in_epoch += 1
-            batch = {key: value.to(device) for key, value in batch.items()}
-            with autocast_context(cfg, device):
-                loss = model(**batch).loss / cfg.gradient_accumulation_steps
-            loss.backward()
-            train_loss += loss.item()
-            real_tokens += n_real
-            padded_tokens += batch["input_ids"].numel() + batch["labels"].numel()
+            step_batches.append(({key: value.to(device) for key, value in batch.items()}, weight))
+            real_tokens += int(n_real * weight)
+            padded_tokens += int((batch["input_ids"].numel() + batch["labels"].numel()) * weight)
+        train_loss = _step_loss(model, step_batches, procs, cfg, cfg.gradient_accumulation_steps)
         if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            procs.accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         lr = scheduler.get_last_lr()[0]  # the lr this step used
         optimizer.step()
         scheduler.step()
@@ -275,36 +351,47 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
         record = {"step": position.step, "loss": train_loss, "lr": lr}
 
         if validation and (position.step % cfg.eval_every == 0 or position.step == cfg.max_steps):
-            eval_loss = evaluate_loss(model, validation, pad_id, cfg.batch_size * 2, device, cfg)
+            eval_loss = evaluate_loss(procs.unwrap(model), validation, pad_id, cfg.batch_size * 2, device, cfg,
+                                      procs)
             model.train()
             record["eval_loss"] = eval_loss
-        _append_log(log_path, record)
-        if log_metrics and (position.step % cfg.log_every == 0 or "eval_loss" in record
-                            or position.step == cfg.max_steps):
+        if procs.is_main:
+            _append_log(log_path, record)
+        if log_metrics and procs.is_main and (position.step % cfg.log_every == 0 or "eval_loss" in record
+                                              or position.step == cfg.max_steps):
             metrics = {"train/loss": train_loss, "train/lr": record["lr"],
-                       "train/tokens_per_s": real_tokens / max(train_seconds, 1e-9)}
+                       "train/tokens_per_s": real_tokens * procs.world / max(train_seconds, 1e-9)}
             if "eval_loss" in record:
                 metrics["eval/loss"] = eval_loss
             log_metrics(metrics, position.step)
         if position.step % cfg.checkpoint_every == 0 or position.step == cfg.max_steps:
-            save_checkpoint(out_dir, model, tokenizer, optimizer, scheduler, position, cfg, inputs)
+            rng_by_rank = procs.gather(capture_rng_state())  # every rank's RNG: each resumes with its own
+            if procs.is_main:
+                save_checkpoint(out_dir, procs.unwrap(model), tokenizer, optimizer, scheduler, position, cfg,
+                                inputs, rng_by_rank)
+            procs.barrier()
     progress.close()
     if math.isnan(train_loss) and log_path.exists():  # resumed at the last step: report the logged losses
         records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line]
         train_loss = records[-1]["loss"] if records else train_loss
         eval_loss = next((r["eval_loss"] for r in reversed(records) if "eval_loss" in r), eval_loss)
 
-    save_student(model, tokenizer, out_dir / "model")
+    real_tokens, padded_tokens = procs.sum(real_tokens), procs.sum(padded_tokens)
+    train_seconds = procs.sum(train_seconds) / procs.world
     result = {
         "model_dir": str(out_dir / "model"), "final_train_loss": None if math.isnan(train_loss) else train_loss,
         "final_eval_loss": None if math.isnan(eval_loss) else eval_loss,  # None: no validation split
         "steps": position.step, "resumed_from_step": resumed_from_step, "epochs": position.epoch + position.batch_in_epoch / max(1, len(batches)),
         "tokens_per_s": real_tokens / train_seconds if train_seconds else None,
+        "train_seconds": train_seconds,  # this run's optimizer steps only (no eval, no saving), mean over ranks
         "padding_ratio": 1 - real_tokens / padded_tokens if padded_tokens else None,
-        "n_train": len(train), "n_validation": len(validation),
+        "n_train": len(train), "n_validation": len(validation), "num_processes": procs.world,
         "config": _trajectory_config(cfg), "corpus_digest": corpus_digest, "student_digest": student_digest,
         "key": key,
     }
-    with atomic_file(result_path) as handle:
-        json.dump(result, handle, indent=2)
+    if procs.is_main:
+        save_student(procs.unwrap(model), tokenizer, out_dir / "model")
+        with atomic_file(result_path) as handle:
+            json.dump(result, handle, indent=2)
+    procs.barrier()
     return result

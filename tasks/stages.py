@@ -97,6 +97,21 @@ def prefect_progress(key: str = "teacher-answers", every_s: float = 5.0):
     return report
 
 
+def _replay_train_log(log_path: Path, log_metrics) -> None:
+    """Log a multi-process pretraining's losses (rank 0's train_log.jsonl) to MLflow once it has finished: the
+    processes themselves never log to MLflow, so there is exactly one writer."""
+    import json
+
+    if log_metrics is None or not log_path.exists():
+        return
+    for line in log_path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        metrics = {"train/loss": record["loss"], "train/lr": record["lr"]}
+        if "eval_loss" in record:
+            metrics["eval/loss"] = record["eval_loss"]
+        log_metrics(metrics, record["step"])
+
+
 def prompt_digests(config: DistillConfig) -> list[str]:
     """The templates' own digests: a custom `generation.prompt_dir` changes them without changing code."""
     from fsa_distill.models.teacher.prompts import PROMPT_DIR, load_prompt
@@ -182,15 +197,19 @@ def pretrain_stage(
 
     key = current_stage_key()
     out_dir = stage_dir(config, PRETRAIN.name, key)
+    log_metrics = _metrics_logger(config, tracking_run_id)
+    tokenized_cache = config.work_dir / "cache" / "tokenized"  # keyed inside by corpus + tokenizer digests
     with model_heavy(config):
-        result = pretrain(
-            student.model_dir,
-            corpus.dataset_dir,
-            config.pretrain,
-            out_dir,
-            log_metrics=_metrics_logger(config, tracking_run_id),
-            key=key,
-        )
+        if config.train.num_processes > 1:
+            from fsa_distill.tasks.launch import run_in_processes
+
+            arguments = {"student_dir": student.model_dir, "corpus_dir": corpus.dataset_dir, "key": key,
+                         "cache_dir": tokenized_cache}
+            result = run_in_processes("pretrain", arguments, config, out_dir, config.train.num_processes)
+            _replay_train_log(out_dir / "train_log.jsonl", log_metrics)
+        else:
+            result = pretrain(student.model_dir, corpus.dataset_dir, config.pretrain, out_dir,
+                              log_metrics=log_metrics, key=key, cache_dir=tokenized_cache)
     return PretrainResult(**result, digest=sha256_tree(result["model_dir"]), trained_in_run=tracking_run_id)
 
 
@@ -211,17 +230,20 @@ def finetune_stage(
     task_name, dataset_name = dataset.split("/")
     key = current_stage_key()
     out_dir = stage_dir(config, FINETUNE.name, key)
+    log_metrics = _metrics_logger(config, tracking_run_id)
     with model_heavy(config):
-        result = finetune(
-            model.model_dir,
-            task_name,
-            dataset_name,
-            seed,
-            config,
-            out_dir,
-            log_metrics=_metrics_logger(config, tracking_run_id),
-            key=key,
-        )
+        if config.train.finetune_num_processes > 1:
+            from fsa_distill.tasks.launch import run_in_processes
+
+            arguments = {"model_dir": model.model_dir, "task": task_name, "dataset": dataset_name, "seed": seed,
+                         "key": key}
+            result = run_in_processes("finetune", arguments, config, out_dir, config.train.finetune_num_processes)
+            if log_metrics:  # the processes do not log to MLflow: rank 0's history is logged once they are done
+                for record in result["dev_history"]:
+                    log_metrics({f"finetune/{k}": v for k, v in record.items() if k != "epoch"}, record["epoch"])
+        else:
+            result = finetune(model.model_dir, task_name, dataset_name, seed, config, out_dir,
+                              log_metrics=log_metrics, key=key)
     return FinetuneResult(
         **{**result, "dataset": dataset},  # the function names the dataset alone; the pipeline names task/dataset
         digest=sha256_tree(result["model_dir"]),

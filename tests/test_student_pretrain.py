@@ -133,7 +133,7 @@ def test_checkpoint_state_is_json_and_tensors_and_pickled_objects_are_refused(
     pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "run", key="k")
     checkpoint = tmp_path / "run" / "checkpoints" / "step-00000002"
     state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
-    assert state["position"]["step"] == 2 and set(state["rng"]) >= {"python", "numpy", "torch"}
+    assert state["position"]["step"] == 2 and set(state["rng_by_rank"][0]) >= {"python", "numpy", "torch"}
     optimizer_state = torch.load(checkpoint / "optimizer.pt", weights_only=True)
     assert set(optimizer_state) == {"state", "param_groups"}
 
@@ -143,3 +143,22 @@ def test_checkpoint_state_is_json_and_tensors_and_pickled_objects_are_refused(
     with pytest.raises(InputError, match="pickled objects other than tensors"):
         pretrain(tiny_student_dir, tiny_corpus_dir, cfg, tmp_path / "run", key="k")
     assert not executed.exists()
+
+
+def test_corpus_is_tokenized_once_into_memory_mapped_arrow(tmp_path: Path, tiny_student_dir: Path,
+                                                           tiny_corpus_dir: Path) -> None:
+    from fsa_distill.models.student.load import load_tokenizer
+    from fsa_distill.models.student.tokenized import length_keys, tokenized_split, tokenizer_digest
+
+    tokenizer, key = load_tokenizer(tiny_student_dir), tokenizer_digest(tiny_student_dir)
+    data = tokenized_split(tiny_corpus_dir, "train", tokenizer, key, 32, 48, tmp_path / "cache")
+    files = [Path(entry["filename"]) for entry in data.cache_files]
+    assert files and all(tmp_path / "cache" in file.parents for file in files)  # read from the Arrow on disk
+    again = tokenized_split(tiny_corpus_dir, "train", tokenizer, key, 32, 48, tmp_path / "cache")
+    assert [Path(e["filename"]).stat().st_ino for e in again.cache_files] == [f.stat().st_ino for f in files]
+    source = load_from_disk(str(tiny_corpus_dir))["train"][3]["source"]
+    assert again[3]["input_ids"] == tokenizer(source, max_length=32, truncation=True)["input_ids"]
+    keys = length_keys(again)
+    assert keys.shape == (len(again), 2) and keys[3, 1] == len(again[3]["input_ids"]) and keys[:, 1].max() <= 32
+    shorter = tokenized_split(tiny_corpus_dir, "train", tokenizer, key, 16, 48, tmp_path / "cache")
+    assert Path(shorter.cache_files[0]["filename"]).parent.parent != files[0].parent.parent  # its own cache entry

@@ -46,6 +46,7 @@ bench_app.command("scorer")(bench.scorer)
 bench_app.command("teacher")(bench.teacher)
 bench_app.command("structured")(bench.structured)
 bench_app.command("train")(bench.train)
+bench_app.command("scale")(bench.scale)
 config_app.command("show")(config.show)
 
 

@@ -207,6 +207,31 @@ class FinetuneConfig(Section):
     eval_every_epochs: int = Field(1, ge=1, description="Epochs between dev evaluations (the last always is)")
 
 
+class TrainConfig(Section):
+    """How the student's training runs are started: processes per run (data parallel) and how the fine-tuning
+    runs are fanned out. Not part of any stage's cache key: the same run gives the same model either way."""
+
+    num_processes: int = Field(
+        1, ge=1, le=1024, description="Processes of the pretraining run (DDP: one per GPU, gloo on CPUs); >1: the "
+                                      "stage starts them with `launcher`; pretrain.batch_size is the global batch "
+                                      "and must split evenly over them")
+    finetune_num_processes: int = Field(
+        1, ge=1, le=1024, description="Processes of each fine-tuning run (as num_processes; "
+                                      "finetune.batch_size must split evenly over them)")
+    launcher: Literal["torchrun", "accelerate"] = Field(
+        "torchrun", description="What starts the processes: torchrun, or accelerate launch (reads "
+                                "accelerate_config: FSDP, DeepSpeed)")
+    accelerate_config: Path | None = Field(
+        None, description="`accelerate launch --config_file` for launcher accelerate; null: plain DDP")
+    task_runner: Literal["thread", "ray"] = Field(
+        "thread", description="Runs the fine-tuning fan-out: thread (this machine; the model-heavy lock keeps one "
+                              "run at a time) or ray (prefect-ray: each run on a Ray worker with its own resources)")
+    ray_address: str | None = Field(
+        None, description="Ray cluster for task_runner ray (ray://host:10001 or auto); null: a local Ray")
+    cpus_per_run: float = Field(1.0, gt=0, description="CPUs one fine-tuning run asks Ray for")
+    gpus_per_run: float = Field(0.0, ge=0, description="GPUs one fine-tuning run asks Ray for")
+
+
 class EvaluateConfig(Section):
     """What is scored besides the fine-tuned student."""
 
@@ -280,6 +305,7 @@ class DistillConfig(Section):
     student: StudentConfig = Field(default_factory=StudentConfig, description=StudentConfig.__doc__)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description=PretrainConfig.__doc__)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description=FinetuneConfig.__doc__)
+    train: TrainConfig = Field(default_factory=TrainConfig, description=TrainConfig.__doc__)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description=EvaluateConfig.__doc__)
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description=RegistryConfig.__doc__)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description=TrackingConfig.__doc__)

@@ -208,6 +208,84 @@ def bench_padding(student_dir: Path, corpus_dir: Path, batch_size: int, max_sour
     return result
 
 
+def peak_matmul_flops(size: int = 2048, repeats: int = 5) -> float:
+    """This machine's dense float32 matmul FLOP/s with every torch thread (best of `repeats`): the peak that
+    `pretrain_mfu` divides by, measured in the same run as the training it is compared with."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.matmul(a, b)  # warm-up
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best
+
+
+def _pretrain_command(student_dir: Path, corpus_dir: Path, out: Path, settings: dict[str, Any],
+                      processes: int) -> list[str]:
+    args = ["-m", "fsa_distill.cli", "pretrain", "--student", str(student_dir), "--corpus", str(corpus_dir),
+            "--out", str(out), *[a for k, v in settings.items() for a in ("--set", f"pretrain.{k}={v}")], "--json"]
+    if processes == 1:
+        return [sys.executable, *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+            *args]
+
+
+def bench_ddp(student_dir: Path, corpus_dir: Path, work: Path, batch_size: int, max_source: int, max_target: int,
+              steps: int = 20, processes: int = 2, repeats: int = 2) -> dict[str, Any]:
+    """`fsa-distill pretrain` as one process (every core) and under torchrun as `processes` processes (DDP over
+    gloo, one thread each), same global batch, dropout off: tokens/s of each, the largest per-step relative
+    loss difference, and MFU (6·N·tokens/s over the matmul peak measured here). The two are run alternately
+    `repeats` times and the best of each counts."""
+    import subprocess
+
+    import torch
+
+    from fsa_distill.models.student.load import load_student
+
+    config = json.loads((student_dir / "config.json").read_text(encoding="utf-8"))
+    if config.get("dropout_rate", 0.0) != 0.0:  # dropout draws differ between 1 and N processes
+        config["dropout_rate"] = 0.0
+        (student_dir / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    n_params = sum(p.numel() for p in load_student(student_dir)[0].parameters())
+    settings = {"max_steps": steps, "batch_size": batch_size, "max_source_length": max_source,
+                "max_target_length": max_target, "checkpoint_every": steps, "eval_every": steps}
+    threads = torch.get_num_threads()
+    peak = peak_matmul_flops()
+    runs: dict[int, dict[str, Any]] = {}
+    speeds: dict[int, list[float]] = {1: [], processes: []}
+    for repeat in range(repeats):  # alternated, best of each: a busy shared machine slows whichever runs then
+        for n in (1, processes):
+            out = work / f"ddp-{n}-{repeat}"
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads if n == 1 else max(1, threads // n))}
+            ran = subprocess.run(_pretrain_command(student_dir, corpus_dir, out, settings, n),
+                                 capture_output=True, text=True, env=env, check=False)
+            if ran.returncode != 0:
+                raise RuntimeError(f"pretrain with {n} process(es) failed: {ran.stderr[-2000:]}")
+            runs[n] = json.loads(ran.stdout.strip().splitlines()[-1])
+            runs[n]["losses"] = [json.loads(line)["loss"]
+                                 for line in (out / "train_log.jsonl").read_text().splitlines()]
+            speeds[n].append(runs[n]["tokens_per_s"])
+    one, many = runs[1], runs[processes]
+    one["tokens_per_s"], many["tokens_per_s"] = max(speeds[1]), max(speeds[processes])
+    rel = [abs(a - b) / abs(a) for a, b in zip(one["losses"], many["losses"], strict=True)]
+    return {
+        "single_process_tokens_per_s": round(one["tokens_per_s"], 1),
+        f"ddp_{processes}proc_tokens_per_s": round(many["tokens_per_s"], 1),
+        "ddp_speedup": round(many["tokens_per_s"] / one["tokens_per_s"], 2),
+        "ddp_loss_max_rel_diff": max(rel), "steps": steps, "global_batch": batch_size,
+        "pretrain_mfu": round(6 * n_params * one["tokens_per_s"] / peak, 4),
+        "ddp_pretrain_mfu": round(6 * n_params * many["tokens_per_s"] / peak, 4),
+        "peak_matmul_gflops": round(peak / 1e9, 1), "n_params": n_params, "torch_threads_single": threads,
+        "tokens_per_s_runs": {str(n): [round(v, 1) for v in values] for n, values in speeds.items()},
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "note": "6*N*tokens/s over a float32 2048^3 matmul's FLOP/s with every thread; 6*N overcounts an "
+                "encoder-decoder (each token passes one stack). Losses: one process vs DDP, dropout off.",
+    }
+
+
 def bench_student_inference(model_dir: Path, texts: list[str], batch_size: int, output_tokens: int,
                             repeats: int = 3) -> dict[str, Any]:
     from fsa_distill.models.student.decoding import greedy_decode
@@ -277,16 +355,37 @@ def bench_teacher_inference(teacher, texts: list[str], output_tokens: int, data_
             "new_tokens_per_review": round(sum(r.n_tokens for r in results) / len(texts), 1)}
 
 
+def _ddp_section(work: Path, config, n_examples: int, batch_size: int, max_source: int, max_target: int,
+                 steps: int) -> dict[str, Any]:
+    """The data-parallel comparison on the Mixtral set with the demo profile's student (fresh, dropout off)."""
+    from fsa_distill.models.student import build_student
+    from fsa_distill.tasks.pretrain import load_corpus_split
+
+    corpus_dir = work / "ddp" / "corpus"
+    if not corpus_dir.exists():
+        corpus_from_pairs(mixtral_pairs(n_examples), work / "ddp")
+    sources, targets = load_corpus_split(corpus_dir, "train")
+    student_dir = build_student(config.student.model, work / "ddp" / "student", sources + targets,
+                                config.student.vocab_size)
+    result = bench_ddp(student_dir, corpus_dir, work / "ddp", batch_size, max_source, max_target, max(steps, 20))
+    result.update({"student": config.student.model, "corpus": f"{n_examples} Mixtral responses",
+                   "max_source_length": max_source, "max_target_length": max_target,
+                   "goal_loss_rel_diff_le_1e-4": result["ddp_loss_max_rel_diff"] <= 1e-4})
+    return result
+
+
 def run_train_bench(n_examples: int = 496, n_pipeline_reviews: int = 200, n_reviews: int = 200,
                     student: str | None = None, work_dir: Path = Path("work"), with_teacher: bool = True,
                     teacher=None, batch_size: int = 16, max_source: int = 128, max_target: int = 400,
                     min_steps: int = 20, output_tokens: int = 32, threads: int | None = None,
                     student_batch_size: int | None = None,
                     sizes: tuple[str, ...] | None = None, results_path: Path | None = RESULTS_PATH,
-                    data_dir: Path | None = None) -> dict[str, Any]:
-    """Both padding comparisons and the inference comparison; `teacher`: an already started backend to use
-    (not closed here), else the demo profile's is started once when `with_teacher`. Without a teacher the
-    pipeline corpus cannot be made: its padding comparison is then null and only the Mixtral one is run."""
+                    data_dir: Path | None = None, part: str = "all") -> dict[str, Any]:
+    """Both padding comparisons, the inference comparison and the data-parallel comparison; `teacher`: an
+    already started backend to use (not closed here), else the demo profile's is started once when
+    `with_teacher`. Without a teacher the pipeline corpus cannot be made: its padding comparison is then null
+    and only the Mixtral one is run. `part="ddp"`: only the data-parallel comparison, written into the `ddp`
+    section of the existing results file (the other sections stay from their own run)."""
     import torch
 
     from fsa_distill.benchmark.data import load_sentences
@@ -296,6 +395,13 @@ def run_train_bench(n_examples: int = 496, n_pipeline_reviews: int = 200, n_revi
 
     torch.set_num_threads(threads or cpu_worker_cores())
     config = demo_config(work_dir)
+    if part == "ddp":
+        with tempfile.TemporaryDirectory(prefix="bench-ddp-") as temp:
+            ddp = _ddp_section(Path(temp), config, n_examples, batch_size, max_source, max_target, min_steps)
+        if results_path is not None:
+            previous = json.loads(Path(results_path).read_text(encoding="utf-8")) if Path(results_path).exists() else {}
+            write_json_atomically(Path(results_path), {**previous, "ddp": ddp})
+        return {"ddp": ddp}
     config.data.data_dir = data_dir
     student = student or config.student.model
     vocab_size = config.student.vocab_size
@@ -334,6 +440,7 @@ def run_train_bench(n_examples: int = 496, n_pipeline_reviews: int = 200, n_revi
             student_dirs[name] = build_student(student, work / f"student-{name}", sources + targets, vocab_size)
             padding[name] = bench_padding(student_dirs[name], corpus_dir, batch_size, max_source, max_target,
                                           min_steps)
+        ddp = _ddp_section(work, config, n_examples, batch_size, max_source, max_target, min_steps)
         # Speed depends on size, not weights (output length is forced); tokenizer: the deployed corpus's.
         tokenizer_texts = load_corpus_split(corpora.get("pipeline", corpora["mixtral"]), "train")
         by_size = {}
@@ -370,6 +477,7 @@ def run_train_bench(n_examples: int = 496, n_pipeline_reviews: int = 200, n_revi
     result = {
         "student": student, "n_params": headline["n_params"],
         "pretrain_padding": pipeline, "pretrain_padding_mixtral": padding["mixtral"], "inference": inference,
+        "ddp": ddp,
         "goals": {"padding_ratio_ge_2": pipeline["ratio"] >= 2 if pipeline else None,
                   "student_20x_faster": inference["ratio"] >= 20 if inference["ratio"] is not None else None},
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),

@@ -99,24 +99,36 @@ def train(
                                                                        "speed only.")] = False,
     data_dir: Annotated[Path | None, typer.Option(help="Benchmark data folder (default: FSA_DATA_DIR, then the "
                                                        "usual search).")] = None,
+    part: Annotated[str, typer.Option(help="all, or ddp: only the data-parallel comparison, written into the "
+                                           "results file's ddp section.")] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
 ) -> None:
     """Pretraining tokens/s (dynamic vs fixed max-length padding) on the pipeline's teacher corpus and on the
-    Mixtral set, and student vs teacher inference reviews/s; writes benchmark/perf/results/train.json."""
+    Mixtral set, student vs teacher inference reviews/s, and 1 process vs 2 DDP processes (tokens/s, loss
+    agreement, MFU); writes benchmark/perf/results/train.json."""
     from fsa_distill.cli.console import user_errors
     from fsa_distill.cli.inputs import benchmark_data_dir
     from fsa_distill.core.paths import check_output_dir
+    from fsa_distill.core.errors import InputError
     from fsa_distill.perf.bench_train import RESULTS_PATH, run_train_bench
 
     with user_errors():
+        if part not in ("all", "ddp"):
+            raise InputError(None, "--part", f"expected all or ddp, got {part!r}")
         check_output_dir(work_dir, "work dir")
         result = run_train_bench(n_examples=n_examples, n_pipeline_reviews=n_pipeline_reviews, n_reviews=n_reviews,
                                  student=student, work_dir=Path(work_dir), with_teacher=not skip_teacher,
                                  min_steps=min_steps, output_tokens=output_tokens, threads=threads,
                                  student_batch_size=student_batch_size,
-                                 results_path=RESULTS_PATH, data_dir=benchmark_data_dir(data_dir))
+                                 results_path=RESULTS_PATH, data_dir=benchmark_data_dir(data_dir), part=part)
     if as_json:
         print_json(result)
+        return
+    ddp = result["ddp"]
+    typer.echo(f"pretraining, 1 process vs 2 (DDP, gloo): {ddp['single_process_tokens_per_s']} vs "
+               f"{ddp['ddp_2proc_tokens_per_s']} tok/s; max per-step loss difference "
+               f"{ddp['ddp_loss_max_rel_diff']:.2e}; MFU {ddp['pretrain_mfu']:.2%}")
+    if part == "ddp":
         return
     padding, mixtral, inference = result["pretrain_padding"], result["pretrain_padding_mixtral"], result["inference"]
     if padding is not None:
@@ -153,3 +165,35 @@ def structured(
     for arm in ("without", "with"):
         typer.echo(f"{arm:>7} structured outputs: {result[arm]['acceptance_rate']:.1%} accepted, "
                    f"{result[arm]['tokens_per_s']} tok/s")
+
+
+def scale(
+    pairs: Annotated[int, typer.Option(help="Pairs in the large synthetic corpus.")] = 2_000_000,
+    part: Annotated[str, typer.Option(help="training, or all (every part this command has; the teacher's "
+                                           "generation side is a separate part).")] = "all",
+    steps: Annotated[int, typer.Option(help="Timed training steps per corpus.")] = 40,
+    batch_size: Annotated[int, typer.Option(help="Pretraining batch (the same for both corpora).")] = 16,
+    work_dir: Annotated[Path | None, typer.Option(help="Where the temporary corpora go (default: the system "
+                                                       "temp folder).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
+) -> None:
+    """Training at corpus scale: tokenize_s, training_peak_rss_gib and steps/s on N pairs vs 20,000 pairs;
+    writes benchmark/perf/results/scale.json."""
+    from fsa_distill.cli.console import user_errors
+    from fsa_distill.core.errors import InputError
+    from fsa_distill.perf.bench_scale import PARTS, RESULTS_PATH, run_scale_bench
+
+    with user_errors():
+        if part not in (*PARTS, "all"):
+            raise InputError(None, "--part", f"expected one of {[*PARTS, 'all']}, got {part!r}")
+        if pairs < 1:
+            raise InputError(None, "--pairs", "must be at least 1")
+        result = run_scale_bench(pairs, part, steps, batch_size, work_dir=work_dir, results_path=RESULTS_PATH)
+    if as_json:
+        print_json(result)
+        return
+    training = result.get("training")
+    if training:
+        typer.echo(f"{pairs:,} pairs: tokenized in {training['tokenize_s']} s; peak RSS "
+                   f"{training['training_peak_rss_gib']} GiB; {training['train_steps_per_s_large']} steps/s vs "
+                   f"{training['train_steps_per_s_small']} on 20,000 pairs")

@@ -3,6 +3,7 @@ MLflow; a plain function call between explicit folders (the shape `accelerate la
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated
@@ -56,6 +57,8 @@ def finetune(
                            "model": sha256_tree(model), "dataset": dataset, "seed": chosen_seed})
         result = finetune_stage(model, match.group(1), match.group(2), chosen_seed, config, out, key=key)
     summary = {key: result.get(key) for key in SUMMARY_KEYS}
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch, rank 0 alone reports
+        return
     if as_json:
         print_json(summary)
     else:

@@ -1,11 +1,12 @@
 """`fsa-distill pretrain`: the pretraining stage alone, from a resolved config, with no Prefect or MLflow.
 
-A plain function call between explicit folders, so the same command can later run under `accelerate launch`
-or `torchrun`.
+A plain function call between explicit folders, so the same command runs data-parallel under `torchrun` or
+`accelerate launch` (tasks/pretrain.py: rank 0 writes, the others train their part of each batch).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -45,6 +46,8 @@ def pretrain(
                            "student": sha256_tree(student), "corpus": sha256_tree(corpus)})
         result = pretrain_stage(student, corpus, config.pretrain, out, key=key)
     summary = {key: result.get(key) for key in SUMMARY_KEYS}
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch, rank 0 alone reports
+        return
     if as_json:
         print_json(summary)
     else:

@@ -1,0 +1,108 @@
+"""Start a training stage as N data-parallel processes (`train.num_processes`) and wait for them.
+
+The stage runs `torchrun` (or `accelerate launch`) as a child process group over this module's entry point,
+which calls the same `pretrain` / `finetune` function a single process calls. Why a subprocess rather than
+spawning workers from the Prefect task: the launcher owns the process group, so a rank that dies (killed,
+out of memory) makes it stop the other ranks and exit non-zero; the stage then fails with that rank's exit in
+its error, and its retry (or a rerun) resumes from the last checkpoint, which rank 0 wrote atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from fsa_distill.core.config import DistillConfig, TrainConfig
+from fsa_distill.core.files import atomic_file
+
+ENTRY_MODULE = "fsa_distill.tasks.launch"
+SPEC_FILE = "launch_spec.json"
+LOG_FILE = "launch.log"
+RESULT_FILES = {"pretrain": "pretrain_result.json", "finetune": "finetune_result.json"}
+
+
+class LaunchFailed(RuntimeError):
+    """The training processes did not all finish: a rank died or raised."""
+
+
+def launcher_command(train: TrainConfig, num_processes: int, module_args: list[str]) -> list[str]:
+    """The command line that starts `num_processes` copies of `python -m <module_args>` on this node."""
+    if train.launcher == "accelerate":
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
+                   "--num_machines", "1"]
+        if train.accelerate_config is not None:
+            command += ["--config_file", str(train.accelerate_config)]
+        else:  # plain DDP; on a CPU-only machine accelerate's multi-GPU launcher gives DDP over gloo
+            command += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        return [*command, "--module", *module_args]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(num_processes),
+            "-m", *module_args]
+
+
+def _failure_summary(log_text: str) -> str:
+    """The lines of the launcher's log that say which rank failed and why (torchrun's failure report, `error:`
+    lines and the last exception line)."""
+    lines = log_text.splitlines()
+    keep = [line.strip() for line in lines
+            if any(word in line for word in ("exitcode", "rank:", "error:", "Signal", "Error:"))]
+    return " | ".join(dict.fromkeys(keep[-8:])) or (lines[-1] if lines else "no output")
+
+
+def run_in_processes(stage: str, arguments: dict[str, Any], config: DistillConfig, out_dir: Path,
+                     num_processes: int) -> dict[str, Any]:
+    """Run `stage` ("pretrain" / "finetune") with `arguments` (paths and the stage key; the config is added) as
+    `num_processes` processes; return the result rank 0 wrote, or raise LaunchFailed naming the failed rank."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = {"stage": stage, "arguments": {key: str(value) if isinstance(value, Path) else value
+                                          for key, value in arguments.items()},
+            "config": config.model_dump(mode="json"), "out_dir": str(out_dir)}
+    with atomic_file(out_dir / SPEC_FILE) as handle:
+        json.dump(spec, handle, indent=2)
+    command = launcher_command(config.train, num_processes, [ENTRY_MODULE, str(out_dir / SPEC_FILE)])
+    log_path = out_dir / LOG_FILE
+    with open(log_path, "w", encoding="utf-8") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            code = process.wait()
+        except BaseException:  # the stage was cancelled or timed out: no rank may outlive it
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+    if code != 0:
+        summary = _failure_summary(log_path.read_text(encoding="utf-8", errors="replace"))
+        raise LaunchFailed(f"{stage} with {num_processes} processes failed (launcher exit {code}): {summary}; "
+                           f"full log {log_path}; rerunning resumes from the last checkpoint in {out_dir}")
+    return json.loads((out_dir / RESULT_FILES[stage]).read_text(encoding="utf-8"))
+
+
+def main(spec_path: str) -> None:
+    """One rank: read the spec the stage wrote and call the stage function (under torchrun/accelerate)."""
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    config = DistillConfig.model_validate(spec["config"])
+    arguments = spec["arguments"]
+    if spec["stage"] == "pretrain":
+        from fsa_distill.tasks.pretrain import pretrain
+
+        pretrain(Path(arguments["student_dir"]), Path(arguments["corpus_dir"]), config.pretrain,
+                 Path(spec["out_dir"]), key=arguments["key"],
+                 cache_dir=Path(arguments["cache_dir"]) if arguments.get("cache_dir") else None)
+    else:
+        from fsa_distill.tasks.finetune import finetune
+
+        finetune(Path(arguments["model_dir"]), arguments["task"], arguments["dataset"], int(arguments["seed"]),
+                 config, Path(spec["out_dir"]), key=arguments["key"])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
+    import torch.distributed
+
+    if torch.distributed.is_initialized():  # a clean exit of every rank, without torch's teardown warning
+        torch.distributed.destroy_process_group()
