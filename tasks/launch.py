@@ -9,6 +9,7 @@ its error, and its retry (or a rerun) resumes from the last checkpoint, which ra
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -87,17 +88,16 @@ def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     config = DistillConfig.model_validate(spec["config"])
     arguments = spec["arguments"]
+    # The stage's module by name, not by an import statement: stage keys follow imports (tasks/caching.py), and
+    # a launcher importing both stages would tie pretraining's key to fine-tuning's code (the scorer).
+    stage = importlib.import_module(f"fsa_distill.tasks.{spec['stage']}")
     if spec["stage"] == "pretrain":
-        from fsa_distill.tasks.pretrain import pretrain
-
-        pretrain(Path(arguments["student_dir"]), Path(arguments["corpus_dir"]), config.pretrain,
-                 Path(spec["out_dir"]), key=arguments["key"],
-                 cache_dir=Path(arguments["cache_dir"]) if arguments.get("cache_dir") else None)
+        stage.pretrain(Path(arguments["student_dir"]), Path(arguments["corpus_dir"]), config.pretrain,
+                       Path(spec["out_dir"]), key=arguments["key"],
+                       cache_dir=Path(arguments["cache_dir"]) if arguments.get("cache_dir") else None)
     else:
-        from fsa_distill.tasks.finetune import finetune
-
-        finetune(Path(arguments["model_dir"]), arguments["task"], arguments["dataset"], int(arguments["seed"]),
-                 config, Path(spec["out_dir"]), key=arguments["key"])
+        stage.finetune(Path(arguments["model_dir"]), arguments["task"], arguments["dataset"],
+                       int(arguments["seed"]), config, Path(spec["out_dir"]), key=arguments["key"])
 
 
 if __name__ == "__main__":
