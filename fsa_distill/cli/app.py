@@ -44,6 +44,7 @@ cache_app.command("import")(cache.import_answers)
 bench_app.command("scorer")(bench.scorer)
 bench_app.command("teacher")(bench.teacher)
 bench_app.command("train")(bench.train)
+bench_app.command("serve")(bench.serve)
 config_app.command("show")(config.show)
 
 
