@@ -48,3 +48,39 @@ def test_structured_answer_holds_the_scorers_pairs() -> None:
     assert acsa["targets"] == [{"category": "food quality", "polarity": "positive"},
                                {"category": "service", "polarity": "negative"}]
     assert structured_answer("", "atsa", "") == {"raw": "", "targets": []}
+
+
+def test_predict_structured_on_both_engines(tmp_path: Path, talking_student_dir: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from fsa_distill.cli.app import app
+
+    reviews = tmp_path / "reviews.jsonl"
+    reviews.write_text("".join(json.dumps({"id": f"r{i}", "text": text}) + "\n"
+                               for i, text in enumerate(TAUGHT_ATSA)), encoding="utf-8")
+    outputs = {}
+    for engine in ("torch", "ctranslate2"):
+        out = tmp_path / f"{engine}.jsonl"
+        done = CliRunner().invoke(app, ["predict", "--model", str(talking_student_dir), "--input", str(reviews),
+                                        "--out", str(out), "--engine", engine, "--format", "structured", "--json"])
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout.strip().splitlines()[-1])["engine"] == engine
+        outputs[engine] = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert outputs["torch"] == outputs["ctranslate2"]
+    first = outputs["torch"][0]
+    assert first == {"id": "r0", "raw": "pizza | positive ; service | negative",
+                     "targets": [{"aspect": "pizza", "polarity": "positive"},
+                                 {"aspect": "service", "polarity": "negative"}]}
+
+
+def test_predict_ray_refuses_input_it_cannot_read(tmp_path: Path, talking_student_dir: Path) -> None:
+    from tests.test_cli_errors import assert_one_clean_error, cli
+
+    reviews = tmp_path / "reviews.csv"
+    reviews.write_text("text\ngood pizza\n", encoding="utf-8")
+    done = cli("predict", "--model", talking_student_dir, "--input", reviews, "--out", tmp_path / "out.jsonl",
+               "--ray")
+    assert_one_clean_error(done, reviews, "--ray reads JSON lines (.jsonl) or Parquet (.parquet)")
+    assert not (tmp_path / "out.jsonl").exists()
