@@ -44,7 +44,7 @@ def download_model(model_uri: str, version: str, config: DistillConfig) -> str:
         mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(target))
     # The pyfunc keeps the HF folder under artifacts/<its original folder name>: find it by its tokenizer
     # (the CTranslate2 export beside it has a config.json too, but no tokenizer).
-    folders = sorted(path.parent for path in (target / "artifacts").glob("*/tokenizer*.json"))
+    folders = sorted({path.parent for path in (target / "artifacts").glob("*/tokenizer*.json")})
     return str(folders[0] if folders else target)
 
 
