@@ -20,22 +20,18 @@ from collections.abc import Iterable, Mapping
 from operator import itemgetter
 from typing import Any
 
-TASKS = ("atsa", "acsa")
-POLARITIES = ("positive", "negative", "neutral", "conflict")
+# The parser lives in core so the served model (models/serving.py) reads outputs with the very same rules.
+from fsa_distill.core.answers import (  # noqa: F401 - re-exported: the protocol's names live here
+    PAIR_SEPARATOR,
+    PIECE_SEPARATOR,
+    POLARITIES,
+    TASKS,
+    Pair,
+    check_task,
+    parse_prediction,
+)
+
 IMPLICIT_TARGETS = (None, "NULL", "null", "")  # an aspect without a term in the sentence
-_POLARITY_SET = frozenset(POLARITIES)
-
-PIECE_SEPARATOR = " ; "
-PAIR_SEPARATOR = " | "
-
-Pair = tuple[str, str]
-
-
-def check_task(task: str) -> str:
-    """Fail early and clearly on a task name typo: every function here branches on it."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose from {list(TASKS)}")
-    return task
 
 
 def normalise_category(category: str) -> str:
@@ -78,29 +74,6 @@ def linearise(sentence: Mapping[str, Any], task: str) -> str:
     return PIECE_SEPARATOR.join(
         f"{element}{PAIR_SEPARATOR}{polarity}" for element, polarity in target_elements(sentence, task)
     )
-
-
-def parse_prediction(text: str, task: str, sentence: str) -> list[Pair]:
-    """Pairs of a raw output, with multiplicity; pieces that break the protocol's rules are dropped.
-
-    A piece counts only if it contains exactly one '|', its stripped polarity is one of the four labels and, for
-    ATSA, its stripped term occurs verbatim (case-sensitive substring) in the sentence.
-    """
-    check_task(task)
-    check_term = task == "atsa"
-    pairs: list[Pair] = []
-    for piece in text.split(";"):
-        parts = piece.split("|")
-        if len(parts) != 2:  # exactly one '|'
-            continue
-        polarity = parts[1].strip()
-        if polarity not in _POLARITY_SET:
-            continue
-        element = parts[0].strip()
-        if check_term and element not in sentence:
-            continue
-        pairs.append((element, polarity))
-    return pairs
 
 
 def gold_pairs(sentence: Mapping[str, Any], task: str) -> list[Pair]:

@@ -42,14 +42,24 @@ def download_model(model_uri: str, version: str, config: DistillConfig) -> str:
     if not (target / "MLmodel").exists():
         target.mkdir(parents=True, exist_ok=True)
         mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(target))
-    # The pyfunc keeps the HF folder under artifacts/<its original folder name>: find it by its config.json.
-    folders = sorted(path.parent for path in (target / "artifacts").glob("*/config.json"))
+    # The pyfunc keeps the HF folder under artifacts/<its original folder name>: find it by its tokenizer
+    # (the CTranslate2 export beside it has a config.json too, but no tokenizer).
+    folders = sorted({path.parent for path in (target / "artifacts").glob("*/tokenizer*.json")})
     return str(folders[0] if folders else target)
+
+
+def ct2_export_beside(model_dir: str) -> str | None:
+    """The registered CTranslate2 export next to the HF folder (models/serving.py's `student_ct2`), if any."""
+    from fsa_distill.models.student.engines import CT2_MODEL_FILE
+
+    exports = sorted(path.parent for path in Path(model_dir).parent.glob(f"*/{CT2_MODEL_FILE}"))
+    return str(exports[0]) if exports else None
 
 
 @task(name="score-dataset")
 def score_dataset(model_dir: str, dataset: str, config: DistillConfig) -> dict[str, Any]:
-    """Predict the test split (test + hard_test) once and score every configured view."""
+    """Predict the test split (test + hard_test) once, with the engine that is served (`student.engine`; for
+    ctranslate2 the registered export, so quantisation is part of what is scored), and score every view."""
     from fsa_distill.benchmark.data import load_sentences
     from fsa_distill.benchmark.scorer import score_predictions
     from fsa_distill.tasks.predict import generate_predictions
@@ -63,9 +73,11 @@ def score_dataset(model_dir: str, dataset: str, config: DistillConfig) -> dict[s
         [sentence["sentence"] for sentence in sentences],
         config.finetune.eval_batch_size,
         config.finetune.max_new_tokens,
+        engine=config.student.engine,
+        ct2_dir=ct2_export_beside(model_dir),
     )
     scores = {view: score_predictions(task_name, sentences, predictions, view) for view in config.evaluate.views}
-    return {"dataset": dataset, "scores": scores, "predictions": predictions}
+    return {"dataset": dataset, "scores": scores, "predictions": predictions, "engine": config.student.engine}
 
 
 @flow(name="benchmark")
@@ -97,6 +109,7 @@ def benchmark(
         normal = [result["scores"]["normal"]["f1"] for result in results if "normal" in result["scores"]]
         mean_f1 = sum(normal) / len(normal) if normal else float("nan")
         tracker.log_metrics(run_id, {**metrics, "mean_f1": mean_f1})
+        tracker.set_tags(run_id, {"engine": config.student.engine})
         for result in results:
             lines = "".join(json.dumps({"prediction": p}, ensure_ascii=False) + "\n" for p in result["predictions"])
             tracker.log_text(run_id, lines, f"predictions/{result['dataset']}.jsonl")
@@ -109,6 +122,7 @@ def benchmark(
         "model_uri": model_uri,
         "model_version": version,
         "mean_f1": mean_f1,
+        "engine": config.student.engine,
         "scores": {result["dataset"]: result["scores"] for result in results},
         "mlflow_run_id": run_id,
     }

@@ -248,6 +248,8 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
             parent,
             config.registry.model_name,
             config.mlflow_uri,
+            task=best.task,
+            engine=config.student.engine,
         )
         summary = {
             "mlflow_run_id": parent,

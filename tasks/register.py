@@ -2,7 +2,7 @@
 
 Every run's model becomes the `challenger`; `champion` moves only when the new model's mean F1 is at least the
 current champion's. The decision and both numbers are recorded on the run and on the model version. The model
-is logged (a pyfunc over the HF folder, models/serving.py) before a version is created, so a tracking outage leaves no half-registered
+is logged (a pyfunc over the HF folder and its CTranslate2 export, models/serving.py) before a version is created, so a tracking outage leaves no half-registered
 version behind; re-registering the same weights (same digest) reuses the existing version. The MLflow registry
 has no compare-and-set, so registrations of one model are serialised by a machine-wide file lock: two runs
 finishing together cannot both read "no champion" and leave the worse model holding the alias.
@@ -45,24 +45,40 @@ def _current_champion(client: MlflowClient, name: str) -> Any | None:
         return None
 
 
-def log_student_model(model_dir: Path, run_id: str, tracking_uri: str) -> str:
-    """Log the student folder as a pyfunc model (see models/serving.py) on `run_id`; returns the model URI."""
+EXAMPLE_REVIEW = "The pizza was great but the waiter was rude."
+
+
+def log_student_model(model_dir: Path, run_id: str, tracking_uri: str, task: str = "atsa",
+                      engine: str = "torch") -> str:
+    """Log the student folder and its CTranslate2 export as a pyfunc model (models/serving.py) on `run_id`,
+    with a signature and an input example; `engine` is the one it serves with. Returns the model URI."""
     import mlflow.pyfunc
     import pandas as pd
     from mlflow.models import infer_signature
 
+    from fsa_distill.core.answers import check_task, structured_answer
     from fsa_distill.models import serving
+    from fsa_distill.models.student.engines import ENGINES, default_quantization, export_ct2
 
+    check_task(task)
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose from {list(ENGINES)}")
     mlflow.set_tracking_uri(tracking_uri)
-    example = pd.DataFrame({"text": ["The pizza was great but the waiter was rude."]})
-    signature = infer_signature(example, ["pizza | positive ; waiter | negative"], params={"max_new_tokens": 100})
-    with mlflow.start_run(run_id=run_id):
+    example = pd.DataFrame({"text": [EXAMPLE_REVIEW]})
+    answer = structured_answer("pizza | positive ; waiter | negative", task, EXAMPLE_REVIEW)
+    signature = infer_signature(example, [answer], params={"max_new_tokens": 100, "batch_size": 32})
+    quantization = default_quantization()
+    with tempfile.TemporaryDirectory(prefix="fsa-register-") as temp, mlflow.start_run(run_id=run_id):
+        ct2_dir = export_ct2(model_dir, Path(temp) / f"ct2-{quantization}", quantization)
         info = mlflow.pyfunc.log_model(
             name="student",
             python_model=str(Path(serving.__file__)),
-            artifacts={"student": str(model_dir)},
+            artifacts={serving.HF_ARTIFACT: str(model_dir), serving.CT2_ARTIFACT: str(ct2_dir)},
+            model_config={"task": task, "engine": engine, "ct2_quantization": quantization},
             signature=signature,
-            pip_requirements=["mlflow", "pandas", "torch", "transformers", "tokenizers", "sentencepiece"],
+            input_example=example,
+            pip_requirements=["mlflow", "pandas", "torch", "transformers", "tokenizers", "sentencepiece",
+                              "ctranslate2"],
         )
     return info.model_uri
 
@@ -79,14 +95,19 @@ def register_student(
     run_id: str,
     model_name: str,
     tracking_uri: str,
+    task: str = "atsa",
+    engine: str = "torch",
 ) -> dict[str, Any]:
-    """Log + register (or reuse) the model version, set `challenger`, and apply the `champion` gate."""
+    """Log + register (or reuse) the model version, set `challenger`, and apply the `champion` gate.
+    `task`: what the model was fine-tuned for (its answers name aspects or categories); `engine`: the one the
+    served model decodes with (student.engine)."""
     with registry_lock(tracking_uri, model_name):
-        return _register_unlocked(model_dir, model_digest, mean_f1, run_id, model_name, tracking_uri)
+        return _register_unlocked(model_dir, model_digest, mean_f1, run_id, model_name, tracking_uri, task, engine)
 
 
 def _register_unlocked(
-    model_dir: Path, model_digest: str, mean_f1: float, run_id: str, model_name: str, tracking_uri: str
+    model_dir: Path, model_digest: str, mean_f1: float, run_id: str, model_name: str, tracking_uri: str,
+    task: str, engine: str,
 ) -> dict[str, Any]:
     client = MlflowClient(tracking_uri)
     try:
@@ -100,7 +121,7 @@ def _register_unlocked(
     version = _find_version_by_digest(client, model_name, model_digest)
     reused = version is not None
     if version is None:
-        model_uri = log_student_model(model_dir, run_id, tracking_uri)
+        model_uri = log_student_model(model_dir, run_id, tracking_uri, task, engine)
         version = client.create_model_version(
             model_name,
             source=model_uri,

@@ -164,7 +164,7 @@ def corpus_stage(generation: GenerationResult, config: DistillConfig) -> CorpusR
     return CorpusResult(**result, key=key)
 
 
-STUDENT = StageSpec("student", reads=("student",))
+STUDENT = StageSpec("student", reads=("student.model", "student.vocab_size"))  # not student.engine
 
 
 @task(name="student", cache_policy=StageCachePolicy(spec=STUDENT), timeout_seconds=2 * HOUR, **STAGE_TASK_OPTIONS)

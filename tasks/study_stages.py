@@ -48,7 +48,7 @@ def write_reviews(reviews: list[dict[str, str]], path: Path) -> Reviews:
     return Reviews(path=path, digest=sha256_file(path), n_reviews=len(reviews))
 
 
-SHARED_STUDENT = StageSpec("study-student", reads=("student",))
+SHARED_STUDENT = StageSpec("study-student", reads=("student.model", "student.vocab_size"))
 
 
 @task(name="study-student", cache_policy=StageCachePolicy(spec=SHARED_STUDENT), timeout_seconds=2 * HOUR,

@@ -82,4 +82,7 @@ def test_registered_champion_serves_predictions(registry, tiny_student: Path) ->
     mlflow.set_tracking_uri(registry[1])
     model = mlflow.pyfunc.load_model("models:/student@champion")
     predictions = model.predict(pd.DataFrame({"text": ["the food was great", "bad battery"]}), params={"max_new_tokens": 4})
-    assert len(predictions) == 2 and all(isinstance(text, str) for text in predictions)
+    assert len(predictions) == 2 and all(isinstance(answer["raw"], str) for answer in predictions)
+    assert all(isinstance(answer["targets"], list) for answer in predictions)
+    assert model.metadata.get_input_schema().input_names() == ["text"]
+    assert model.metadata.get_output_schema().input_names() == ["raw", "targets"]

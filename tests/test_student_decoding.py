@@ -68,6 +68,6 @@ def test_served_pyfunc_and_scored_path_give_the_same_output(tmp_path: Path, newl
     model, tokenizer = load_student(newline_student)
     finetune_path = greedy_decode(model, tokenizer, texts, batch_size=2, max_new_tokens=16, max_source_length=512)
 
-    assert list(from_mlflow) == scored == finetune_path
+    assert [answer["raw"] for answer in from_mlflow] == scored == finetune_path
     assert scored[: len(TAUGHT)] == list(TAUGHT.values())  # newline in, newline out; no "[NL]" left anywhere
     assert not any(NL_TOKEN in output for output in scored)

@@ -47,6 +47,7 @@ bench_app.command("teacher")(bench.teacher)
 bench_app.command("structured")(bench.structured)
 bench_app.command("train")(bench.train)
 bench_app.command("scale")(bench.scale)
+bench_app.command("serve")(bench.serve)
 config_app.command("show")(config.show)
 
 

@@ -154,6 +154,11 @@ class StudentConfig(Section):
     model: str = Field("t5-tiny", description="A size name built offline (t5-tiny / t5-mini / t5-small), a hub "
                                               "id or a folder")
     vocab_size: int = Field(8000, ge=256, description="Vocabulary of the tokenizer trained for a size name")
+    engine: Literal["torch", "ctranslate2"] = Field(
+        "ctranslate2", description="Inference engine of predict, the benchmark flow and the served model: torch "
+                                   "(HF generate, float32) or ctranslate2 (CTranslate2; int8 weights on CPUs, "
+                                   "float16 on GPUs); the default is the faster one in `fsa-distill bench serve` "
+                                   "on the 2-core CPU machine")
 
 
 class PretrainConfig(Section):

@@ -197,3 +197,61 @@ def scale(
         typer.echo(f"{pairs:,} pairs: tokenized in {training['tokenize_s']} s; peak RSS "
                    f"{training['training_peak_rss_gib']} GiB; {training['train_steps_per_s_large']} steps/s vs "
                    f"{training['train_steps_per_s_small']} on 20,000 pairs")
+
+
+def serve(
+    n_sentences: Annotated[int, typer.Option(min=8, help="Benchmark sentences every engine decodes (results "
+                                                         "are saved for the full 2,000).")] = 2000,
+    sizes: Annotated[str, typer.Option(help="Student sizes timed (random weights, forced output length), "
+                                            "comma-separated.")] = "t5-tiny,t5-small",
+    quality_sizes: Annotated[str, typer.Option(help="Sizes fine-tuned briefly for the F1 comparison, "
+                                                    "comma-separated.")] = "t5-tiny",
+    model: Annotated[Path | None, typer.Option(help="An already fine-tuned student folder for the F1 comparison "
+                                                    "(instead of fine-tuning --quality-sizes).")] = None,
+    finetune_epochs: Annotated[int, typer.Option(min=1, help="Fine-tuning epochs (ATSA rest14 train).")] = 1,
+    output_tokens: Annotated[int, typer.Option(min=1, help="New tokens per review, forced for every engine "
+                                                           "in the speed runs.")] = 32,
+    threads: Annotated[int | None, typer.Option(min=1, help="Threads of torch and CTranslate2 (default: as "
+                                                            "many cores as the teacher's vLLM worker).")] = None,
+    skip_teacher: Annotated[bool, typer.Option("--skip-teacher", help="No teacher: student engines only.")] = False,
+    work_dir: Annotated[str, typer.Option(help="Fine-tuned students and the converted teacher are cached "
+                                               "here.")] = "work",
+    data_dir: Annotated[Path | None, typer.Option(help="Benchmark data folder (default: FSA_DATA_DIR, then the "
+                                                       "usual search).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
+) -> None:
+    """Student torch vs CTranslate2 int8 vs the teacher on vLLM (reviews/s), and F1 of each engine; writes
+    benchmark/perf/results/serve.json."""
+    from fsa_distill.cli.console import user_errors
+    from fsa_distill.cli.inputs import benchmark_data_dir
+    from fsa_distill.core.paths import check_output_dir
+    from fsa_distill.perf.bench_serve import RESULTS_PATH, run_serve_bench
+
+    def names(text: str) -> tuple[str, ...]:
+        return tuple(name.strip() for name in text.split(",") if name.strip())
+
+    with user_errors():
+        check_output_dir(work_dir, "work dir")
+        if model is not None:
+            from fsa_distill.models.student.load import check_student_dir
+
+            check_student_dir(model)
+        result = run_serve_bench(n_sentences=n_sentences, sizes=names(sizes), quality_sizes=names(quality_sizes),
+                                 model=model, finetune_epochs=finetune_epochs, output_tokens=output_tokens,
+                                 threads=threads, with_teacher=not skip_teacher, work_dir=Path(work_dir),
+                                 data_dir=benchmark_data_dir(data_dir), results_path=RESULTS_PATH)
+    if as_json:
+        print_json(result)
+        return
+    teacher = result["teacher"]
+    for size, speed in result["speed"].items():
+        torch_, ct2 = speed["torch"], speed["ctranslate2_int8"]
+        versus = (f"; vs teacher {torch_['student_vs_teacher']}x / {ct2['student_vs_teacher']}x"
+                  if teacher else "")
+        typer.echo(f"{size}: torch {torch_['reviews_per_s']} reviews/s, CTranslate2 int8 {ct2['reviews_per_s']} "
+                   f"reviews/s ({speed['ct2_vs_torch']}x){versus}")
+    if teacher:
+        typer.echo(f"teacher {teacher['model']} on {teacher['backend']}: {teacher['reviews_per_s']} reviews/s")
+    for label, quality in result["quality"].items():
+        typer.echo(f"{label} F1 x 100: torch {quality['torch']['f1']}, CTranslate2 int8 "
+                   f"{quality['ctranslate2_int8']['f1']} (|delta| {quality['f1_delta_x100']})")

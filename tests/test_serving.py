@@ -1,0 +1,125 @@
+"""`mlflow models serve` answers real HTTP requests for the registered champion, with structured answers.
+
+The champion is registered in a temporary MLflow (SQLite); the server is started as users start it, as a
+subprocess in its own process group, polled on /ping until healthy, and its whole group is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fsa_distill.core.config import DistillConfig
+from fsa_distill.tasks.register import register_student
+from tests.serving_fixtures import TAUGHT_ATSA
+
+pytestmark = pytest.mark.slow
+
+STARTUP_TIMEOUT_S = 300  # model load + uvicorn start on a loaded 2-core machine
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM the server's process group (mlflow → uvicorn workers), SIGKILL it if it lingers."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def served_champion(tmp_path_factory: pytest.TempPathFactory, talking_student_dir: Path) -> Iterator[str]:
+    """The base URL of `mlflow models serve -m models:/student@champion` on a free local port."""
+    tmp = tmp_path_factory.mktemp("serving")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("serving", artifact_location=(tmp / "artifacts").as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    engine = DistillConfig().student.engine  # serve what users get by default
+    registration = register_student(talking_student_dir, "digest", 0.5, run_id, "student", uri, task="atsa",
+                                    engine=engine)
+    assert registration["champion"]
+
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)  # the server's `uvicorn` must be this environment's
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    log = open(tmp / "server.log", "w+b")  # noqa: SIM115 - read back on failure
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/student@champion",
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:  # poll for a healthy server (or a dead one), no fixed sleep
+            if process.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"mlflow models serve exited ({process.returncode}):\n{log.read().decode()[-3000:]}")
+            try:
+                if httpx.get(f"{base}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"no healthy /ping within {STARTUP_TIMEOUT_S} s")
+            time.sleep(0.5)
+        yield base
+    finally:
+        stop_group(process)
+        log.close()
+
+
+def invoke(base: str, texts: list[str]) -> list[dict]:
+    response = httpx.post(f"{base}/invocations", json={"dataframe_records": [{"text": t} for t in texts]},
+                          timeout=120)
+    assert response.status_code == 200, response.text
+    return response.json()["predictions"]
+
+
+def test_one_review(served_champion: str) -> None:
+    [answer] = invoke(served_champion, ["Great pizza but slow service."])
+    assert answer == {"raw": "pizza | positive ; service | negative",
+                      "targets": [{"aspect": "pizza", "polarity": "positive"},
+                                  {"aspect": "service", "polarity": "negative"}]}
+
+
+def test_a_batch_in_order(served_champion: str) -> None:
+    answers = invoke(served_champion, list(TAUGHT_ATSA))
+    assert [answer["raw"] for answer in answers] == list(TAUGHT_ATSA.values())
+    assert answers[2]["targets"] == [{"aspect": "wine list", "polarity": "neutral"}]
+
+
+def test_an_empty_review(served_champion: str) -> None:
+    assert invoke(served_champion, [""]) == [{"raw": "", "targets": []}]
+
+
+def test_a_100_kb_review(served_champion: str, talking_student_dir: Path) -> None:
+    from fsa_distill.core.answers import structured_answer
+    from fsa_distill.models.student.engines import load_engine
+
+    review = "Bad battery, good keyboard. " + "The rest is filler text about nothing. " * 2600
+    assert len(review.encode()) > 100_000
+    [answer] = invoke(served_champion, [review])
+    # Cut to the student's 512-token input, as the same engine does in-process.
+    local = load_engine(DistillConfig().student.engine, talking_student_dir).decode([review])[0]
+    assert answer == structured_answer(local, "atsa", review)
+    assert answer["raw"] and all(target["aspect"] in review for target in answer["targets"])
