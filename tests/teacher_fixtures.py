@@ -4,6 +4,7 @@ the converted SmolLM2 teacher, a scriptable fake backend, and an HTTP server tha
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import sqlite3
@@ -148,6 +149,37 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until_healthy(process: subprocess.Popen, url: str, timeout_s: float, log: Path) -> None:
+    """Poll a server started by a test until `url` answers 200; fail at once if it exits, with its log."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"{url}: the server exited ({process.returncode}):\n"
+                        f"{log.read_text(errors='replace')[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{url}: not healthy within {timeout_s} s:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.5)
+
+
+def stop_group(process: subprocess.Popen, grace_s: float = 30) -> None:
+    """SIGTERM a server's process group (the server and its workers), SIGKILL it if it lingers."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=grace_s)
 
 
 class FlakyServer:

@@ -7,11 +7,8 @@ subprocess in its own process group, polled on /ping until healthy, and its whol
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,28 +19,11 @@ from mlflow.tracking import MlflowClient
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.tasks.register import register_student
 from tests.serving_fixtures import TAUGHT_ATSA
+from tests.teacher_fixtures import free_port, stop_group, wait_until_healthy
 
 pytestmark = pytest.mark.slow
 
 STARTUP_TIMEOUT_S = 300  # model load + uvicorn start on a loaded 2-core machine
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM the server's process group (mlflow → uvicorn workers), SIGKILL it if it lingers."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -69,19 +49,7 @@ def served_champion(tmp_path_factory: pytest.TempPathFactory, talking_student_di
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:  # poll for a healthy server (or a dead one), no fixed sleep
-            if process.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"mlflow models serve exited ({process.returncode}):\n{log.read().decode()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/ping", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"no healthy /ping within {STARTUP_TIMEOUT_S} s")
-            time.sleep(0.5)
+        wait_until_healthy(process, f"{base}/ping", STARTUP_TIMEOUT_S, tmp / "server.log")
         yield base
     finally:
         stop_group(process)

@@ -3,15 +3,11 @@ backend (with a proxy in front that fails on purpose), both on the tiny random L
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from datasets import load_from_disk
 
@@ -19,7 +15,7 @@ from fsa_distill.core.config import DistillConfig, TeacherConfig
 from fsa_distill.models.teacher.base import GenerationRequest
 from fsa_distill.models.teacher.factory import build_teacher
 from fsa_distill.tasks.generate import generate_responses
-from tests.teacher_fixtures import free_port, make_reviews
+from tests.teacher_fixtures import free_port, make_reviews, stop_group, wait_until_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -71,27 +67,10 @@ def vllm_server(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"vllm serve exited ({process.returncode}):\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vllm serve did not become healthy:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
+        wait_until_healthy(process, f"{base}/health", 240, log)
         yield f"{base}/v1"
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_group(process)
 
 
 def test_vllm_serve_through_the_openai_backend(tmp_path: Path, vllm_server: str, flaky_server) -> None:
