@@ -108,6 +108,7 @@ def engine_logs(work_dir: Path, verbose: bool = False) -> Iterator[Path | None]:
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "MLFLOW_LOGGING_LEVEL": "WARNING",  # e.g. "Creating initial MLflow database tables..." on every new work dir
         # Deprecation notices from inside libraries (vLLM's engine process warns about torch APIs it uses).
         "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
     }
