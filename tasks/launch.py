@@ -9,6 +9,7 @@ its error, and its retry (or a rerun) resumes from the last checkpoint, which ra
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -54,6 +55,20 @@ def _failure_summary(log_text: str) -> str:
     return " | ".join(dict.fromkeys(keep[-8:])) or (lines[-1] if lines else "no output")
 
 
+def _wait_interruptibly(process: subprocess.Popen) -> int:
+    """The launcher's exit code, waited for in short polls.
+
+    Prefect enforces a task's timeout (and a cancellation) in a worker thread, where the fan-out's thread
+    runner runs the stages, by raising an exception in that thread between two Python instructions; one
+    blocking `wait()` holds it off until the launcher exits by itself, so a hung run would never time out.
+    """
+    while True:
+        try:
+            return process.wait(timeout=1.0)  # a loop of non-blocking waitpid calls and short sleeps
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def run_in_processes(stage: str, arguments: dict[str, Any], config: DistillConfig, out_dir: Path,
                      num_processes: int) -> dict[str, Any]:
     """Run `stage` ("pretrain" / "finetune") with `arguments` (paths and the stage key; the config is added) as
@@ -71,10 +86,12 @@ def run_in_processes(stage: str, arguments: dict[str, Any], config: DistillConfi
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
-            code = process.wait()
-        except BaseException:  # the stage was cancelled or timed out: no rank may outlive it
-            os.killpg(process.pid, signal.SIGKILL)
+            code = _wait_interruptibly(process)
+        except BaseException as stop:  # the stage timed out or was cancelled: no rank may outlive it
+            with contextlib.suppress(ProcessLookupError):  # the launcher may have exited meanwhile
+                os.killpg(process.pid, signal.SIGKILL)  # its ranks follow it (models/student/distributed.py)
             process.wait()
+            log.write(f"\nstopped from outside ({type(stop).__name__}): killed the launcher and its ranks\n")
             raise
     if code != 0:
         summary = _failure_summary(log_path.read_text(encoding="utf-8", errors="replace"))

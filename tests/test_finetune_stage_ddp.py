@@ -1,0 +1,158 @@
+"""The Prefect fine-tuning stage with `train.finetune_num_processes: 2` (2 ranks over gloo, started by the
+stage's launcher), reached the way the distill flow reaches it: submitted through the fan-out's thread runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+from prefect import flow
+
+from fsa_distill.core.config import DistillConfig, resolve_config
+from fsa_distill.flows.distill import StageRunner, _finetune_all
+from fsa_distill.tasks import stages
+from fsa_distill.tasks.launch import ENTRY_MODULE, LOG_FILE, RESULT_FILES
+from fsa_distill.tasks.results import FinetuneResult, ModelResult
+from fsa_distill.tasks.tracking import RunTracker
+
+pytestmark = pytest.mark.slow  # each stage run starts 2 fresh interpreters under torchrun
+
+DATASET = "atsa/rest14"
+N_TEST = 6
+HUNG_RUN_TIMEOUT_S = 15  # time enough for the task to reach its launcher on a busy machine
+
+
+def _config(work_dir: Path, benchmark_dir: Path) -> DistillConfig:
+    return resolve_config("demo", environ={}, overrides=[
+        f"work_dir={work_dir}", f"data.data_dir={benchmark_dir}", f"data.datasets=[{DATASET}]",
+        "data.max_train_sentences=12", "data.max_dev_sentences=4", f"data.max_test_sentences={N_TEST}",
+        "finetune.seeds=[1]", "finetune.epochs=1", "finetune.batch_size=4", "finetune.max_new_tokens=12",
+        "evaluate.views=[normal]", "train.finetune_num_processes=2", "tracking.experiment_name=ft-ddp-test"])
+
+
+@flow(name="finetune-ddp-test")
+def fine_tune(config: DistillConfig, model: ModelResult) -> tuple[list[FinetuneResult], dict[str, str]]:
+    """The distill flow's fine-tuning step alone (`_finetune_all`, thread runner) under one MLflow run."""
+    tracker = RunTracker(config)
+    parent = tracker.start_parent(run_name="ft-ddp", tags={})
+    run_stage = StageRunner(config, tracker, parent)
+    try:
+        return _finetune_all(run_stage, "finetune", model, config), run_stage.metric_runs
+    finally:
+        tracker.finish(parent)
+
+
+@pytest.fixture
+def model(tiny_student_dir: Path) -> ModelResult:
+    return ModelResult(model_dir=tiny_student_dir, digest="tiny", key="tiny")
+
+
+def _stage_folders(config: DistillConfig) -> list[Path]:
+    return sorted((config.work_dir / "stages" / "finetune").iterdir())
+
+
+def _check_finished_run(result: FinetuneResult, config: DistillConfig, benchmark_dir: Path) -> dict:
+    """Predictions parse for every gold test sentence; returns what rank 0 wrote."""
+    from fsa_distill.benchmark.data import load_sentences
+    from fsa_distill.benchmark.targets import parse_prediction
+
+    gold = load_sentences("atsa", "rest14", "test", benchmark_dir)[:N_TEST]
+    lines = result.predictions_path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len(gold) == result.n_test == N_TEST  # gathered from both ranks, in gold order
+    for line, sentence in zip(lines, gold, strict=True):
+        parse_prediction(json.loads(line)["prediction"], "atsa", sentence["sentence"])  # never raises
+    [folder] = _stage_folders(config)
+    written = json.loads((folder / RESULT_FILES["finetune"]).read_text(encoding="utf-8"))
+    assert written["num_processes"] == 2 and result.predictions_path.parent == folder
+    return written
+
+
+def test_two_process_finetune_stage_returns_rank_zeros_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: ModelResult, benchmark_dir: Path
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # each rank one thread on this 2-core machine
+    config = _config(tmp_path / "work", benchmark_dir)
+    [result], metric_runs = fine_tune(config, model)
+
+    written = _check_finished_run(result, config, benchmark_dir)
+    assert result.dev_history == written["dev_history"] and len(result.dev_history) == 1  # 1 epoch
+    assert result.best_dev_f1 == written["best_dev_f1"] == result.dev_history[0]["dev_f1"]
+    # The ranks never log to MLflow: the stage logs rank 0's history once they are done, one point per epoch.
+    client = MlflowClient(config.mlflow_uri)
+    run_id = metric_runs[f"finetune/{DATASET}/seed-1"]
+    for name in ("dev_f1", "train_loss"):
+        logged = [(m.step, m.value) for m in client.get_metric_history(run_id, f"finetune/{name}")]
+        assert logged == [(r["epoch"], pytest.approx(r[name])) for r in result.dev_history], name
+
+
+def _training_processes() -> list[psutil.Process]:
+    """This process's live launcher and rank processes."""
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE and ENTRY_MODULE in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:  # gone meanwhile
+            continue
+    return found
+
+
+def test_stage_timeout_stops_a_hung_two_process_run_and_the_next_run_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_student_dir: Path, benchmark_dir: Path
+) -> None:
+    """A run that cannot finish (its ranks block reading the model's config.json, a FIFO nobody writes: a
+    stuck read, whatever the machine's speed) is stopped by the stage's timeout; the next run then finishes
+    in the same stage folder."""
+    from prefect.task_engine import TaskRunTimeoutError
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    student = tmp_path / "student"
+    shutil.copytree(tiny_student_dir, student)
+    (student / "config.json").unlink()
+    os.mkfifo(student / "config.json")
+    model = ModelResult(model_dir=student, digest="tiny", key="tiny")
+    config = _config(tmp_path / "work", benchmark_dir)
+    stage = stages.finetune_stage
+    # A short timeout, and no retry (a timeout is transient to the stages' retry condition): one attempt.
+    monkeypatch.setattr(stages, "finetune_stage",
+                        stage.with_options(timeout_seconds=HUNG_RUN_TIMEOUT_S, retries=0))
+    flow_ended = threading.Event()
+    guard: dict[str, bool] = {}
+
+    def end_a_run_the_timeout_missed() -> None:
+        """Without a working timeout the flow would wait forever: kill the blocked ranks late, and say so."""
+        if not flow_ended.wait(HUNG_RUN_TIMEOUT_S + 60):
+            guard["killed_the_ranks"] = True
+            for process in _training_processes():
+                process.kill()
+
+    watcher = threading.Thread(target=end_a_run_the_timeout_missed)
+    watcher.start()
+    try:
+        with pytest.raises(TaskRunTimeoutError, match=rf"timed out after {HUNG_RUN_TIMEOUT_S}(\.0)? second"):
+            fine_tune(config, model)
+    finally:
+        flow_ended.set()
+        watcher.join()
+    assert not guard, "the stage's timeout did not stop the hung run"
+    [folder] = _stage_folders(config)
+    assert not (folder / RESULT_FILES["finetune"]).exists()
+    assert "stopped from outside" in (folder / LOG_FILE).read_text(encoding="utf-8").splitlines()[-1]
+    _, alive = psutil.wait_procs(_training_processes(), timeout=30)
+    assert not alive  # neither the launcher nor a rank outlives the stage (ranks die with their launcher)
+    lock = stages.model_heavy(config)
+    lock.acquire(timeout=0)  # the stopped stage gave the model-heavy lock back
+    lock.release()
+
+    (student / "config.json").unlink()
+    shutil.copy(tiny_student_dir / "config.json", student / "config.json")  # the stuck read is over
+    monkeypatch.setattr(stages, "finetune_stage", stage)  # the next run, with the stage's own timeout
+    [result], _ = fine_tune(config, model)
+    _check_finished_run(result, config, benchmark_dir)  # same key: in the stopped run's folder
+    assert len(result.dev_history) == 1
