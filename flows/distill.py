@@ -111,8 +111,9 @@ def _link_prefect_and_mlflow(mlflow_run_id: str, config: DistillConfig) -> None:
 def fanout_runner(config: DistillConfig) -> Any:
     """The Prefect task runner the fine-tuning runs are submitted to (`train.task_runner`).
 
-    thread: this process's threads; on one machine the model-heavy lock (tasks/stages.py) still lets one run
-    train at a time. ray: prefect-ray's RayTaskRunner on `train.ray_address` (or the Ray this process already
+    thread: one worker thread of this process, so runs train one at a time as the model-heavy lock
+    (tasks/stages.py) would make them anyway, and a queued run's timeout starts only when it does (with a thread
+    each, every queued run's clock would tick while it waited for the lock). ray: prefect-ray's RayTaskRunner on `train.ray_address` (or the Ray this process already
     started, or a new local one); each run asks Ray for `train.cpus_per_run` / `gpus_per_run`, so a cluster
     runs as many at once as it has room for.
     """
@@ -122,7 +123,7 @@ def fanout_runner(config: DistillConfig) -> Any:
         return RayTaskRunner(address=config.train.ray_address)
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    return ThreadPoolTaskRunner()
+    return ThreadPoolTaskRunner(max_workers=1)
 
 
 def _finetune_all(

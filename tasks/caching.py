@@ -241,10 +241,12 @@ def retry_only_transient(task: Any, task_run: Any, state: Any) -> bool:
     from fsa_distill.core.config import ConfigError
     from fsa_distill.core.errors import InputError
 
+    from prefect.task_engine import TaskRunTimeoutError  # a TimeoutError, but the stage's own deadline
+
     try:
         state.result()
-    except (InputError, ConfigError, FileNotFoundError, PermissionError):
-        return False
+    except (InputError, ConfigError, FileNotFoundError, PermissionError, TaskRunTimeoutError):
+        return False  # a stage that ran out its timeout would only run it out again
     except TRANSIENT_ERRORS:
         return True
     except Exception:  # noqa: BLE001 - any other failure is a bug or bad data: retrying cannot help
