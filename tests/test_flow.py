@@ -98,7 +98,11 @@ def run_flow(overrides: list[str]) -> dict:
     return distill(profile="demo", overrides=overrides)
 
 
-def test_cache_reuse_and_exact_invalidation(tmp_path: Path, teacher_dir: Path) -> None:
+def test_cache_reuse_and_exact_invalidation(tmp_path: Path, teacher_dir: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    # Two runs start the SmolLM2 engine (the first, the changed prompt): in this process, the second start
+    # skips spawning and importing an engine process.
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     base = tiny_overrides(tmp_path / "work", teacher_dir)
     first = run_flow(base)
     assert set(first["stages"].values()) == {"ran"}
