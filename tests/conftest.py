@@ -6,6 +6,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,15 @@ def _stop_prefect_server_while_output_is_open():
     from fsa_distill.cli.lifecycle import stop_prefect_server
 
     stop_prefect_server()
+
+
+@pytest.fixture(autouse=True)
+def _no_tracking_uri_left_by_an_earlier_test() -> Iterator[None]:
+    """`mlflow.set_tracking_uri` exports MLFLOW_TRACKING_URI (for subprocesses) and `resolve_config` reads it:
+    left set, every flow run after the first in a session would log into the first run's database."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture(scope="session")

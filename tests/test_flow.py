@@ -2,17 +2,21 @@
 the real offline teacher (SmolLM2 served by vLLM) and a t5-tiny student.
 
 Checked: a second identical run recomputes nothing; a changed config or prompt invalidates exactly the stages
-after it; killing a run during pretraining and starting it again skips generation and resumes training.
+after it; killing a run during pretraining and starting it again skips generation and resumes training. Tests
+about what follows generation (the kill test here, the worker test of test_ops_production.py) take imported
+answers instead of the teacher (`with_imported_answers`): the same generate stage, no vLLM engine to start.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,6 +58,35 @@ def tiny_overrides(work_dir: Path, teacher_dir: Path) -> list[str]:
     ]
 
 
+IMPORTED_TEACHER = "flow-test-answers"
+
+
+def with_imported_answers(overrides: list[str]) -> list[str]:
+    """`overrides` with the teacher swapped for answers imported into the work dir's answer store first: one
+    valid analysis and one valid rewrite for every review the config collects (`cache import`'s code path)."""
+    from fsa_distill.benchmark.importers import read_review_corpus
+    from fsa_distill.tasks.answer_files import AnswerRecord
+    from fsa_distill.tasks.answer_import import import_answers
+    from fsa_distill.tasks.collect import collect_reviews
+
+    swapped = [o for o in overrides if not o.startswith(("teacher.model=", "teacher.backend="))]
+    swapped += ["teacher.backend=imported", f"teacher.model={IMPORTED_TEACHER}"]
+    config = resolve_config("demo", overrides=swapped, environ={})
+    with tempfile.TemporaryDirectory() as temp:
+        reviews = read_review_corpus(Path(collect_reviews(config, Path(temp))["path"]))
+    records = []
+    for review in reviews:
+        target = max(re.findall(r"[A-Za-z]+", review["text"]), key=len)
+        analysis = (f'Opinion Target 1: "{target}"\nAspect: "quality"\nSentiment: positive\n'
+                    f"Reasoning: The review speaks well of the {target}.")
+        rewrite = f"I was there myself, and what I remember best is the {target}."
+        records += [AnswerRecord(review["id"], review["text"], analysis, "analysis"),
+                    AnswerRecord(review["id"], review["text"], rewrite, "rewrite")]
+    imported = import_answers(records, config, IMPORTED_TEACHER)
+    assert imported["accepted"] == len(records) == 2 * len(reviews), imported
+    return swapped
+
+
 @pytest.fixture(scope="module")
 def teacher_dir(smollm2_dir: tuple[Path, str]) -> Path:
     return smollm2_dir[0]
@@ -65,7 +98,11 @@ def run_flow(overrides: list[str]) -> dict:
     return distill(profile="demo", overrides=overrides)
 
 
-def test_cache_reuse_and_exact_invalidation(tmp_path: Path, teacher_dir: Path) -> None:
+def test_cache_reuse_and_exact_invalidation(tmp_path: Path, teacher_dir: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    # Two runs start the SmolLM2 engine (the first, the changed prompt): in this process, the second start
+    # skips spawning and importing an engine process.
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     base = tiny_overrides(tmp_path / "work", teacher_dir)
     first = run_flow(base)
     assert set(first["stages"].values()) == {"ran"}
@@ -118,10 +155,10 @@ def _cli(args: list[str], work_dir: Path) -> subprocess.Popen:
     )
 
 
-def test_kill_during_pretraining_then_resume(tmp_path: Path, teacher_dir: Path) -> None:
+def test_kill_during_pretraining_then_resume(tmp_path: Path) -> None:
     work_dir = tmp_path / "work"
     work_dir.mkdir()
-    overrides = tiny_overrides(work_dir, teacher_dir)
+    overrides = with_imported_answers(tiny_overrides(work_dir, Path("unused")))
     overrides += ["pretrain.max_steps=120", "pretrain.checkpoint_every=10", "pretrain.eval_every=100"]
     args = [arg for override in overrides for arg in ("--set", override)]
     config = resolve_config("demo", overrides=overrides, environ={})

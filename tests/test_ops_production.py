@@ -105,12 +105,12 @@ def test_database_password_is_on_no_command_line(servers: dict) -> None:
     assert pgpass.stat().st_mode & 0o777 == 0o600 and PG_SECRET in pgpass.read_text()
 
 
-def test_demo_flow_through_a_worker_lands_in_postgres_mlflow(servers: dict, smollm2_dir, tmp_path: Path) -> None:
+def test_demo_flow_through_a_worker_lands_in_postgres_mlflow(servers: dict, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tests.test_flow import tiny_overrides
+    from tests.test_flow import tiny_overrides, with_imported_answers
 
     env = {**servers["env"], "FSA_WORK_DIR": str(tmp_path / "work"), "FSA_INBOX": str(tmp_path / "inbox")}
     deployed = subprocess.run(check=False, args=[str(ROOT / "deployments" / "deploy.sh")], env=env, text=True, capture_output=True,
@@ -123,10 +123,11 @@ def test_demo_flow_through_a_worker_lands_in_postgres_mlflow(servers: dict, smol
     worker = subprocess.Popen([str(ROOT / "deployments" / "worker.sh")], env=env, stdout=worker_log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        # The flow's tiny test config, lighter still: this test checks the wiring, not the model.
-        overrides = [o for o in tiny_overrides(tmp_path / "work", smollm2_dir[0])
+        # The flow's tiny test config, lighter still: this test checks the wiring, not the model or the teacher
+        # (imported answers: the worker's flow run starts no vLLM engine).
+        overrides = [o for o in tiny_overrides(tmp_path / "work", Path("unused"))
                      if not o.startswith("tracking.experiment_name")]
-        overrides += ["generation.max_new_tokens=48", "generation.reask_rejected=false", "evaluate.zero_shot=false"]
+        overrides = with_imported_answers([*overrides, "evaluate.zero_shot=false"])
         # Settings are read once per process: point this client at the test's server explicitly.
         with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
             flow_run = run_deployment("distill/on-demand", parameters={"profile": "demo", "overrides": overrides},

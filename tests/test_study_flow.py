@@ -37,8 +37,12 @@ def tiny_study(work_dir: Path, teacher_dir: Path, answers: Path) -> list[str]:
     ]
 
 
-def test_every_arm_runs_end_to_end(tmp_path: Path, smollm2_dir) -> None:
+def test_every_arm_runs_end_to_end(tmp_path: Path, smollm2_dir, monkeypatch: pytest.MonkeyPatch) -> None:
     from fsa_distill.flows.study import ARMS, study
+
+    # The three SmolLM2 generations (D' analysis, D' rewrite, C) each start a vLLM engine: in this process it
+    # starts faster, and again faster after the first (no engine process to spawn and import each time).
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
     answers = tmp_path / "answers.jsonl"
     answers.write_text("\ufeff" + "".join(json.dumps(r) + "\n" for r in IMPORTED), encoding="utf-8")

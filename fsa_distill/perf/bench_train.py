@@ -380,12 +380,14 @@ def run_train_bench(n_examples: int = 496, n_pipeline_reviews: int = 200, n_revi
                     min_steps: int = 20, output_tokens: int = 32, threads: int | None = None,
                     student_batch_size: int | None = None,
                     sizes: tuple[str, ...] | None = None, results_path: Path | None = RESULTS_PATH,
-                    data_dir: Path | None = None, part: str = "all") -> dict[str, Any]:
+                    data_dir: Path | None = None, part: str = "all", with_ddp: bool = True) -> dict[str, Any]:
     """Both padding comparisons, the inference comparison and the data-parallel comparison; `teacher`: an
     already started backend to use (not closed here), else the demo profile's is started once when
     `with_teacher`. Without a teacher the pipeline corpus cannot be made: its padding comparison is then null
     and only the Mixtral one is run. `part="ddp"`: only the data-parallel comparison, written into the `ddp`
-    section of the existing results file (the other sections stay from their own run)."""
+    section of the existing results file (the other sections stay from their own run). `with_ddp=False` leaves
+    the data-parallel comparison out (`ddp`: null): its four pretraining processes are most of a small run's
+    time, which tests about the other sections need not spend."""
     import torch
 
     from fsa_distill.benchmark.data import load_sentences
@@ -440,7 +442,7 @@ def run_train_bench(n_examples: int = 496, n_pipeline_reviews: int = 200, n_revi
             student_dirs[name] = build_student(student, work / f"student-{name}", sources + targets, vocab_size)
             padding[name] = bench_padding(student_dirs[name], corpus_dir, batch_size, max_source, max_target,
                                           min_steps)
-        ddp = _ddp_section(work, config, n_examples, batch_size, max_source, max_target, min_steps)
+        ddp = _ddp_section(work, config, n_examples, batch_size, max_source, max_target, min_steps) if with_ddp else None
         # Speed depends on size, not weights (output length is forced); tokenizer: the deployed corpus's.
         tokenizer_texts = load_corpus_split(corpora.get("pipeline", corpora["mixtral"]), "train")
         by_size = {}
