@@ -69,6 +69,7 @@ class GenerationResult(StageResult):
     tokens: int
     tokens_per_s: float
     generate_s: float
+    dataset_write_s: float = 0.0
     wall_s: float
 
 
