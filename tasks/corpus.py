@@ -64,9 +64,9 @@ def _to_pairs(rows: dict[str, list[Any]], dev_fraction: float, seed: int) -> dic
     }
 
 
-def _is_valid(rows: dict[str, list[Any]]) -> list[bool]:
-    valid = rows["valid"] if "valid" in rows else [True] * len(rows["response"])
-    return [bool(ok) and bool((response or "").strip()) for ok, response in zip(valid, rows["response"], strict=True)]
+def _is_valid(responses: list[str | None], valid: list[bool] | None = None) -> list[bool]:
+    valid = valid if valid is not None else [True] * len(responses)
+    return [bool(ok) and bool((response or "").strip()) for ok, response in zip(valid, responses, strict=True)]
 
 
 def _first_of_each_pair(pairs: Any) -> list[int]:
@@ -152,10 +152,13 @@ def build_corpus(
         for index, dataset_dir in enumerate(generation_dataset_dirs):
             generations = _load_generations(Path(dataset_dir))
             n_rows += len(generations)
-            valid = generations.filter(_is_valid, batched=True, cache_file_name=cache(f"valid-{index}"))
+            checked = ["response", "valid"] if "valid" in generations.column_names else ["response"]
+            valid = generations.filter(_is_valid, batched=True, input_columns=checked,
+                                       cache_file_name=cache(f"valid-{index}"))
             parts.append(valid.map(_to_pairs, batched=True, remove_columns=valid.column_names,
                                    fn_kwargs={"dev_fraction": cfg.dev_fraction, "seed": cfg.seed},
                                    cache_file_name=cache(f"pairs-{index}")))
+            del generations, valid  # unmap the generation dataset: its pages would count in this process's RSS
         pairs = concatenate_datasets(parts) if len(parts) > 1 else parts[0] if parts else None
         n_valid = len(pairs) if pairs is not None else 0
         unique = pairs.select(_first_of_each_pair(pairs)) if n_valid else None

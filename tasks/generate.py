@@ -190,12 +190,12 @@ def answer_chunk(
 
 
 def answer_stream(
-    queue: deque[tuple[Any, GenerationRequest]], teacher: TeacherBackend, reask: bool
+    queue: deque[tuple[Any, GenerationRequest]], teacher: TeacherBackend, reask: bool, window: int | None = None
 ) -> Iterator[tuple[list[CacheEntry], Counter[str]]]:
     """Ask, validate and (once) re-ask with no chunk barrier: every micro-batch a replica finishes comes back
     at once as cache entries to commit, and its rejected answers go back into the same stream as re-asks.
     `queue` holds ((job, attempt), request) items (a `PlannedQueue` refills itself from the plan)."""
-    for finished in teacher.generate_stream(queue):  # type: ignore[attr-defined]
+    for finished in teacher.generate_stream(queue, window=window):  # type: ignore[attr-defined]
         counts: Counter[str] = Counter()
         entries = []
         for (job, attempt), result in finished:
@@ -423,22 +423,28 @@ def generate_responses(
         budget = input_budget(config, teacher, prompts)
         with open_store(location) as cache, \
                 tempfile.TemporaryDirectory(prefix=".plan-", dir=out_dir.parent) as plan_dir:
+            plan_started = time.perf_counter()
             plan = JobPlan(Path(plan_dir), prompts, config, teacher, ignore_eos)
             plan.build(reviews, cache, budget)
             planned = plan.counts
             counts: Counter[str] = Counter()
+            store_s = 0.0
             loop_started = time.perf_counter()
             bar = tqdm(total=planned["pending"], unit="answer", desc="teacher",
                        disable=not progress or not planned["pending"])
             if teacher.streaming and planned["pending"]:
                 queue = PlannedQueue(plan.pending(), low_water=max(gen.batch_size, 1))
-                batches = answer_stream(queue, teacher, gen.reask_rejected)
+                # the local engine holds `batch_size` requests at a time; Ray replicas size their own micro-batches
+                window = None if teacher.distributed else gen.batch_size
+                batches = answer_stream(queue, teacher, gen.reask_rejected, window=window)
             else:
                 pending = plan.pending()
                 chunks = iter(lambda: list(itertools.islice(pending, gen.batch_size)), [])
                 batches = (_counted(*answer_chunk(chunk, teacher, gen.reask_rejected), len(chunk)) for chunk in chunks)
             for step, (entries, batch_counts) in enumerate(batches):
+                record_started = time.perf_counter()
                 cache.record(entries)  # durable before the next batch: a crash keeps this work
+                store_s += time.perf_counter() - record_started
                 counts.update(batch_counts)
                 bar.update(batch_counts["generated"])
                 if on_progress is not None:
@@ -473,7 +479,8 @@ def generate_responses(
         "cache_hit_rate": planned["cached"] / unique if unique else 1.0,
         "rows": rows,
         "acceptance_rate": round(rows / requests, 4) if requests else 0.0,
-        "engine": "ray" if teacher.streaming else "local",
+        "engine": "ray" if teacher.distributed else "local",
+        "chunk_barrier": not teacher.streaming,
         "replica_metrics": teacher.replica_metrics() if hasattr(teacher, "replica_metrics") else {},
         "rejected": sum(final_reasons.values()),
         "rejected_by_reason": dict(sorted(final_reasons.items())),
@@ -482,6 +489,8 @@ def generate_responses(
         "tokens": counts["tokens"],
         "tokens_per_s": counts["tokens"] / loop_s if loop_s > 0 and counts["tokens"] else 0.0,
         "generate_s": round(loop_s, 3),
+        "plan_s": round(loop_started - plan_started, 3),
+        "store_write_s": round(store_s, 3),
         "dataset_write_s": round(write_s, 3),
         "wall_s": round(time.perf_counter() - started, 3),
         "teacher": teacher.model_id,
