@@ -69,7 +69,7 @@ def _is_valid(responses: list[str | None], valid: list[bool] | None = None) -> l
     return [bool(ok) and bool((response or "").strip()) for ok, response in zip(valid, responses, strict=True)]
 
 
-def _first_of_each_pair(pairs: Any) -> list[int]:
+def _first_of_each_pair(pairs: Any) -> np.ndarray:
     """Row indices of the first occurrence of each (source, target) digest, in order: a pyarrow group-by over
     one int64 column, so deduplicating millions of pairs takes tens of megabytes, not a set of strings."""
     import pyarrow as pa
@@ -77,7 +77,7 @@ def _first_of_each_pair(pairs: Any) -> list[int]:
     hashes = pairs.with_format("arrow", columns=["pair_hash"])[:]["pair_hash"]
     table = pa.table({"pair_hash": hashes, "row": pa.array(np.arange(len(hashes), dtype=np.int64))})
     first = table.group_by("pair_hash", use_threads=False).aggregate([("row", "min")])["row_min"]
-    return sorted(first.to_pylist())
+    return np.sort(first.to_numpy())
 
 
 def read_heldout(path: Path) -> list[dict[str, str]]:
