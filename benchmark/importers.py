@@ -299,35 +299,41 @@ def _csv_reviews(path: Path, handle: IO[bytes], text_field: str) -> Iterator[tup
 
 def read_review_corpus(path: Path, text_field: str = "text", *, max_chars: int | None = None
                        ) -> list[dict[str, Any]]:
-    """Reviews from a JSONL / CSV / TXT file as [{id, text}]; ids are the record's id field if present, else
-    `<file stem>:<line>`, so they stay stable when the file grows. Blank reviews are left out.
+    """Reviews from a JSONL / CSV / TXT file as [{id, text}] (see `iter_review_corpus`)."""
+    return list(iter_review_corpus(path, text_field, max_chars=max_chars))
+
+
+def iter_review_corpus(path: Path, text_field: str = "text", *, max_chars: int | None = None
+                       ) -> Iterator[dict[str, Any]]:
+    """Reviews from a JSONL / CSV / TXT file, one {id, text} at a time; ids are the record's id field if
+    present, else `<file stem>:<line>`, so they stay stable when the file grows. Blank reviews are left out.
 
     The file is read line by line and each review is cut to `max_chars` characters as it is read (see
-    `chars_for_tokens`); a cut review carries `cut_chars`, the number of characters dropped.
+    `chars_for_tokens`); a cut review carries `cut_chars`, the number of characters dropped. A bad line raises
+    `InputError` when it is reached.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in CORPUS_SUFFIXES:
         raise InputError(path, None, f"unsupported review file type {suffix!r}; use one of {list(CORPUS_SUFFIXES)}")
-    reviews: list[dict[str, Any]] = []
     try:
-        with open(path, "rb") as handle, _csv_field_limit(CSV_FIELD_LIMIT):
-            if suffix == ".txt":
-                records = _txt_reviews(path, handle)
-            elif suffix == ".csv":
-                records = _csv_reviews(path, handle, text_field)
-            else:
-                records = _jsonl_reviews(path, handle, text_field)
-            for _, review_id, text in records:
-                if not text:
-                    continue
-                review: dict[str, Any] = {"id": review_id, "text": text}
-                if max_chars is not None and len(text) > max_chars:
-                    review = {"id": review_id, "text": text[:max_chars].rstrip(), "cut_chars": len(text) - max_chars}
-                reviews.append(review)
+        handle = open(path, "rb")  # noqa: SIM115 - closed below, after the last review was yielded
     except FileNotFoundError:
         raise InputError(path, None, "file not found") from None
-    return reviews
+    with handle, _csv_field_limit(CSV_FIELD_LIMIT):
+        if suffix == ".txt":
+            records = _txt_reviews(path, handle)
+        elif suffix == ".csv":
+            records = _csv_reviews(path, handle, text_field)
+        else:
+            records = _jsonl_reviews(path, handle, text_field)
+        for _, review_id, text in records:
+            if not text:
+                continue
+            if max_chars is not None and len(text) > max_chars:
+                yield {"id": review_id, "text": text[:max_chars].rstrip(), "cut_chars": len(text) - max_chars}
+            else:
+                yield {"id": review_id, "text": text}
 
 
 def count_cut(reviews: Iterable[dict[str, Any]]) -> int:

@@ -1,17 +1,24 @@
 """Generate stage: every review × prompt through the teacher, validated, cached per answer, saved as an HF
 dataset of accepted answers plus a dataset of rejected attempts with their reasons.
 
-Work is done in chunks of `generation.batch_size`; each chunk's answers are committed to the cache before the
-next chunk starts, so a crash keeps finished chunks and a rerun (or a corpus with a few new reviews) only
-generates what is missing. The dataset is rebuilt from the cache at the end and swapped in atomically.
+Nothing here holds the whole corpus. Jobs are planned lazily, `PLAN_BLOCK` reviews at a time (cleaned, keyed and
+looked up in the answer store), and fed to the teacher as it asks for more; answers are committed to the store
+as they come back, so a crash keeps everything already answered and a rerun (or a corpus with a few new reviews)
+asks only for what the store lacks. The datasets are then written from the store in a second pass over the
+reviews, block by block, through an Arrow writer, with the content digest computed on the way, and swapped in
+atomically. `reviews` must therefore be re-iterable: a list, or `ReviewFile` for a JSONL on disk.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import itertools
+import json
+import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +40,7 @@ Progress = Callable[[int, int], None]  # (answers finished, answers to generate)
 REASK_TEMPERATURE = 0.7  # a greedy re-ask would repeat the same answer; a re-ask samples instead
 CHAT_TEMPLATE_TOKENS = 48  # allowance for role markers and a default system prompt around the user turn
 MIN_REVIEW_TOKENS = 16
+PLAN_BLOCK = 2048  # reviews planned (cleaned, keyed, looked up) at a time: bounds the jobs held in memory
 
 
 @dataclass(frozen=True)
@@ -46,39 +54,45 @@ class Job:
     key: str
 
 
-def clean_reviews(
-    reviews: list[dict[str, Any]], teacher: TeacherBackend, max_tokens: int
-) -> tuple[list[tuple[str, str]], Counter[str]]:
-    """(id, text) pairs fit for the teacher, and counts of what was skipped or truncated.
+def clean_review(index: int, review: dict[str, Any], teacher: TeacherBackend, max_tokens: int
+                 ) -> tuple[tuple[str, str] | None, str | None]:
+    """((id, text), note) for one review: None and why when it is skipped, the note "truncated" when it was cut.
 
     Empty and non-UTF-8 reviews are skipped, over-long ones are cut to the input budget; none is fatal.
     """
+    text = review.get("text")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, "skipped_not_utf8"
+    if not isinstance(text, str):
+        return None, "skipped_empty"
+    try:
+        text.encode("utf-8")  # lone surrogates (from a lenient decode) cannot be sent anywhere
+    except UnicodeEncodeError:
+        return None, "skipped_not_utf8"
+    text = text.strip()
+    if not text:
+        return None, "skipped_empty"
+    note = None
+    if teacher.count_tokens(text) > max_tokens:
+        text, note = teacher.truncate(text, max_tokens), "truncated"
+    return (str(review.get("id", index)), text), note
+
+
+def clean_reviews(
+    reviews: Iterable[dict[str, Any]], teacher: TeacherBackend, max_tokens: int
+) -> tuple[list[tuple[str, str]], Counter[str]]:
+    """(id, text) pairs fit for the teacher, and counts of what was skipped or truncated (see `clean_review`)."""
     kept: list[tuple[str, str]] = []
     counts: Counter[str] = Counter()
     for index, review in enumerate(reviews):
-        text = review.get("text")
-        if isinstance(text, bytes):
-            try:
-                text = text.decode("utf-8")
-            except UnicodeDecodeError:
-                counts["skipped_not_utf8"] += 1
-                continue
-        if not isinstance(text, str):
-            counts["skipped_empty"] += 1
-            continue
-        try:
-            text.encode("utf-8")  # lone surrogates (from a lenient decode) cannot be sent anywhere
-        except UnicodeEncodeError:
-            counts["skipped_not_utf8"] += 1
-            continue
-        text = text.strip()
-        if not text:
-            counts["skipped_empty"] += 1
-            continue
-        if teacher.count_tokens(text) > max_tokens:
-            text = teacher.truncate(text, max_tokens)
-            counts["truncated"] += 1
-        kept.append((str(review.get("id", index)), text))
+        pair, note = clean_review(index, review, teacher, max_tokens)
+        if note is not None:
+            counts[note] += 1
+        if pair is not None:
+            kept.append(pair)
     return kept, counts
 
 
@@ -104,24 +118,26 @@ def build_jobs(
     teacher: TeacherBackend,
     ignore_eos: bool = False,
 ) -> list[Job]:
+    """Every review × prompt as a job with its cache key, in review order."""
+    return [make_job(review_id, text, prompt, config, teacher, ignore_eos)
+            for review_id, text in reviews for prompt in prompts]
+
+
+def make_job(review_id: str, text: str, prompt: PromptTemplate, config: DistillConfig, teacher: TeacherBackend,
+             ignore_eos: bool = False) -> Job:
     gen = config.generation
-    teacher_key = f"{teacher.model_id}@{teacher.weights_digest}"
     constrained = gen.structured_outputs and teacher.supports_structured_outputs
-    jobs = []
-    for review_id, text in reviews:
-        for prompt in prompts:
-            request = prompt.request(
-                text,
-                regex=ANSWER_FORMATS.get(prompt.name) if constrained else None,
-                max_tokens=gen.max_new_tokens,
-                temperature=gen.temperature,
-                top_p=gen.top_p,
-                seed=gen.seed,
-                ignore_eos=ignore_eos,
-            )
-            key = cache_key(text, prompt.key, teacher_key, teacher.sampling_key(request))
-            jobs.append(Job(review_id, text, prompt, request, key))
-    return jobs
+    request = prompt.request(
+        text,
+        regex=ANSWER_FORMATS.get(prompt.name) if constrained else None,
+        max_tokens=gen.max_new_tokens,
+        temperature=gen.temperature,
+        top_p=gen.top_p,
+        seed=gen.seed,
+        ignore_eos=ignore_eos,
+    )
+    key = cache_key(text, prompt.key, f"{teacher.model_id}@{teacher.weights_digest}", teacher.sampling_key(request))
+    return Job(review_id, text, prompt, request, key)
 
 
 def _entry(job: Job, result: GenerationResult, teacher: str, attempt: int, reason: str | None,
@@ -174,12 +190,12 @@ def answer_chunk(
 
 
 def answer_stream(
-    pending: list[Job], teacher: TeacherBackend, reask: bool
+    queue: deque[tuple[Any, GenerationRequest]], teacher: TeacherBackend, reask: bool, window: int | None = None
 ) -> Iterator[tuple[list[CacheEntry], Counter[str]]]:
     """Ask, validate and (once) re-ask with no chunk barrier: every micro-batch a replica finishes comes back
-    at once as cache entries to commit, and its rejected answers go back into the same stream as re-asks."""
-    queue: deque[tuple[Any, GenerationRequest]] = deque(((job, 0), job.request) for job in pending)
-    for finished in teacher.generate_stream(queue):  # type: ignore[attr-defined]
+    at once as cache entries to commit, and its rejected answers go back into the same stream as re-asks.
+    `queue` holds ((job, attempt), request) items (a `PlannedQueue` refills itself from the plan)."""
+    for finished in teacher.generate_stream(queue, window=window):  # type: ignore[attr-defined]
         counts: Counter[str] = Counter()
         entries = []
         for (job, attempt), result in finished:
@@ -200,6 +216,91 @@ def answer_stream(
 def _counted(entries: list[CacheEntry], counts: Counter[str], n_jobs: int) -> tuple[list[CacheEntry], Counter[str]]:
     counts["generated"] += n_jobs
     return entries, counts
+
+
+def _plan_features() -> Any:
+    from datasets import Features, Value
+
+    names = ("review_id", "review", "prompt", "key")
+    return Features({**{name: Value("string") for name in names}, "pending": Value("bool")})
+
+
+class JobPlan:
+    """Every review × prompt job of a run, planned lazily into an Arrow file on disk (never a Python list).
+
+    Planning reads the reviews once, `PLAN_BLOCK` at a time: each is cleaned, its jobs keyed and looked up in
+    the answer store; a job is `pending` when the store lacks its answer (the first job of a key in its block:
+    a text repeated across blocks, which the collect stage never produces, may be asked twice and is still
+    stored once). Generation and dataset writing then stream the plan back in blocks, so the number of pending
+    answers is known before the first request, for an honest progress bar.
+    """
+
+    def __init__(self, folder: Path, prompts: list[PromptTemplate], config: DistillConfig,
+                 teacher: TeacherBackend, ignore_eos: bool) -> None:
+        self.path = Path(folder) / "plan.arrow"
+        self.prompts = {prompt.name: prompt for prompt in prompts}
+        self.config, self.teacher, self.ignore_eos = config, teacher, ignore_eos
+        self.counts: Counter[str] = Counter()
+
+    def build(self, reviews: Iterable[dict[str, Any]], store: AnswerStore, budget: int) -> None:
+        from datasets.arrow_writer import ArrowWriter
+
+        indexed = enumerate(reviews)
+        with ArrowWriter(features=_plan_features(), path=str(self.path)) as writer:
+            while block := list(itertools.islice(indexed, PLAN_BLOCK)):
+                kept = []
+                for index, review in block:
+                    pair, note = clean_review(index, review, self.teacher, budget)
+                    self.counts["reviews"] += 1
+                    self.counts[note or "clean"] += 1
+                    if pair is not None:
+                        kept.append(pair)
+                jobs = build_jobs(kept, list(self.prompts.values()), self.config, self.teacher, self.ignore_eos)
+                first = {job.key: job for job in reversed(jobs)}  # the first job of each key
+                cached = store.lookup(first)
+                pending = [job is first[job.key] and job.key not in cached for job in jobs]
+                self.counts.update(reviews_used=len(kept), requests=len(jobs), unique_requests=len(first),
+                                   cached=len(cached), pending=sum(pending))
+                writer.write_batch({"review_id": [job.review_id for job in jobs],
+                                    "review": [job.review for job in jobs],
+                                    "prompt": [job.prompt.name for job in jobs],
+                                    "key": [job.key for job in jobs], "pending": pending})
+            writer.finalize()
+
+    def blocks(self) -> Iterator[list[tuple[Job, bool]]]:
+        """(job, pending) in plan order, `PLAN_BLOCK` at a time, read back from the memory-mapped plan."""
+        from datasets import Dataset
+
+        plan = Dataset.from_file(str(self.path))
+        for batch in plan.iter(batch_size=PLAN_BLOCK):
+            yield [(make_job(review_id, review, self.prompts[prompt], self.config, self.teacher, self.ignore_eos),
+                    pending)
+                   for review_id, review, prompt, pending in zip(batch["review_id"], batch["review"],
+                                                                 batch["prompt"], batch["pending"], strict=True)]
+
+    def pending(self) -> Iterator[Job]:
+        for block in self.blocks():
+            yield from (job for job, pending in block if pending)
+
+
+class PlannedQueue(deque):
+    """The stream's work queue, refilled from the plan as the teacher drains it: `generate_stream` pops from
+    the left and appends re-asks on the right, and sees at most `low_water` planned jobs at a time."""
+
+    def __init__(self, jobs: Iterator[Job], low_water: int) -> None:
+        super().__init__()
+        self.jobs, self.low_water = jobs, low_water
+
+    def __len__(self) -> int:
+        if super().__len__() < self.low_water and self.jobs is not None:
+            for job in itertools.islice(self.jobs, self.low_water):
+                self.append(((job, 0), job.request))
+            if super().__len__() < self.low_water:
+                self.jobs = None  # the plan is exhausted
+        return super().__len__()
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
 
 
 def _row(job: Job, entry: CacheEntry) -> dict[str, Any]:
@@ -234,29 +335,57 @@ def _features() -> Any:
     )
 
 
-def write_datasets(jobs: list[Job], cache: AnswerStore, out_dir: Path) -> tuple[int, Counter[str]]:
-    """Accepted answers at `out_dir`, every rejected attempt at `out_dir/rejected`; swapped in atomically."""
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    return {name: [row[name] for row in rows] for name in _features()}
+
+
+def write_datasets(plan: JobPlan, cache: AnswerStore, out_dir: Path) -> tuple[int, Counter[str], str]:
+    """Accepted answers at `out_dir`, every rejected attempt at `out_dir/rejected`; swapped in atomically.
+
+    Written block by block from the plan and the store through Arrow writers, so memory does not grow with the
+    corpus. Returns the accepted rows, the final rejection reasons and the digest of the accepted
+    (review id, prompt, response) rows in plan order.
+    """
     from datasets import Dataset
+    from datasets.arrow_writer import ArrowWriter
 
-    done = cache.lookup(job.key for job in jobs)
-    jobs_by_key: dict[str, list[Job]] = {}
-    for job in jobs:
-        jobs_by_key.setdefault(job.key, []).append(job)
-    accepted = [_row(job, done[job.key]) for job in jobs if job.key in done and done[job.key].valid]
-    rejected = [_row(job, e) for e in cache.rejected_attempts(jobs_by_key) for job in jobs_by_key[e.key]]
-    final_reasons = Counter(done[j.key].reason for j in jobs if j.key in done and not done[j.key].valid)
-
-    with atomic_dir(Path(out_dir)) as temp:
-        for table, folder in ((accepted, temp), (rejected, temp / "rejected")):
-            columns = {name: [row[name] for row in table] for name in _features()}
-            dataset = Dataset.from_dict(columns, features=_features())
-            # one shard even when empty: datasets cannot load back an empty dataset saved with zero shards
-            dataset.save_to_disk(str(folder), num_shards=1 if not table else None)
-    return len(accepted), Counter({str(k): v for k, v in final_reasons.items()})
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    digest, accepted, final_reasons = hashlib.sha256(), 0, Counter()
+    with tempfile.TemporaryDirectory(prefix=".rows-", dir=out_dir.parent) as temp:
+        paths = {"accepted": Path(temp) / "accepted.arrow", "rejected": Path(temp) / "rejected.arrow"}
+        with ArrowWriter(features=_features(), path=str(paths["accepted"])) as accepted_writer, \
+                ArrowWriter(features=_features(), path=str(paths["rejected"])) as rejected_writer:
+            for block in plan.blocks():
+                jobs = [job for job, _ in block]
+                done = cache.lookup(job.key for job in jobs)
+                jobs_by_key: dict[str, list[Job]] = {}
+                for job in jobs:
+                    jobs_by_key.setdefault(job.key, []).append(job)
+                rows = [_row(job, done[job.key]) for job in jobs if job.key in done and done[job.key].valid]
+                for row in rows:
+                    digest.update(json.dumps([row["review_id"], row["prompt"], row["response"]],
+                                             ensure_ascii=False).encode() + b"\n")
+                final_reasons.update(done[job.key].reason for job in jobs
+                                     if job.key in done and not done[job.key].valid)
+                rejected = [_row(job, entry) for entry in cache.rejected_attempts(jobs_by_key)
+                            for job in jobs_by_key[entry.key]]
+                accepted += len(rows)
+                accepted_writer.write_batch(_columns(rows))
+                rejected_writer.write_batch(_columns(rejected))
+            accepted_writer.finalize()
+            rejected_writer.finalize()
+        with atomic_dir(out_dir) as folder:
+            for name, target in (("accepted", folder), ("rejected", folder / "rejected")):
+                dataset = Dataset.from_file(str(paths[name]))
+                # one shard even when empty: datasets cannot load back an empty dataset saved with zero shards
+                dataset.save_to_disk(str(target), num_shards=1 if len(dataset) == 0 else None)
+                del dataset  # the memory map must close before the temporary folder goes
+    return accepted, Counter({str(k): v for k, v in final_reasons.items()}), digest.hexdigest()
 
 
 def generate_responses(
-    reviews: list[dict[str, Any]],
+    reviews: Iterable[dict[str, Any]],
     config: DistillConfig,
     out_dir: Path,
     teacher: TeacherBackend | None = None,
@@ -268,6 +397,7 @@ def generate_responses(
 ) -> dict[str, Any]:
     """Answer every review with every configured prompt; returns the run's stats.
 
+    `reviews` is read once, lazily (a list, a generator, or `ReviewFile` for a JSONL on disk).
     `teacher` defaults to the configured one, started only when something is not cached, closed afterwards.
     The answer store is `cache_path`, else `generation.cache_url`, else `<work_dir>/cache/teacher_responses.sqlite`
     (shared by all runs; a postgresql:// URL is shared by hosts too). `ignore_eos` is
@@ -287,28 +417,38 @@ def generate_responses(
 
         teacher = LazyTeacher(config.teacher, config.work_dir)
     location = str(cache_path) if cache_path else store_location(config.work_dir, gen.cache_url)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
         budget = input_budget(config, teacher, prompts)
-        kept, input_counts = clean_reviews(reviews, teacher, budget)
-        jobs = build_jobs(kept, prompts, config, teacher, ignore_eos=ignore_eos)
-        with open_store(location) as cache:
-            unique = list(dict.fromkeys(job.key for job in jobs))
-            cached = cache.lookup(unique)
-            pending = list({job.key: job for job in jobs if job.key not in cached}.values())
+        with open_store(location) as cache, \
+                tempfile.TemporaryDirectory(prefix=".plan-", dir=out_dir.parent) as plan_dir:
+            plan_started = time.perf_counter()
+            plan = JobPlan(Path(plan_dir), prompts, config, teacher, ignore_eos)
+            plan.build(reviews, cache, budget)
+            planned = plan.counts
             counts: Counter[str] = Counter()
+            store_s = 0.0
             loop_started = time.perf_counter()
-            bar = tqdm(total=len(pending), unit="answer", desc="teacher", disable=not progress or not pending)
-            if teacher.streaming and pending:
-                batches = answer_stream(pending, teacher, gen.reask_rejected)
+            bar = tqdm(total=planned["pending"], unit="answer", desc="teacher",
+                       disable=not progress or not planned["pending"])
+            if teacher.streaming and planned["pending"]:
+                queue = PlannedQueue(plan.pending(), low_water=max(gen.batch_size, 1))
+                # the local engine holds `batch_size` requests at a time; Ray replicas size their own micro-batches
+                window = None if teacher.distributed else gen.batch_size
+                batches = answer_stream(queue, teacher, gen.reask_rejected, window=window)
             else:
-                chunks = [pending[i : i + gen.batch_size] for i in range(0, len(pending), gen.batch_size)]
+                pending = plan.pending()
+                chunks = iter(lambda: list(itertools.islice(pending, gen.batch_size)), [])
                 batches = (_counted(*answer_chunk(chunk, teacher, gen.reask_rejected), len(chunk)) for chunk in chunks)
             for step, (entries, batch_counts) in enumerate(batches):
+                record_started = time.perf_counter()
                 cache.record(entries)  # durable before the next batch: a crash keeps this work
+                store_s += time.perf_counter() - record_started
                 counts.update(batch_counts)
                 bar.update(batch_counts["generated"])
                 if on_progress is not None:
-                    on_progress(counts["generated"], len(pending))
+                    on_progress(counts["generated"], planned["pending"])
                 if log_metrics is not None:
                     elapsed = time.perf_counter() - loop_started
                     log_metrics(
@@ -318,26 +458,29 @@ def generate_responses(
                     )
             bar.close()
             loop_s = time.perf_counter() - loop_started
-            rows, final_reasons = write_datasets(jobs, cache, Path(out_dir))
+            write_started = time.perf_counter()
+            rows, final_reasons, digest = write_datasets(plan, cache, out_dir)
+            write_s = time.perf_counter() - write_started
     finally:
         if owns_teacher:
             teacher.close()
 
-    out_dir = Path(out_dir)
+    requests, unique = planned["requests"], planned["unique_requests"]
     stats: dict[str, Any] = {
-        "reviews": len(reviews),
-        "reviews_used": len(kept),
-        "skipped_empty": input_counts["skipped_empty"],
-        "skipped_not_utf8": input_counts["skipped_not_utf8"],
-        "truncated": input_counts["truncated"],
-        "requests": len(jobs),
-        "unique_requests": len(unique),
+        "reviews": planned["reviews"],
+        "reviews_used": planned["reviews_used"],
+        "skipped_empty": planned["skipped_empty"],
+        "skipped_not_utf8": planned["skipped_not_utf8"],
+        "truncated": planned["truncated"],
+        "requests": requests,
+        "unique_requests": unique,
         "generated": counts["generated"],
-        "cached": len(cached),
-        "cache_hit_rate": len(cached) / len(unique) if unique else 1.0,
+        "cached": planned["cached"],
+        "cache_hit_rate": planned["cached"] / unique if unique else 1.0,
         "rows": rows,
-        "acceptance_rate": round(rows / len(jobs), 4) if jobs else 0.0,
-        "engine": "ray" if teacher.streaming else "local",
+        "acceptance_rate": round(rows / requests, 4) if requests else 0.0,
+        "engine": "ray" if teacher.distributed else "local",
+        "chunk_barrier": not teacher.streaming,
         "replica_metrics": teacher.replica_metrics() if hasattr(teacher, "replica_metrics") else {},
         "rejected": sum(final_reasons.values()),
         "rejected_by_reason": dict(sorted(final_reasons.items())),
@@ -346,11 +489,15 @@ def generate_responses(
         "tokens": counts["tokens"],
         "tokens_per_s": counts["tokens"] / loop_s if loop_s > 0 and counts["tokens"] else 0.0,
         "generate_s": round(loop_s, 3),
+        "plan_s": round(loop_started - plan_started, 3),
+        "store_write_s": round(store_s, 3),
+        "dataset_write_s": round(write_s, 3),
         "wall_s": round(time.perf_counter() - started, 3),
         "teacher": teacher.model_id,
         "dataset_dir": str(out_dir),
         "rejected_dir": str(out_dir / "rejected"),
         "cache_path": cache.location,
+        "digest": digest,
     }
     if log_metrics is not None:
         numeric = {k: float(v) for k, v in stats.items() if isinstance(v, int | float)}

@@ -69,6 +69,9 @@ class GenerationResult(StageResult):
     tokens: int
     tokens_per_s: float
     generate_s: float
+    plan_s: float = 0.0
+    store_write_s: float = 0.0
+    dataset_write_s: float = 0.0
     wall_s: float
 
 

@@ -125,23 +125,19 @@ GENERATE = StageSpec("generate", reads=("teacher", "generation"), content=prompt
 
 @task(name="generate", cache_policy=StageCachePolicy(spec=GENERATE), timeout_seconds=48 * HOUR, **STAGE_TASK_OPTIONS)
 def generate_stage(reviews: Reviews, config: DistillConfig, tracking_run_id: str | None = None) -> GenerationResult:
-    """Teacher analyses + rewrites every review (per-review cache: only new reviews reach the teacher)."""
-    import datasets
-
-    from fsa_distill.benchmark.importers import read_review_corpus
+    """Teacher analyses + rewrites every review (per-review cache: only new reviews reach the teacher).
+    The reviews are streamed from the collect stage's file and the digest comes from the dataset writer."""
+    from fsa_distill.benchmark.importers import iter_review_corpus
     from fsa_distill.tasks.generate import generate_responses
 
     key = current_stage_key()
     out_dir = stage_dir(config, GENERATE.name, key)
-    review_rows = read_review_corpus(reviews.path)
     with model_heavy(config):
         stats = generate_responses(
-            review_rows, config, out_dir, log_metrics=_metrics_logger(config, tracking_run_id),
+            iter_review_corpus(reviews.path), config, out_dir, log_metrics=_metrics_logger(config, tracking_run_id),
             on_progress=prefect_progress(),
         )
-    dataset = datasets.load_from_disk(stats["dataset_dir"])
-    rows = sorted(zip(dataset["review_id"], dataset["prompt"], dataset["response"], strict=True))
-    return GenerationResult(**stats, digest=sha256_json(rows), trained_in_run=tracking_run_id, key=key)
+    return GenerationResult(**stats, trained_in_run=tracking_run_id, key=key)
 
 
 def heldout_digest(config: DistillConfig) -> str | None:
@@ -177,7 +173,8 @@ def student_stage(corpus: CorpusResult, config: DistillConfig) -> ModelResult:
     key = current_stage_key()
     out_dir = stage_dir(config, STUDENT.name, key)
     train = datasets.load_from_disk(str(corpus.dataset_dir))["train"]
-    texts = [text for pair in zip(train["source"], train["target"], strict=True) for text in pair]
+    texts = (text for batch in train.iter(batch_size=1000)  # streamed from the memory map, never a list
+             for pair in zip(batch["source"], batch["target"], strict=True) for text in pair)
     model_dir = build_student(config.student.model, out_dir / "model", texts, config.student.vocab_size)
     return ModelResult(model_dir=model_dir, digest=sha256_tree(model_dir), key=key)
 

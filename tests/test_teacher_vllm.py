@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,6 +42,14 @@ def test_vllm_engine_generates_and_caches(tmp_path: Path, tiny_llama_dir: Path, 
         assert fixed[0].n_tokens == 12 and fixed[0].finish_reason == "length"
         first = generate_responses(reviews, config, tmp_path / "out", teacher=teacher, progress=False)
         assert first["generated"] == 12 and first["tokens"] > 0 and first["tokens_per_s"] > 0
+        assert first["chunk_barrier"] is False  # the stage fed the engine through `generate_stream`
+        # The stream (2 requests in the engine at a time, refilled as each finishes) answers as one
+        # `generate` call on the whole list does, under greedy decoding.
+        requests = [GenerationRequest(prompt=f"Review {i}: the soup was cold", max_tokens=10) for i in range(5)]
+        streamed = [pair for step in teacher.generate_stream(deque(enumerate(requests)), window=2) for pair in step]
+        assert sorted(tag for tag, _ in streamed) == list(range(5))
+        assert [result.text for _, result in sorted(streamed, key=lambda pair: pair[0])] == \
+            [result.text for result in teacher.generate(requests)]
         again = generate_responses(reviews + make_reviews(1, start=6), config, tmp_path / "out",
                                    teacher=teacher, progress=False)
     assert again["cached"] == 12 and again["generated"] == 2

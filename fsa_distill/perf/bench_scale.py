@@ -1,7 +1,12 @@
 """Scale: does the pipeline hold a paper-sized corpus (2M pairs) on one machine's memory, at full speed?
 
-Parts, each measured in a subprocess of its own so that its peak RSS is its own (`--part training|all`; the
-generation side, the teacher at scale, is a separate part another module can add to `PARTS`):
+Parts, each measured in a subprocess of its own so that its peak RSS is its own (`--part generation|training|all`):
+- generation: N answers of a synthetic teacher (instant, always valid: the pipeline is measured, not a model)
+  go through the real generate stage (`tasks.generate.generate_responses`: lazy job plan, validation, the
+  SQLite answer store, the Arrow dataset writer), then the real corpus stage (`tasks.corpus.build_corpus`)
+  builds the corpus from that dataset. Reports `answers`, `store_write_s` (time inside the store's commits),
+  `dataset_build_s` (generation dataset from the store), `corpus_build_s`, and the process's peak RSS
+  (`generation_peak_rss_gib`, ru_maxrss, memory-mapped pages included; `generation_peak_anonymous_rss_gib`).
 - training: a synthetic corpus of N (review, response) pairs is written as a corpus-stage dataset (Arrow, in
   chunks, by `Dataset.from_generator`; not timed, and done in its own subprocess too), then one training
   subprocess tokenizes it with `models.student.tokenized` (`tokenize_s`) and pretrains the same student with
@@ -9,7 +14,8 @@ generation side, the teacher at scale, is a separate part another module can add
   the steps alternating in blocks so load changes on the shared machine hit both alike), reporting its own
   peak RSS (`training_peak_rss_gib`, ru_maxrss: tokenization included, and the memory-mapped corpus pages it
   touched; `training_peak_anonymous_rss_gib`: heap and tensors only, sampled).
-Goals: training_peak_rss_gib < 3 and large ≥ 0.9 × small steps/s. Writes benchmark/perf/results/scale.json.
+Goals: generation_peak_rss_gib < 2; training_peak_rss_gib < 3 and large ≥ 0.9 × small steps/s. Writes
+benchmark/perf/results/scale.json (each part's result replaces only that part's entry).
 
     fsa-distill bench scale --pairs 2000000 --json
 """
@@ -141,6 +147,82 @@ def training_part(work: Path, n_pairs: int, steps: int, batch_size: int, student
     }
 
 
+class SyntheticTeacher:
+    """An instant teacher whose answers always pass validation: an analysis quoting a word of the review, or a
+    rewrite that varies with it. The real stage code runs around it; only the model is left out."""
+
+    model_id = "synthetic-teacher"
+    weights_digest = "synthetic"
+    max_model_len = 4096
+    supports_structured_outputs = False
+    streaming = False
+    distributed = False
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        return " ".join(text.split()[:max_tokens])
+
+    def sampling_key(self, request: Any) -> dict[str, Any]:
+        return request.sampling_key()
+
+    def generate(self, requests: list[Any]) -> list[Any]:
+        from fsa_distill.models.teacher.base import GenerationResult
+
+        results = []
+        for request in requests:
+            content = request.messages[0]["content"] if request.messages else request.prompt or ""
+            review = content.rsplit("Review: ", 1)[-1].split()
+            word, mood = review[1].strip(".,"), review[0].strip(".,").lower()
+            if content.startswith("Analyze"):
+                text = (f'Opinion Target 1: "{word}"\nAspect: "quality"\nSentiment: Positive\n'
+                        f"Reasoning: The review calls the {word} {mood}, which is a clear opinion about it.")
+            else:
+                text = f"In short, the {word} here was {mood}, and the reviewer says so plainly about the visit."
+            results.append(GenerationResult(text, len(text.split()), "stop"))
+        return results
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def synthetic_reviews(n_reviews: int, seed: int):
+    """Distinct reviews (a running number keeps every text unique), made on the fly, never held."""
+    for row in synthetic_rows(n_reviews, seed):
+        yield {"id": row["id"], "text": f"{row['source']} Visit {row['id']}."}
+
+
+def generation_part(work: Path, n_pairs: int) -> dict[str, Any]:
+    """Runs inside its own process: N answers through the generate stage and the store, then the corpus."""
+    from fsa_distill.core.config import CorpusConfig, DistillConfig
+    from fsa_distill.tasks.corpus import build_corpus
+    from fsa_distill.tasks.generate import generate_responses
+
+    anonymous = AnonymousRssPeak()
+    config = DistillConfig(work_dir=work / "gen-work")
+    config.generation.prompts = ["analysis", "rewrite"]
+    config.generation.batch_size = 4096  # the teacher is instant: large commits, as a busy GPU teacher makes
+    n_reviews = -(-n_pairs // len(config.generation.prompts))
+    stats = generate_responses(synthetic_reviews(n_reviews, seed=2), config, work / "generations",
+                               teacher=SyntheticTeacher(), progress=False)  # type: ignore[arg-type]
+    rss_after_generate = peak_rss_gib()
+    started = time.perf_counter()
+    corpus = build_corpus([work / "generations"], work / "gen-corpus", CorpusConfig(dev_fraction=0.01))
+    corpus_s = time.perf_counter() - started
+    store_bytes = sum(f.stat().st_size for f in (work / "gen-work" / "cache").glob("teacher_responses.sqlite*"))
+    return {
+        "answers": stats["generated"], "rows": stats["rows"], "reviews": stats["reviews"],
+        "plan_s": stats["plan_s"], "store_write_s": stats["store_write_s"], "generate_s": stats["generate_s"],
+        "dataset_build_s": stats["dataset_write_s"], "corpus_build_s": round(corpus_s, 1),
+        "corpus_train_pairs": corpus["n_train"], "corpus_validation_pairs": corpus["n_validation"],
+        "store": "sqlite", "store_gib": round(store_bytes / 2**30, 3),
+        "generation_peak_rss_gib": round(peak_rss_gib(), 3),
+        "generation_peak_anonymous_rss_gib": round(anonymous.stop_gib(), 3),
+        "peak_rss_after_generate_gib": round(rss_after_generate, 3),
+    }
+
+
 def _in_subprocess(function: str, **arguments: Any) -> dict[str, Any]:
     """Run `function` of this module in a fresh interpreter; its last stdout line is its JSON result."""
     code = (f"import json, sys\nfrom pathlib import Path\nfrom fsa_distill.perf import bench_scale\n"
@@ -160,7 +242,7 @@ def _write_corpora(work: Path, n_pairs: int) -> dict[str, Any]:
     return {"write_corpus_s": round(time.perf_counter() - started, 1)}
 
 
-PARTS = ("training",)  # the generation part (teacher at scale) is added beside it
+PARTS = ("generation", "training")
 
 
 def run_scale_bench(n_pairs: int = 2_000_000, part: str = "all", steps: int = 40, batch_size: int = 16,
@@ -170,11 +252,17 @@ def run_scale_bench(n_pairs: int = 2_000_000, part: str = "all", steps: int = 40
     result: dict[str, Any] = {"pairs": n_pairs}
     with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=work_dir) as temp:
         work = Path(temp)
+        if part in ("generation", "all"):
+            generation = _in_subprocess("generation_part", work=str(work), n_pairs=n_pairs)
+            generation["goals"] = {"generation_peak_rss_gib_lt_2": generation["generation_peak_rss_gib"] < 2}
+            generation.update(pairs=n_pairs, load_avg_1m=round(os.getloadavg()[0], 2))
+            result["generation"] = generation
         if part in ("training", "all"):
             corpus = _in_subprocess("_write_corpora", work=str(work), n_pairs=n_pairs)
             training = _in_subprocess("training_part", work=str(work), n_pairs=n_pairs, steps=steps,
                                       batch_size=batch_size, student=student)
             training.update(corpus)
+            training.update(pairs=n_pairs, load_avg_1m=round(os.getloadavg()[0], 2))
             training["goals"] = {
                 "training_peak_rss_gib_lt_3": training["training_peak_rss_gib"] < 3,
                 "large_ge_0.9x_small": training["train_steps_per_s_large"]

@@ -2,7 +2,7 @@
 
 `datasets.map` writes the token ids and their lengths beside each other; the result is saved under a folder
 named by the digests of the corpus, the tokenizer and the truncation lengths, so a second run (or another
-process of the same run) opens it instead of tokenizing again. Reading a batch touches only its rows, so the
+process of the same run) opens it instead of tokenizing again. Token ids are stored as int32. Reading a batch touches only its rows, so the
 training process's memory does not grow with the corpus (tests and `fsa-distill bench scale` check it).
 """
 
@@ -19,6 +19,7 @@ from fsa_distill.core.files import atomic_dir
 from fsa_distill.models.student.load import TOKENIZER_FILES
 
 MAP_BATCH = 1000  # texts per tokenizer call inside datasets.map
+TOKENS_FILE = "tokens.arrow"
 TOKENIZER_DIGEST_FILES = (*TOKENIZER_FILES, "special_tokens_map.json", "added_tokens.json")
 
 
@@ -47,36 +48,47 @@ def _tokenize(tokenizer: Any, max_source: int, max_target: int):
     return tokenize
 
 
+def _features() -> Any:
+    from datasets import Features, List, Value
+
+    # int32 ids: half the bytes of datasets' default int64, so half the pages to write and to read back
+    return Features({"input_ids": List(Value("int32")), "labels": List(Value("int32")),
+                     "source_length": Value("int32"), "target_length": Value("int32")})
+
+
 def tokenized_split(corpus_dir: Path, split: str, tokenizer: Any, tokenizer_key: str, max_source: int,
                     max_target: int, cache_root: Path, limit: int | None = None, build: bool = True) -> Any:
     """The split's (input_ids, labels, source_length, target_length) as a memory-mapped `datasets.Dataset`.
 
-    Built by `datasets.map` into `cache_root/<key>/<split>` when absent (`build=False`: only open it, for
-    processes that wait for rank 0 to build it); an absent split gives an empty dataset. `limit` keeps the
-    first N rows (the validation subset).
+    Built by `datasets.map` straight into `cache_root/<key>/<split>/tokens.arrow` when absent and opened with
+    `Dataset.from_file`: no `save_to_disk` copy, whose read-back would bring every page of the tokenized corpus
+    into this process's resident set (`fsa-distill bench scale`). `build=False` only opens it, for processes that
+    wait for rank 0 to build it; an absent split gives an empty dataset. `limit` keeps the first N rows (the
+    validation subset).
     """
     from datasets import Dataset, load_from_disk
+    from datasets.arrow_writer import ArrowWriter
 
     key = sha256_json({"corpus": corpus_digest(corpus_dir), "tokenizer": tokenizer_key, "max_source": max_source,
-                       "max_target": max_target, "limit": limit})[:24]
+                       "max_target": max_target, "limit": limit, "layout": "tokens.arrow/int32"})[:24]
     folder = Path(cache_root) / key / split
     if not folder.exists() and build:
         try:
             corpus = load_from_disk(str(corpus_dir))
         except Exception as error:  # noqa: BLE001
             raise InputError(corpus_dir, None, f"not a saved Hugging Face dataset: {error}") from None
-        if split in corpus:
-            rows = corpus[split]
-            if limit is not None:
-                rows = rows.select(range(min(limit, len(rows))))
-            tokenized = rows.map(_tokenize(tokenizer, max_source, max_target), batched=True,
-                                 batch_size=MAP_BATCH, remove_columns=rows.column_names,
-                                 desc=f"tokenize {split}", keep_in_memory=False)
-        else:
-            tokenized = Dataset.from_dict({"input_ids": [], "labels": [], "source_length": [], "target_length": []})
         with atomic_dir(folder) as tmp:
-            tokenized.save_to_disk(str(tmp), num_shards=1 if len(tokenized) == 0 else None)  # 0 shards: unloadable
-    return load_from_disk(str(folder))
+            if split in corpus and len(corpus[split]) > 0:
+                rows = corpus[split]
+                if limit is not None:
+                    rows = rows.select(range(min(limit, len(rows))))
+                rows.map(_tokenize(tokenizer, max_source, max_target), batched=True, batch_size=MAP_BATCH,
+                         remove_columns=rows.column_names, features=_features(),
+                         cache_file_name=str(tmp / TOKENS_FILE), desc=f"tokenize {split}")
+            else:
+                with ArrowWriter(features=_features(), path=str(tmp / TOKENS_FILE)) as writer:
+                    writer.finalize()
+    return Dataset.from_file(str(folder / TOKENS_FILE))
 
 
 def length_keys(data: Any) -> np.ndarray:

@@ -62,7 +62,8 @@ class TeacherBackend(ABC):
     weights_digest: str
     max_model_len: int = 2048
     supports_structured_outputs: bool = False  # honours GenerationRequest.regex
-    streaming: bool = False  # has `generate_stream` (engine=ray): no chunk barrier in the generate stage
+    streaming: bool = False  # has `generate_stream(queue, window)`: no chunk barrier in the generate stage
+    distributed: bool = False  # replicas on a Ray cluster (engine=ray)
 
     @abstractmethod
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fsa_distill.core.config import TeacherConfig
 from fsa_distill.core.digests import sha256_json, sha256_tree
@@ -163,6 +164,16 @@ class LazyTeacher(TokenizerMixin, TeacherBackend):
         if self.backend is None:
             self.backend = build_teacher(self.config, self.work_dir)
         return self.backend.generate(requests)
+
+    @property
+    def streaming(self) -> bool:  # type: ignore[override]
+        return self.config.backend == "vllm"
+
+    def generate_stream(self, queue: Any, **options: Any) -> Any:
+        """The vLLM engine's stream (see `VLLMBackend.generate_stream`), started on first use."""
+        if self.backend is None:
+            self.backend = build_teacher(self.config, self.work_dir)
+        return self.backend.generate_stream(queue, **options)  # type: ignore[attr-defined]
 
     def close(self) -> None:
         if self.backend is not None:

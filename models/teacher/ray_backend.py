@@ -73,6 +73,7 @@ class RayTeacher(TeacherBackend):
     """Teacher replicas on Ray; `generate_stream` is what the generate stage uses."""
 
     streaming = True
+    distributed = True
     supports_structured_outputs = True  # the replicas are vLLM engines
 
     def __init__(self, teacher: TeacherConfig, work_dir: Path, replicas: int = 1, ray_address: str | None = None,
@@ -144,12 +145,14 @@ class RayTeacher(TeacherBackend):
             results.update(finished)
         return [results[index] for index in range(len(requests))]
 
-    def generate_stream(self, queue: deque[tuple[Any, GenerationRequest]]
+    def generate_stream(self, queue: deque[tuple[Any, GenerationRequest]], window: int | None = None
                         ) -> Iterator[list[tuple[Any, GenerationResult]]]:
         """Finished micro-batches as (tag, result) pairs, as soon as any replica finishes one.
 
         The caller may append to `queue` while iterating (re-asks): the stream ends when the queue is empty and
         nothing is in flight. A replica that dies puts its in-flight requests back at the queue's front.
+        `window` caps the requests in flight across all replicas (None: `IN_FLIGHT_PER_REPLICA` micro-batches
+        on each replica).
         """
         import ray
         from ray.exceptions import RayActorError
@@ -159,7 +162,8 @@ class RayTeacher(TeacherBackend):
         while queue or in_flight:
             for index, actor in list(self.actors):
                 busy = sum(1 for owner, _, _ in in_flight.values() if owner == index)
-                while queue and busy < IN_FLIGHT_PER_REPLICA:
+                while queue and busy < IN_FLIGHT_PER_REPLICA and (
+                        window is None or sum(len(items) for _, _, items in in_flight.values()) < window):
                     items = [queue.popleft() for _ in range(min(self.micro_batch, len(queue)))]
                     ref = actor.generate.remote([request for _, request in items])
                     in_flight[ref] = (index, actor, items)

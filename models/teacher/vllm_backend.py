@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -62,6 +64,7 @@ def all_cores_for_cpu_worker() -> Iterator[None]:
 
 class VLLMBackend(TokenizerMixin, TeacherBackend):
     supports_structured_outputs = True
+    streaming = True  # `generate_stream`: the engine is refilled as answers finish, no chunk barrier
 
     def __init__(
         self,
@@ -127,12 +130,36 @@ class VLLMBackend(TokenizerMixin, TeacherBackend):
         outputs = self.llm.generate(
             self.encode(requests), [self.sampling_params(r) for r in requests], use_tqdm=False
         )
-        results = []
-        for output in outputs:
-            completion = output.outputs[0]
-            finish = "length" if completion.finish_reason == "length" else "stop"
-            results.append(GenerationResult(completion.text, len(completion.token_ids), finish))
-        return results
+        return [_result(output) for output in outputs]
+
+    def generate_stream(self, queue: deque[tuple[Any, GenerationRequest]], window: int = 64
+                        ) -> Iterator[list[tuple[Any, GenerationResult]]]:
+        """Finished answers as (tag, result) pairs after every engine step that finished some, while the engine
+        is kept holding `window` requests: a new one goes in as soon as one finishes, so the engine never
+        drains at the end of a chunk (`LLM.generate` on a list waits for its slowest answer; vLLM's own
+        `step` loop is the documented way to keep feeding it). The caller may append re-asks to `queue`."""
+        from vllm.sampling_params import RequestOutputKind
+
+        engine = self.llm.llm_engine
+        in_flight: dict[str, Any] = {}
+        try:
+            while queue or in_flight:
+                while queue and len(in_flight) < window:
+                    tag, request = queue.popleft()
+                    params = self.sampling_params(request)
+                    params.output_kind = RequestOutputKind.FINAL_ONLY
+                    request_id = f"stream-{next(self._stream_ids)}"
+                    engine.add_request(request_id, self.encode([request])[0], params)
+                    in_flight[request_id] = tag
+                finished = [(in_flight.pop(output.request_id), _result(output))
+                            for output in engine.step() if output.finished]
+                if finished:
+                    yield finished
+        finally:
+            if in_flight:  # the caller stopped early or failed: the engine must not keep these
+                engine.abort_request(list(in_flight))
+
+    _stream_ids = itertools.count()
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)
@@ -143,3 +170,9 @@ class VLLMBackend(TokenizerMixin, TeacherBackend):
             llm.llm_engine.engine_core.shutdown()
         del llm
         gc.collect()
+
+
+def _result(output: Any) -> GenerationResult:
+    completion = output.outputs[0]
+    finish = "length" if completion.finish_reason == "length" else "stop"
+    return GenerationResult(completion.text, len(completion.token_ids), finish)

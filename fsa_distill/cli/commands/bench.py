@@ -167,18 +167,48 @@ def structured(
                    f"{result[arm]['tokens_per_s']} tok/s")
 
 
+def stream(
+    n_reviews: Annotated[int, typer.Option(min=1, help="rest14 train sentences, asked with both prompts.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Requests the engine holds (the chunk size of the "
+                                                        "chunked arm).")] = 16,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, in tokens (answers stop at EOS).")] = 256,
+    repeats: Annotated[int, typer.Option(min=1, help="Runs of each arm, alternating.")] = 2,
+    work_dir: Annotated[str, typer.Option(help="Where the converted SmolLM2 teacher is cached.")] = "work",
+    data_dir: Annotated[Path | None, typer.Option(help="Benchmark data folder (default: FSA_DATA_DIR, then the "
+                                                       "usual search).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
+) -> None:
+    """The local engine fed in chunks (a barrier after each) vs as a stream: tokens/s of the generate stage;
+    writes results/stream.json."""
+    from fsa_distill.cli.console import user_errors
+    from fsa_distill.cli.inputs import benchmark_data_dir
+    from fsa_distill.core.paths import check_output_dir
+    from fsa_distill.perf.bench_stream import RESULTS_PATH, run_stream_bench
+
+    with user_errors():
+        check_output_dir(work_dir, "work dir")
+        result = run_stream_bench(n_reviews, batch_size, max_tokens, repeats, Path(work_dir),
+                                  results_path=RESULTS_PATH, data_dir=benchmark_data_dir(data_dir))
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(f"chunked {result['chunked_tokens_per_s']} tok/s, streamed {result['streamed_tokens_per_s']} tok/s: "
+               f"{result['streamed_vs_chunked']}x; {result['same_answers']} of {result['answers']} answers equal")
+
+
 def scale(
     pairs: Annotated[int, typer.Option(help="Pairs in the large synthetic corpus.")] = 2_000_000,
-    part: Annotated[str, typer.Option(help="training, or all (every part this command has; the teacher's "
-                                           "generation side is a separate part).")] = "all",
+    part: Annotated[str, typer.Option(help="generation (answers through the store, generation dataset and "
+                                           "corpus), training (tokenize, train), or all.")] = "all",
     steps: Annotated[int, typer.Option(help="Timed training steps per corpus.")] = 40,
     batch_size: Annotated[int, typer.Option(help="Pretraining batch (the same for both corpora).")] = 16,
     work_dir: Annotated[Path | None, typer.Option(help="Where the temporary corpora go (default: the system "
                                                        "temp folder).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
 ) -> None:
-    """Training at corpus scale: tokenize_s, training_peak_rss_gib and steps/s on N pairs vs 20,000 pairs;
-    writes benchmark/perf/results/scale.json."""
+    """The pipeline at corpus scale: N teacher answers (synthetic teacher) through the store into the generation
+    dataset and corpus (generation_peak_rss_gib), and training on N pairs vs 20,000 (tokenize_s,
+    training_peak_rss_gib, steps/s); writes benchmark/perf/results/scale.json."""
     from fsa_distill.cli.console import user_errors
     from fsa_distill.core.errors import InputError
     from fsa_distill.perf.bench_scale import PARTS, RESULTS_PATH, run_scale_bench
@@ -192,6 +222,11 @@ def scale(
     if as_json:
         print_json(result)
         return
+    generation = result.get("generation")
+    if generation:
+        typer.echo(f"{generation['answers']:,} answers: store writes {generation['store_write_s']} s, generation "
+                   f"dataset {generation['dataset_build_s']} s, corpus {generation['corpus_build_s']} s; peak RSS "
+                   f"{generation['generation_peak_rss_gib']} GiB")
     training = result.get("training")
     if training:
         typer.echo(f"{pairs:,} pairs: tokenized in {training['tokenize_s']} s; peak RSS "

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -33,7 +36,7 @@ def generate(
     with user_errors():
         from pydantic import ValidationError
 
-        from fsa_distill.benchmark.importers import chars_for_tokens, count_cut, read_review_corpus
+        from fsa_distill.benchmark.importers import chars_for_tokens
         from fsa_distill.cli.inputs import check_config_paths
         from fsa_distill.core.config import ConfigError, resolve_config
         from fsa_distill.core.paths import check_input_file, check_output_dir
@@ -60,10 +63,10 @@ def generate(
                     raise ConfigError(f"--{key.replace('_', '-')}: {error.errors()[0]['msg']}") from None
         check_config_paths(config)
         max_chars = chars_for_tokens(config.generation.max_input_tokens)
-        reviews = [review for path in corpus
-                   for review in read_review_corpus(path, text_field=text_field, max_chars=max_chars)]
-        if max_reviews is not None:
-            reviews = reviews[:max_reviews]
+        counts: Counter[str] = Counter()
+        # streamed: the generate stage plans jobs lazily and never holds the corpus; a bad line still ends the
+        # command with one error line, before the teacher starts (planning comes first)
+        reviews = itertools.islice(_read_counting_cuts(corpus, text_field, max_chars, counts), max_reviews)
         from fsa_distill.cli.lifecycle import engine_logs, start_reaper
 
         start_reaper()  # vLLM's engine processes end with this process
@@ -71,7 +74,7 @@ def generate(
             from fsa_distill.tasks.generate import generate_responses
 
             stats = generate_responses(reviews, config, out, progress=not json_output)
-        stats["cut_while_reading"] = count_cut(reviews)
+        stats["cut_while_reading"] = counts["cut"]
     if json_output:
         print_json(stats)
         return
@@ -80,3 +83,13 @@ def generate(
         value = stats[key]
         stderr.print(f"{key:>18}: {value:.3g}" if isinstance(value, float) else f"{key:>18}: {value}",
                      highlight=False, markup=False)
+
+
+def _read_counting_cuts(corpus: list[Path], text_field: str, max_chars: int, counts: Counter[str]
+                        ) -> Iterator[dict[str, Any]]:
+    from fsa_distill.benchmark.importers import iter_review_corpus
+
+    for path in corpus:
+        for review in iter_review_corpus(path, text_field=text_field, max_chars=max_chars):
+            counts["cut"] += "cut_chars" in review
+            yield review
