@@ -4,6 +4,14 @@ Each writes one JSON result file into benchmark/perf/results/ and compares again
 same run.
 """
 
+import os
+import platform
 from pathlib import Path
+from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmark" / "perf" / "results"
+
+
+def machine() -> dict[str, Any]:
+    """The machine a result was measured on, with its load at the end of the run (this machine is shared)."""
+    return {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2), "platform": platform.platform()}

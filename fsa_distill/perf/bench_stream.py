@@ -10,14 +10,12 @@ both alike. Writes benchmark/perf/results/stream.json.
 
 from __future__ import annotations
 
-import os
-import platform
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from fsa_distill.core.files import write_json_atomically
-from fsa_distill.perf import RESULTS_DIR
+from fsa_distill.perf import RESULTS_DIR, machine
 
 RESULTS_PATH = RESULTS_DIR / "stream.json"
 
@@ -57,20 +55,15 @@ def run_stream_bench(n_reviews: int = 64, batch_size: int = 16, max_tokens: int 
                      work_dir: Path = Path("work"), kv_cache_memory_gib: float = 2.0,
                      results_path: Path | None = RESULTS_PATH, data_dir: Path | None = None) -> dict[str, Any]:
     from fsa_distill.core.config import DistillConfig
-    from fsa_distill.models.teacher.factory import compute_dtype
-    from fsa_distill.models.teacher.smollm2 import NAME, ensure_smollm2
-    from fsa_distill.models.teacher.vllm_backend import VLLMBackend
-    from fsa_distill.perf.bench_teacher import benchmark_reviews
+    from fsa_distill.models.teacher.smollm2 import NAME
+    from fsa_distill.perf.bench_teacher import benchmark_reviews, smollm2_engine
 
-    model_dir, digest = ensure_smollm2(Path(work_dir) / "models")
     config = DistillConfig(work_dir=work_dir)
     config.generation.max_new_tokens = max_tokens
     config.generation.reask_rejected = False
     config.generation.batch_size = batch_size
     reviews = benchmark_reviews(n_reviews, data_dir)
-    backend = VLLMBackend(str(model_dir), model_id=NAME, weights_digest=digest,
-                          dtype=compute_dtype(config.teacher.dtype), max_model_len=config.teacher.max_model_len,
-                          kv_cache_memory_gib=kv_cache_memory_gib, enforce_eager=True)
+    backend = smollm2_engine(work_dir, config, kv_cache_memory_gib)
     arms = {"chunked": ChunkedTeacher(backend), "streamed": backend}
     totals = {name: {"tokens": 0, "generate_s": 0.0} for name in arms}
     answers: dict[str, dict[str, str]] = {}
@@ -92,8 +85,7 @@ def run_stream_bench(n_reviews: int = 64, batch_size: int = 16, max_tokens: int 
         "streamed_vs_chunked": round(per_s["streamed"] / max(per_s["chunked"], 1e-9), 3),
         "same_answers": same, "seconds": {name: round(total["generate_s"], 1) for name, total in totals.items()},
         "model": NAME,
-        "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
-                    "platform": platform.platform()},
+        "machine": machine(),
     }
     if results_path is not None:
         write_json_atomically(Path(results_path), results)

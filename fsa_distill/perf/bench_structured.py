@@ -8,14 +8,12 @@ benchmark/perf/results/structured_outputs.json.
 
 from __future__ import annotations
 
-import os
-import platform
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from fsa_distill.core.files import write_json_atomically
-from fsa_distill.perf import RESULTS_DIR
+from fsa_distill.perf import RESULTS_DIR, machine
 
 RESULTS_PATH = RESULTS_DIR / "structured_outputs.json"
 
@@ -45,21 +43,16 @@ def run_structured_bench(n_sentences: int = 200, max_tokens: int = 256, work_dir
                          kv_cache_memory_gib: float = 2.0, results_path: Path | None = RESULTS_PATH,
                          data_dir: Path | None = None) -> dict[str, Any]:
     from fsa_distill.core.config import DistillConfig
-    from fsa_distill.models.teacher.factory import compute_dtype
-    from fsa_distill.models.teacher.smollm2 import NAME, ensure_smollm2
-    from fsa_distill.models.teacher.vllm_backend import VLLMBackend
-    from fsa_distill.perf.bench_teacher import benchmark_reviews, engine_dtype
+    from fsa_distill.models.teacher.smollm2 import NAME
+    from fsa_distill.perf.bench_teacher import benchmark_reviews, engine_dtype, smollm2_engine
 
-    model_dir, digest = ensure_smollm2(Path(work_dir) / "models")
     config = DistillConfig(work_dir=work_dir)
     config.generation.prompts = ["analysis"]
     config.generation.max_new_tokens = max_tokens
     config.generation.reask_rejected = False
     config.generation.batch_size = n_sentences
     reviews = benchmark_reviews(n_sentences, data_dir)
-    backend = VLLMBackend(str(model_dir), model_id=NAME, weights_digest=digest,
-                          dtype=compute_dtype(config.teacher.dtype), max_model_len=config.teacher.max_model_len,
-                          kv_cache_memory_gib=kv_cache_memory_gib, enforce_eager=True)
+    backend = smollm2_engine(work_dir, config, kv_cache_memory_gib)
     try:
         _arm(backend, reviews[:4], config, structured=True)  # warm-up: the regex's grammar compiled once, not timed
         free = _arm(backend, reviews, config, structured=False)
@@ -78,8 +71,7 @@ def run_structured_bench(n_sentences: int = 200, max_tokens: int = 256, work_dir
         "tokens_per_s_ratio": round(constrained["tokens_per_s"] / max(free["tokens_per_s"], 1e-9), 3),
         "model": NAME,
         "dtype": dtype,
-        "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
-                    "platform": platform.platform()},
+        "machine": machine(),
     }
     if results_path is not None:
         write_json_atomically(Path(results_path), results)

@@ -209,3 +209,15 @@ def main() -> None:
 
 if __name__ == "__main__":  # vLLM on CPU spawns workers: scripts need this guard
     main()
+
+
+def smollm2_engine(work_dir: Path, config: Any, kv_cache_memory_gib: float) -> Any:
+    """The offline SmolLM2 teacher on vLLM, as the benchmarks that compare two arms on one engine start it."""
+    from fsa_distill.models.teacher.factory import compute_dtype
+    from fsa_distill.models.teacher.smollm2 import NAME, ensure_smollm2
+    from fsa_distill.models.teacher.vllm_backend import VLLMBackend
+
+    model_dir, digest = ensure_smollm2(Path(work_dir) / "models")
+    return VLLMBackend(str(model_dir), model_id=NAME, weights_digest=digest,
+                       dtype=compute_dtype(config.teacher.dtype), max_model_len=config.teacher.max_model_len,
+                       kv_cache_memory_gib=kv_cache_memory_gib, enforce_eager=True)
