@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,21 @@ def _require_browser() -> None:
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: tuple[Path, str]) -> dict:
-    """One real distill run (the demo profile shortened by overrides) in its own work dir."""
+def engine_in_this_process() -> Iterator[None]:
+    """vLLM's engine in the test process (as test_teacher_vllm and test_flow's cache-reuse test do): no test here
+    is about the engine process, and both of the module's engine starts (the demo run, the retrain) then skip
+    spawning and importing one."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        yield
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: tuple[Path, str],
+             engine_in_this_process: None) -> dict:
+    """One real distill run (the demo profile shortened by overrides) in its own work dir. The real teacher, not
+    imported answers: the retrain test needs this run's SmolLM2 answers in the store to show that only the new
+    reviews reach the teacher."""
     _require_browser()
     from fsa_distill.flows.distill import distill
     from tests.test_flow import tiny_overrides
@@ -160,7 +174,8 @@ def _cache_answers(path: Path) -> int:
     return accepted + rejected
 
 
-def test_retrain_on_new_corpus_end_to_end(demo_run: dict, smollm2_dir, tmp_path: Path) -> None:
+def test_retrain_on_new_corpus_end_to_end(demo_run: dict, smollm2_dir, tmp_path: Path,
+                                         engine_in_this_process: None) -> None:
     """A corpus lands in the inbox, a corrupt one beside it: the real distill runs incrementally (only the new
     reviews reach the teacher), the corrupt file is moved aside, and a second poll does nothing."""
     from fsa_distill.flows.retrain_on_new_corpus import retrain_on_new_corpus

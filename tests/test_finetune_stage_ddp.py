@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 from pathlib import Path
 
+import filelock
 import psutil
 import pytest
 from mlflow.tracking import MlflowClient
@@ -48,11 +50,6 @@ def fine_tune(config: DistillConfig, model: ModelResult) -> tuple[list[FinetuneR
         tracker.finish(parent)
 
 
-@pytest.fixture
-def model(tiny_student_dir: Path) -> ModelResult:
-    return ModelResult(model_dir=tiny_student_dir, digest="tiny", key="tiny")
-
-
 def _stage_folders(config: DistillConfig) -> list[Path]:
     return sorted((config.work_dir / "stages" / "finetune").iterdir())
 
@@ -73,24 +70,6 @@ def _check_finished_run(result: FinetuneResult, config: DistillConfig, benchmark
     return written
 
 
-def test_two_process_finetune_stage_returns_rank_zeros_history(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: ModelResult, benchmark_dir: Path
-) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # each rank one thread on this 2-core machine
-    config = _config(tmp_path / "work", benchmark_dir)
-    [result], metric_runs = fine_tune(config, model)
-
-    written = _check_finished_run(result, config, benchmark_dir)
-    assert result.dev_history == written["dev_history"] and len(result.dev_history) == 1  # 1 epoch
-    assert result.best_dev_f1 == written["best_dev_f1"] == result.dev_history[0]["dev_f1"]
-    # The ranks never log to MLflow: the stage logs rank 0's history once they are done, one point per epoch.
-    client = MlflowClient(config.mlflow_uri)
-    run_id = metric_runs[f"finetune/{DATASET}/seed-1"]
-    for name in ("dev_f1", "train_loss"):
-        logged = [(m.step, m.value) for m in client.get_metric_history(run_id, f"finetune/{name}")]
-        assert logged == [(r["epoch"], pytest.approx(r[name])) for r in result.dev_history], name
-
-
 def _training_processes() -> list[psutil.Process]:
     """This process's live launcher and rank processes."""
     found = []
@@ -103,56 +82,86 @@ def _training_processes() -> list[psutil.Process]:
     return found
 
 
-def test_stage_timeout_stops_a_hung_two_process_run_and_the_next_run_finishes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_student_dir: Path, benchmark_dir: Path
-) -> None:
-    """A run that cannot finish (its ranks block reading the model's config.json, a FIFO nobody writes: a
-    stuck read, whatever the machine's speed) is stopped by the stage's timeout; the next run then finishes
-    in the same stage folder."""
+@pytest.fixture(scope="module")
+def stopped_then_finished(tmp_path_factory: pytest.TempPathFactory, tiny_student_dir: Path,
+                          benchmark_dir: Path) -> dict:
+    """A 2-process run that cannot finish (its ranks block reading the model's config.json, a FIFO nobody
+    writes: a stuck read, whatever the machine's speed), stopped by the stage's timeout; then, once the read is
+    unblocked, the same run again with the stage's own timeout, finishing in the stopped run's folder. Both
+    tests read this one sequence: every run is a 2-process launch under torchrun (~20-40 s here), so the
+    finished run is the one both check rather than a third launch. Returns what each test asserts on."""
     from prefect.task_engine import TaskRunTimeoutError
 
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    tmp_path = tmp_path_factory.mktemp("ft-ddp")
     student = tmp_path / "student"
     shutil.copytree(tiny_student_dir, student)
     (student / "config.json").unlink()
     os.mkfifo(student / "config.json")
     model = ModelResult(model_dir=student, digest="tiny", key="tiny")
     config = _config(tmp_path / "work", benchmark_dir)
+    seen: dict = {"config": config}
     stage = stages.finetune_stage
-    # A short timeout, and no retry (a timeout is transient to the stages' retry condition): one attempt.
-    monkeypatch.setattr(stages, "finetune_stage",
-                        stage.with_options(timeout_seconds=HUNG_RUN_TIMEOUT_S, retries=0))
-    flow_ended = threading.Event()
-    guard: dict[str, bool] = {}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # each rank one thread on this 2-core machine
+        # A short timeout, and no retry (a timeout is transient to the stages' retry condition): one attempt.
+        monkeypatch.setattr(stages, "finetune_stage",
+                            stage.with_options(timeout_seconds=HUNG_RUN_TIMEOUT_S, retries=0))
+        flow_ended = threading.Event()
 
-    def end_a_run_the_timeout_missed() -> None:
-        """Without a working timeout the flow would wait forever: kill the blocked ranks late, and say so."""
-        if not flow_ended.wait(HUNG_RUN_TIMEOUT_S + 60):
-            guard["killed_the_ranks"] = True
-            for process in _training_processes():
-                process.kill()
+        def end_a_run_the_timeout_missed() -> None:
+            """Without a working timeout the flow would wait forever: kill the blocked ranks late, and say so."""
+            if not flow_ended.wait(HUNG_RUN_TIMEOUT_S + 60):
+                seen["killed_the_ranks"] = True
+                for process in _training_processes():
+                    process.kill()
 
-    watcher = threading.Thread(target=end_a_run_the_timeout_missed)
-    watcher.start()
-    try:
-        with pytest.raises(TaskRunTimeoutError, match=rf"timed out after {HUNG_RUN_TIMEOUT_S}(\.0)? second"):
+        watcher = threading.Thread(target=end_a_run_the_timeout_missed)
+        watcher.start()
+        try:
             fine_tune(config, model)
-    finally:
-        flow_ended.set()
-        watcher.join()
-    assert not guard, "the stage's timeout did not stop the hung run"
-    [folder] = _stage_folders(config)
-    assert not (folder / RESULT_FILES["finetune"]).exists()
-    assert "stopped from outside" in (folder / LOG_FILE).read_text(encoding="utf-8").splitlines()[-1]
-    _, alive = psutil.wait_procs(_training_processes(), timeout=30)
-    assert not alive  # neither the launcher nor a rank outlives the stage (ranks die with their launcher)
-    lock = stages.model_heavy(config)
-    lock.acquire(timeout=0)  # the stopped stage gave the model-heavy lock back
-    lock.release()
+        except TaskRunTimeoutError as error:
+            seen["timeout_error"] = str(error)
+        finally:
+            flow_ended.set()
+            watcher.join()
+        seen["folders_after_stop"] = _stage_folders(config)
+        [folder] = seen["folders_after_stop"]
+        seen["result_file_after_stop"] = (folder / RESULT_FILES["finetune"]).exists()
+        seen["last_log_line"] = (folder / LOG_FILE).read_text(encoding="utf-8").splitlines()[-1]
+        _, seen["alive_after_stop"] = psutil.wait_procs(_training_processes(), timeout=30)
+        try:
+            with stages.model_heavy(config).acquire(timeout=0):
+                seen["lock_given_back"] = True
+        except filelock.Timeout:
+            seen["lock_given_back"] = False
 
-    (student / "config.json").unlink()
-    shutil.copy(tiny_student_dir / "config.json", student / "config.json")  # the stuck read is over
-    monkeypatch.setattr(stages, "finetune_stage", stage)  # the next run, with the stage's own timeout
-    [result], _ = fine_tune(config, model)
-    _check_finished_run(result, config, benchmark_dir)  # same key: in the stopped run's folder
-    assert len(result.dev_history) == 1
+        (student / "config.json").unlink()
+        shutil.copy(tiny_student_dir / "config.json", student / "config.json")  # the stuck read is over
+        monkeypatch.setattr(stages, "finetune_stage", stage)  # the next run, with the stage's own timeout
+        [seen["result"]], seen["metric_runs"] = fine_tune(config, model)
+    return seen
+
+
+def test_stage_timeout_stops_a_hung_two_process_run(stopped_then_finished: dict) -> None:
+    seen = stopped_then_finished
+    assert "killed_the_ranks" not in seen, "the stage's timeout did not stop the hung run"
+    assert re.search(rf"timed out after {HUNG_RUN_TIMEOUT_S}(\.0)? second", seen.get("timeout_error", "")), seen
+    assert len(seen["folders_after_stop"]) == 1 and not seen["result_file_after_stop"]
+    assert "stopped from outside" in seen["last_log_line"]
+    assert not seen["alive_after_stop"]  # neither the launcher nor a rank outlives the stage (ranks die with it)
+    assert seen["lock_given_back"]  # the stopped stage gave the model-heavy lock back
+
+
+def test_next_two_process_run_finishes_and_returns_rank_zeros_history(stopped_then_finished: dict,
+                                                                      benchmark_dir: Path) -> None:
+    """The run after the stopped one, in the same stage folder (same key), with the stage's own timeout."""
+    config, result = stopped_then_finished["config"], stopped_then_finished["result"]
+    written = _check_finished_run(result, config, benchmark_dir)
+    assert result.dev_history == written["dev_history"] and len(result.dev_history) == 1  # 1 epoch
+    assert result.best_dev_f1 == written["best_dev_f1"] == result.dev_history[0]["dev_f1"]
+    # The ranks never log to MLflow: the stage logs rank 0's history once they are done, one point per epoch.
+    client = MlflowClient(config.mlflow_uri)
+    run_id = stopped_then_finished["metric_runs"][f"finetune/{DATASET}/seed-1"]
+    for name in ("dev_f1", "train_loss"):
+        logged = [(m.step, m.value) for m in client.get_metric_history(run_id, f"finetune/{name}")]
+        assert logged == [(r["epoch"], pytest.approx(r[name])) for r in result.dev_history], name
