@@ -62,6 +62,7 @@ def benchmark_dir(shared_dir: Path) -> Path:
 
 
 # Teacher tests (models/teacher, tasks/generate): tiny Llama, converted SmolLM2, fake backends, flaky server.
+from tests.student_fixtures import student_without_dropout  # noqa: F401
 from tests.teacher_fixtures import flaky_server, smollm2_dir, smollm2_tokenizer_dir, tiny_llama_dir  # noqa: F401
 from tests.serving_fixtures import talking_student_dir  # noqa: F401, E402
 

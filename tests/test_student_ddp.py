@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 
 from fsa_distill.core.config import DistillConfig, PretrainConfig
 from fsa_distill.tasks.pretrain import pretrain
+from tests.student_fixtures import train_log
 
 pytestmark = pytest.mark.slow  # each launch starts 2 fresh interpreters (~15 s on this 2-core machine)
 
@@ -37,21 +37,6 @@ def _torchrun(*args: str) -> list[str]:
 
 def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def _losses(out_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (out_dir / "train_log.jsonl").read_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def student_without_dropout(tmp_path_factory: pytest.TempPathFactory, tiny_student_dir: Path) -> Path:
-    """The tiny student with dropout off: 1 and 2 processes then compute the same function."""
-    folder = tmp_path_factory.mktemp("no-dropout") / "student"
-    shutil.copytree(tiny_student_dir, folder)
-    config = json.loads((folder / "config.json").read_text())
-    config["dropout_rate"] = 0.0
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +60,7 @@ def test_two_processes_give_the_losses_of_one_process_with_the_whole_batch(
     single = pretrain(student_without_dropout, tiny_corpus_dir, PretrainConfig(**SETTINGS), tmp_path / "one",
                       key="k")
     assert single["num_processes"] == 1
-    one, two = _losses(tmp_path / "one"), _losses(ddp_run)
+    one, two = train_log(tmp_path / "one"), train_log(ddp_run)
     assert [r["step"] for r in one] == [r["step"] for r in two] == list(range(1, SETTINGS["max_steps"] + 1))
     for a, b in zip(one, two, strict=True):
         assert abs(a["loss"] - b["loss"]) <= 1e-4 * abs(a["loss"]), (a, b)
@@ -92,7 +77,7 @@ def test_only_rank_zero_writes(ddp_run: Path) -> None:
     assert len({w["pid"] for w in writers}) == 1  # one process wrote every checkpoint
     states = json.loads((checkpoints[-1] / "trainer_state.json").read_text())
     assert len(states["rng_by_rank"]) == 2 and states["rng_by_rank"][0] != states["rng_by_rank"][1]
-    assert [r["step"] for r in _losses(ddp_run)] == list(range(1, 21))  # one log line per step: one log writer
+    assert [r["step"] for r in train_log(ddp_run)] == list(range(1, 21))  # one log line per step: one log writer
     assert json.loads((ddp_run / "pretrain_result.json").read_text())["num_processes"] == 2
 
 
@@ -108,7 +93,7 @@ def _wait_for_checkpoint(folder: Path, process: subprocess.Popen) -> Path:
     raise AssertionError("no checkpoint in time")
 
 
-def test_killed_ddp_run_resumes_with_the_same_losses(tmp_path: Path, ddp_run: Path, student_without_dropout: Path,
+def test_killed_ddp_run_resumes_with_the_sametrain_log(tmp_path: Path, ddp_run: Path, student_without_dropout: Path,
                                                       tiny_corpus_dir: Path) -> None:
     out = tmp_path / "killed"
     command = _torchrun("pretrain", "--student", str(student_without_dropout), "--corpus", str(tiny_corpus_dir),
@@ -125,7 +110,7 @@ def test_killed_ddp_run_resumes_with_the_same_losses(tmp_path: Path, ddp_run: Pa
     assert ran.returncode == 0, ran.stderr[-4000:]
     summary = json.loads(ran.stdout.strip().splitlines()[-1])
     assert 0 < summary["resumed_from_step"] < SETTINGS["max_steps"]
-    assert _losses(out) == _losses(ddp_run)  # every step after the checkpoint recomputed to the same loss
+    assert train_log(out) == train_log(ddp_run)  # every step after the checkpoint recomputed to the same loss
 
 
 def test_stage_launcher_fails_cleanly_when_a_rank_is_killed_and_the_rerun_resumes(
@@ -162,7 +147,7 @@ def test_stage_launcher_fails_cleanly_when_a_rank_is_killed_and_the_rerun_resume
 
     result = run_in_processes("pretrain", arguments, config, out, 2)
     assert 0 < result["resumed_from_step"] < SETTINGS["max_steps"] and result["num_processes"] == 2
-    assert _losses(out) == _losses(ddp_run)
+    assert train_log(out) == train_log(ddp_run)
 
 
 def test_two_process_finetuning_predicts_every_gold_sentence(tmp_path: Path, tiny_student_dir: Path,

@@ -3,8 +3,6 @@ losses of one process that takes the whole global batch in one forward pass."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from fsa_distill.core.config import DistillConfig, PretrainConfig
 from fsa_distill.tasks.launch import run_in_processes
 from fsa_distill.tasks.pretrain import pretrain
+from tests.student_fixtures import train_log
 
 pytestmark = pytest.mark.slow  # starts 2 fresh interpreters under torchrun
 
@@ -23,21 +22,6 @@ COMMON = {"max_steps": 30, "checkpoint_every": 30, "eval_every": 10, "log_every"
           "max_source_length": 32, "max_target_length": 48, "learning_rate": 3e-3}
 DDP = {**COMMON, "batch_size": 2, "gradient_accumulation_steps": 2}  # global step: 2 × 2 = 4 pairs
 WHOLE_BATCH = {**COMMON, "batch_size": 4, "gradient_accumulation_steps": 1}
-
-
-def _losses(out_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (out_dir / "train_log.jsonl").read_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def student_without_dropout(tmp_path_factory: pytest.TempPathFactory, tiny_student_dir: Path) -> Path:
-    """The tiny student with dropout off: 1 and 2 processes then compute the same function."""
-    folder = tmp_path_factory.mktemp("no-dropout") / "student"
-    shutil.copytree(tiny_student_dir, folder)
-    config = json.loads((folder / "config.json").read_text())
-    config["dropout_rate"] = 0.0
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
 
 
 def test_two_processes_accumulating_two_micro_batches_give_the_losses_of_one_whole_batch(
@@ -52,7 +36,7 @@ def test_two_processes_accumulating_two_micro_batches_give_the_losses_of_one_who
     assert (two["num_processes"], one["num_processes"]) == (2, 1)
     assert two["epochs"] > 1 and one["epochs"] > 1  # both crossed into the second epoch
 
-    ddp_log, whole_log = _losses(tmp_path / "ddp"), _losses(tmp_path / "one")
+    ddp_log, whole_log = train_log(tmp_path / "ddp"), train_log(tmp_path / "one")
     assert [r["step"] for r in ddp_log] == [r["step"] for r in whole_log] == list(range(1, 31))
     assert [r["lr"] for r in ddp_log] == [r["lr"] for r in whole_log]
     relative = [abs(a[name] - b[name]) / abs(a[name]) for a, b in zip(whole_log, ddp_log, strict=True)
