@@ -6,13 +6,13 @@ Parts, each measured in a subprocess of its own so that its peak RSS is its own 
   SQLite answer store, the Arrow dataset writer), then the real corpus stage (`tasks.corpus.build_corpus`)
   builds the corpus from that dataset. Reports `answers`, `store_write_s` (time inside the store's commits),
   `dataset_build_s` (generation dataset from the store), `corpus_build_s`, and the process's peak RSS
-  (`generation_peak_rss_gib`, ru_maxrss, memory-mapped pages included; `generation_peak_anonymous_rss_gib`).
+  (`generation_peak_rss_gib`, VmHWM, memory-mapped pages included; `generation_peak_anonymous_rss_gib`).
 - training: a synthetic corpus of N (review, response) pairs is written as a corpus-stage dataset (Arrow, in
   chunks, by `Dataset.from_generator`; not timed, and done in its own subprocess too), then one training
   subprocess tokenizes it with `models.student.tokenized` (`tokenize_s`) and pretrains the same student with
   the same batch for `steps` steps on it and on a 20,000-pair corpus (`train_steps_per_s_large` / `_small`,
   the steps alternating in blocks so load changes on the shared machine hit both alike), reporting its own
-  peak RSS (`training_peak_rss_gib`, ru_maxrss: tokenization included, and the memory-mapped corpus pages it
+  peak RSS (`training_peak_rss_gib`, VmHWM: tokenization included, and the memory-mapped corpus pages it
   touched; `training_peak_anonymous_rss_gib`: heap and tensors only, sampled).
 Goals: generation_peak_rss_gib < 2; training_peak_rss_gib < 3 and large ≥ 0.9 × small steps/s. Writes
 benchmark/perf/results/scale.json (each part's result replaces only that part's entry).
@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -69,9 +68,15 @@ def write_corpus(n_pairs: int, out_dir: Path, seed: int = 0) -> Path:
 
 
 def peak_rss_gib() -> float:
-    """The kernel's peak resident set (ru_maxrss, KiB on Linux): it counts the memory-mapped Arrow pages the
-    process has touched too (file-backed, reclaimable), so it is an upper bound of what training holds."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    """This process's peak resident set (VmHWM in /proc/self/status): it counts the memory-mapped Arrow pages the
+    process has touched too (file-backed, reclaimable), so it is an upper bound of what the part holds. Not
+    ru_maxrss: Linux carries that across fork and exec, so a part started by a big process (a test session)
+    would report its parent's resident set."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    raise RuntimeError("no VmHWM line in /proc/self/status")
 
 
 class AnonymousRssPeak:
