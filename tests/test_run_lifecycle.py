@@ -123,8 +123,6 @@ def test_generate_keeps_engine_logs_off_the_terminal(tmp_path: Path, tiny_llama_
     assert " INFO vllm" in engine_log, "vLLM logged its start into the file"
     assert not [line for line in done.stderr.splitlines() if " INFO " in line and "vllm" in line.lower()], \
         done.stderr[-3000:]
-    # vLLM's warnings about its own set-up (enforce eager, missing tcmalloc, dtype casts) are kept in the file only
-    assert " WARNING vllm" in engine_log and " WARNING vllm" not in done.stderr, done.stderr[-3000:]
     # Libraries' own progress bars and deprecation notices stay off the terminal too.
     for noise in ("Saving the dataset", "FutureWarning", "DeprecationWarning"):
         assert noise not in done.stderr, done.stderr[-3000:]

@@ -70,9 +70,8 @@ def _drop_stop_announcement(record: logging.LogRecord) -> bool:
 @contextmanager
 def engine_logs(work_dir: Path, verbose: bool = False) -> Iterator[Path | None]:
     """Engine logs (vLLM's processes, Prefect, Ray) go to `<work_dir>/logs/engines.log` while the block runs; the
-    terminal keeps WARNING and above (vLLM's: ERROR and above, as its warnings are about its own set-up on this
-    machine, e.g. one line per weight cast to bfloat16: 244 for SmolLM2), next to our own progress bars and
-    results. `verbose`: everything on the terminal too. Yields the log file (None when verbose).
+    terminal keeps WARNING and above, next to our own progress bars and results. `verbose`: everything on the
+    terminal too. Yields the log file (None when verbose).
 
     Set through environment variables before vLLM or Prefect is imported, because vLLM's engine processes and
     Prefect's server configure their logging from the environment they inherit. A variable the user exported
@@ -92,7 +91,7 @@ def engine_logs(work_dir: Path, verbose: bool = False) -> Iterator[Path | None]:
         "handlers": {
             "file": {"class": "logging.FileHandler", "filename": str(log_file), "level": "DEBUG",
                      "formatter": "plain"},
-            "terminal": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "level": "ERROR",
+            "terminal": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "level": "WARNING",
                          "formatter": "plain"},
         },
         "loggers": {"vllm": {"handlers": ["file", "terminal"], "level": "INFO", "propagate": False}},
