@@ -5,8 +5,8 @@ Nothing here holds the whole corpus. Jobs are planned lazily, `PLAN_BLOCK` revie
 looked up in the answer store), and fed to the teacher as it asks for more; answers are committed to the store
 as they come back, so a crash keeps everything already answered and a rerun (or a corpus with a few new reviews)
 asks only for what the store lacks. The datasets are then written from the store in a second pass over the
-reviews, block by block, through an Arrow writer, with the content digest computed on the way, and swapped in
-atomically. `reviews` must therefore be re-iterable: a list, or `ReviewFile` for a JSONL on disk.
+plan (an Arrow file, so `reviews` is read only once), block by block, through Arrow writers, with the content
+digest computed on the way, and swapped in atomically.
 """
 
 from __future__ import annotations
@@ -124,7 +124,8 @@ def build_jobs(
 
 
 def make_job(review_id: str, text: str, prompt: PromptTemplate, config: DistillConfig, teacher: TeacherBackend,
-             ignore_eos: bool = False) -> Job:
+             ignore_eos: bool = False, key: str | None = None) -> Job:
+    """One review × prompt job; `key` is its cache key when already known (read back from the plan)."""
     gen = config.generation
     constrained = gen.structured_outputs and teacher.supports_structured_outputs
     request = prompt.request(
@@ -136,7 +137,9 @@ def make_job(review_id: str, text: str, prompt: PromptTemplate, config: DistillC
         seed=gen.seed,
         ignore_eos=ignore_eos,
     )
-    key = cache_key(text, prompt.key, f"{teacher.model_id}@{teacher.weights_digest}", teacher.sampling_key(request))
+    if key is None:
+        key = cache_key(text, prompt.key, f"{teacher.model_id}@{teacher.weights_digest}",
+                        teacher.sampling_key(request))
     return Job(review_id, text, prompt, request, key)
 
 
@@ -273,10 +276,11 @@ class JobPlan:
 
         plan = Dataset.from_file(str(self.path))
         for batch in plan.iter(batch_size=PLAN_BLOCK):
-            yield [(make_job(review_id, review, self.prompts[prompt], self.config, self.teacher, self.ignore_eos),
-                    pending)
-                   for review_id, review, prompt, pending in zip(batch["review_id"], batch["review"],
-                                                                 batch["prompt"], batch["pending"], strict=True)]
+            yield [(make_job(review_id, review, self.prompts[prompt], self.config, self.teacher, self.ignore_eos,
+                             key=key), pending)  # the key was computed while planning: not hashed again
+                   for review_id, review, prompt, key, pending in zip(
+                       batch["review_id"], batch["review"], batch["prompt"], batch["key"], batch["pending"],
+                       strict=True)]
 
     def pending(self) -> Iterator[Job]:
         for block in self.blocks():
@@ -397,7 +401,7 @@ def generate_responses(
 ) -> dict[str, Any]:
     """Answer every review with every configured prompt; returns the run's stats.
 
-    `reviews` is read once, lazily (a list, a generator, or `ReviewFile` for a JSONL on disk).
+    `reviews` is read once, lazily (a list, or a generator such as `iter_review_corpus` over a file).
     `teacher` defaults to the configured one, started only when something is not cached, closed afterwards.
     The answer store is `cache_path`, else `generation.cache_url`, else `<work_dir>/cache/teacher_responses.sqlite`
     (shared by all runs; a postgresql:// URL is shared by hosts too). `ignore_eos` is
