@@ -16,10 +16,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
+from fsa_distill.benchmark.variety import collapse_warning
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.core.digests import sha256_tree
 from fsa_distill.core.redact import redact_url
 from fsa_distill.flows.config_parameter import flow_config
+from fsa_distill.models.student import student_origin
 from fsa_distill.tasks import stages
 from fsa_distill.tasks.collect import collect_reviews
 from fsa_distill.tasks.evaluate import aggregate_runs, flat_metrics, gate_metric
@@ -169,7 +171,9 @@ def write_report(
     )
     results = {
         "title": f"fsa-distill {config.profile} — MLflow run {summary['mlflow_run_id']}",
-        "summary": {key: summary[key] for key in ("mean_f1", "model_name", "model_version", "decision", "seconds")},
+        "summary": {key: summary[key] for key in ("mean_f1", "model_name", "model_version", "decision", "seconds",
+                                                  "student")},
+        "variety": summary["variety"],
         "scores": scores_from_finetune(_records(distilled_runs), "distilled")
         + scores_from_finetune(_records(baseline_runs), "undistilled"),
         "curves": {name.replace("/train/", "/train_").replace("/eval/", "/eval_"): points for name, points in curves.items()},
@@ -262,10 +266,15 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
             "zero_shot": zero_shot,
             "teacher": teacher,
             "teacher_quality": {generation.teacher: quality},
+            "student": student_origin(config.student.model),
+            "variety": {f"{run.dataset}/seed-{run.seed}": run.variety for run in distilled_runs},
             "stages": run_stage.outcomes,
             "seconds": time.perf_counter() - started,
             **registration,
         }
+        for name, variety in summary["variety"].items():
+            if warning := collapse_warning(name, variety):
+                logger.warning(warning)
         tracker.log_dict(parent, summary, "results/summary.json")
         report_path = write_report(config, summary, distilled_runs, baseline_runs, generation, run_stage.metric_runs)
         tracker.log_artifact(parent, report_path.parent, "report")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from fsa_distill.models.student.load import load_student
 from fsa_distill.models.student.training import (
     STATE_FILE,
     LogMetrics,
+    adamw,
+    bf16_autocast,
     capture_rng_state,
     load_training_state,
     restore_rng_state,
@@ -77,13 +80,14 @@ def decode_split(procs: Processes, model, tokenizer, texts: list[str], ft, progr
     return interleave(procs.gather(part))
 
 
-def train_step(model, optimizer, scheduler, procs: Processes, batch: dict[str, torch.Tensor], weight: float
-               ) -> float:
+def train_step(model, optimizer, scheduler, procs: Processes, batch: dict[str, torch.Tensor], weight: float,
+               bf16: str = "off") -> float:
     """One optimizer step on this process's part of a global batch; the loss is the global token mean (the
     token sum over every process / the all-reduced token count, times N because DDP averages gradients)."""
     n_tokens = (batch["labels"] != -100).sum()
     global_tokens = max(procs.sum(float(n_tokens) * weight), 1.0)
-    token_sum = model(**batch).loss * n_tokens
+    with bf16_autocast(bf16, procs.device):
+        token_sum = model(**batch).loss.float() * n_tokens
     procs.accelerator.backward(token_sum * (weight * procs.world / global_tokens))
     optimizer.step()
     scheduler.step()
@@ -99,6 +103,7 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
     `key` is the stage's cache key (tasks/caching.py `stage_key`): a result finished in `out_dir` under the same
     key is returned as it is, and only an epoch checkpoint made under it is resumed from."""
     from fsa_distill.benchmark.targets import linearise
+    from fsa_distill.benchmark.variety import output_variety
 
     ft = config.finetune
     out_dir = Path(out_dir)
@@ -116,10 +121,10 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
     model, tokenizer = load_student(model_dir, device=device)
     train = tokenize_pairs(tokenizer, [s["sentence"] for s in splits["train"]],
                            [linearise(s, task) for s in splits["train"]], ft.max_source_length, ft.max_target_length)
-    lengths = [len(source) for source, _ in train]  # only their count matters: batches are not length-grouped
+    lengths = [len(source) for source, _ in train]  # the sort key when group_by_length (targets are short)
     steps_per_epoch = math.ceil(len(train) / ft.batch_size)
     total_steps = max(1, ft.epochs * steps_per_epoch)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=ft.learning_rate)
+    optimizer = adamw(model.parameters(), lr=ft.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total_steps))
     epoch, best_f1, best_epoch, history = 0, -1.0, -1, []
 
@@ -136,7 +141,7 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
         model, optimizer = procs.prepare(model, optimizer)
     else:  # resume after the last finished epoch
         model, _ = load_student(last_dir, device=device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=ft.learning_rate)
+        optimizer = adamw(model.parameters(), lr=ft.learning_rate)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total_steps))
         model, optimizer = procs.prepare(model, optimizer)
         optimizer.load_state_dict(optimizer_state)
@@ -147,18 +152,22 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
 
     pad_id = tokenizer.pad_token_id
     dev_sources = [s["sentence"] for s in splits["dev"]]
+    train_tokens, train_seconds = 0, 0.0  # this process's training speed (epochs run here, not resumed ones)
     while epoch < ft.epochs:
         model.train()
-        batches = epoch_batches(lengths, ft.batch_size, seed, epoch, group_by_length=False,
+        batches = epoch_batches(lengths, ft.batch_size, seed, epoch, group_by_length=ft.group_by_length,
                                 seed_stride=FINETUNE_SEED_STRIDE)
-        epoch_loss = 0.0
+        epoch_loss, epoch_tokens, epoch_started = 0.0, 0, time.perf_counter()
         for global_indices in tqdm(batches, desc=f"finetune {dataset} seed {seed} epoch {epoch + 1}/{ft.epochs}",
                                    unit="batch", leave=False, disable=not procs.is_main):
             indices, weight = procs.shard(global_indices)
-            batch, _ = collate([train[i] for i in indices], pad_id)
+            batch, real_tokens = collate([train[i] for i in indices], pad_id)
+            epoch_tokens += real_tokens
             epoch_loss += train_step(model, optimizer, scheduler, procs,
-                                     {k: v.to(device) for k, v in batch.items()}, weight)
+                                     {k: v.to(device) for k, v in batch.items()}, weight, ft.bf16)
         epoch += 1
+        train_tokens += epoch_tokens
+        train_seconds += time.perf_counter() - epoch_started
         record: dict[str, Any] = {"epoch": epoch, "train_loss": epoch_loss / max(1, steps_per_epoch)}
         if epoch % ft.eval_every_epochs == 0 or epoch == ft.epochs:
             with rng_untouched():  # decoding must not shift the training randomness
@@ -193,13 +202,16 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
             for prediction in predictions:
                 handle.write(json.dumps({"prediction": prediction}, ensure_ascii=False) + "\n")
     scores = score_views(task, splits["test"], predictions, list(config.evaluate.views))
+    variety = output_variety(predictions)
     if log_metrics and procs.is_main:
         log_metrics({f"test/{view}_{name}": scores[view][name] for view in scores for name in METRICS}, None)
+        log_metrics({f"variety/{name}": value for name, value in variety.items() if name != "top_output"}, None)
     result = {
         "model_dir": str(best_dir), "best_dev_f1": max(best_f1, 0.0), "best_epoch": best_epoch, "scores": scores,
         "predictions_path": str(predictions_path), "dev_history": history, "task": task, "dataset": dataset,
         "seed": seed, "n_train": len(train), "n_dev": len(splits["dev"]), "n_test": len(splits["test"]),
-        "num_processes": procs.world, "key": key,
+        "num_processes": procs.world, "key": key, "variety": variety,
+        "train_tokens_per_s": train_tokens / train_seconds if train_seconds else None,
     }
     if procs.is_main:
         with atomic_file(result_path) as handle:

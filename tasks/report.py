@@ -266,6 +266,17 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _variety_section(variety: dict[str, dict[str, Any]]) -> str:
+    """Output variety per fine-tuning run (benchmark/variety.py): a collapsed student shows here first."""
+    rows = [[name, v["distinct_outputs"], f"{v['distinct_per_sentence']:.2f}", f"{100 * v['top_share']:.1f}%",
+             str(v["top_output"])[:80]] for name, v in variety.items() if v]
+    if not rows:
+        return ""
+    return ("<h2>Output variety</h2>"
+            + _table(["run", "distinct outputs", "per test sentence", "most common output's share",
+                      "most common output"], rows))
+
+
 def build_report(results: dict[str, Any], out_dir: Path) -> Path:
     """Write `report.html`, its PNG plots and `results.json` into `out_dir`; returns the HTML path."""
     out_dir = Path(out_dir)
@@ -289,6 +300,8 @@ def build_report(results: dict[str, Any], out_dir: Path) -> Path:
         if _plot_distilled_vs_undistilled(aggregated, out_dir / "distilled_vs_undistilled.png"):
             sections.append("<h2>Distilled vs undistilled</h2>"
                             "<img src='distilled_vs_undistilled.png' alt='distilled vs undistilled'>")
+    if variety := _variety_section(results.get("variety") or {}):
+        sections.append(variety)
     if _plot_curves(results.get("curves") or {}, out_dir / "loss_curves.png"):
         sections.append("<h2>Loss curves</h2><img src='loss_curves.png' alt='loss curves'>")
     rejections = results.get("rejections") or {}

@@ -115,6 +115,8 @@ class FinetuneResult(ModelResult):
     n_train: int
     n_dev: int
     n_test: int
+    variety: dict[str, float | int | str] = {}  # benchmark/variety.py: distinct outputs, top output's share
+    train_tokens_per_s: float | None = None  # real (unpadded) tokens per second of the epochs this run trained
 
 
 class ZeroShotResult(StageResult):

@@ -25,6 +25,21 @@ def teacher_quality_lines(quality: dict[str, Any]) -> list[str]:
     return [*lines, f"  ({TEACHER_QUALITY_NOTE})"] if lines else []
 
 
+def variety_lines(summary: dict[str, Any]) -> list[str]:
+    """Which student the run started from, how varied its test outputs are, and a warning for a collapsed one."""
+    from fsa_distill.benchmark.variety import collapse_warning
+
+    lines = [f"student: {summary['student']}"] if summary.get("student") else []
+    for name, variety in summary.get("variety", {}).items():
+        if variety:
+            lines.append(f"output variety {name}: {variety['distinct_outputs']} distinct outputs "
+                         f"({variety['distinct_per_sentence']:.2f} per test sentence), most common output on "
+                         f"{100 * variety['top_share']:.1f}% of them")
+            if warning := collapse_warning(name, variety):
+                lines.append(warning)
+    return lines
+
+
 def _print_summary(summary: dict[str, Any], views: list[str]) -> None:
     from fsa_distill.tasks.evaluate import format_table
 
@@ -48,6 +63,8 @@ def _print_summary(summary: dict[str, Any], views: list[str]) -> None:
                           f"macro-F1 {scores['zero_shot'].get('macro_f1', float('nan')):.3f}")
     for line in teacher_quality_lines(summary.get("teacher_quality", {})):
         console.print(line)
+    for line in variety_lines(summary):
+        console.print(line, highlight=False)
     stages = ", ".join(f"{name}: {outcome}" for name, outcome in summary["stages"].items())
     console.print(f"stages — {stages}")
     champion = "now champion" if summary["champion"] else "champion kept (gate not passed)"
