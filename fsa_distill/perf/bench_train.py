@@ -208,12 +208,13 @@ def bench_padding(student_dir: Path, corpus_dir: Path, batch_size: int, max_sour
     return result
 
 
-def peak_matmul_flops(size: int = 2048, repeats: int = 5) -> float:
-    """This machine's dense float32 matmul FLOP/s with every torch thread (best of `repeats`): the peak that
-    `pretrain_mfu` divides by, measured in the same run as the training it is compared with."""
+def peak_matmul_flops(size: int = 2048, repeats: int = 5, dtype: str = "float32") -> float:
+    """This machine's dense matmul FLOP/s in `dtype` with every torch thread (best of `repeats`): the peak that
+    MFU divides by, measured in the same run as the training it is compared with."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a = torch.randn(size, size, dtype=getattr(torch, dtype))
+    b = torch.randn(size, size, dtype=getattr(torch, dtype))
     torch.matmul(a, b)  # warm-up
     best = math.inf
     for _ in range(repeats):
@@ -384,8 +385,9 @@ def run_train_bench(n_examples: int = 496, n_pipeline_reviews: int = 200, n_revi
     """Both padding comparisons, the inference comparison and the data-parallel comparison; `teacher`: an
     already started backend to use (not closed here), else the demo profile's is started once when
     `with_teacher`. Without a teacher the pipeline corpus cannot be made: its padding comparison is then null
-    and only the Mixtral one is run. `part="ddp"`: only the data-parallel comparison, written into the `ddp`
-    section of the existing results file (the other sections stay from their own run). `with_ddp=False` leaves
+    and only the Mixtral one is run. `part="ddp"` / `"dtype"`: only the data-parallel comparison / the bf16-vs-float32
+    fine-tuning comparison (bench_dtype.py), written into that section of the existing results file (the other
+    sections stay from their own run). `with_ddp=False` leaves
     the data-parallel comparison out (`ddp`: null): its four pretraining processes are most of a small run's
     time, which tests about the other sections need not spend."""
     import torch
@@ -397,13 +399,19 @@ def run_train_bench(n_examples: int = 496, n_pipeline_reviews: int = 200, n_revi
 
     torch.set_num_threads(threads or cpu_worker_cores())
     config = demo_config(work_dir)
-    if part == "ddp":
-        with tempfile.TemporaryDirectory(prefix="bench-ddp-") as temp:
-            ddp = _ddp_section(Path(temp), config, n_examples, batch_size, max_source, max_target, min_steps)
+    if part in ("ddp", "dtype"):
+        with tempfile.TemporaryDirectory(prefix=f"bench-{part}-") as temp:
+            if part == "ddp":
+                section = _ddp_section(Path(temp), config, n_examples, batch_size, max_source, max_target,
+                                       min_steps)
+            else:
+                from fsa_distill.perf.bench_dtype import bench_dtype
+
+                section = bench_dtype(student or config.student.model, Path(temp), data_dir)
         if results_path is not None:
             previous = json.loads(Path(results_path).read_text(encoding="utf-8")) if Path(results_path).exists() else {}
-            write_json_atomically(Path(results_path), {**previous, "ddp": ddp})
-        return {"ddp": ddp}
+            write_json_atomically(Path(results_path), {**previous, part: section})
+        return {part: section}
     config.data.data_dir = data_dir
     student = student or config.student.model
     vocab_size = config.student.vocab_size

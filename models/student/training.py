@@ -37,6 +37,12 @@ def bf16_autocast(mode: str, device: str) -> torch.autocast:
     return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=use)
 
 
+def adamw(parameters: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """torch's AdamW with its fused kernel: on this project's 2-core CPU the default per-parameter loop took
+    1.3-1.4 s a step for the 37M-parameter MiniLM-BART student, the fused kernel 0.17-0.4 s."""
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=True)
+
+
 # ------------------------------------------------------------------------------------------- RNG
 
 def seed_everything(seed: int) -> None:

@@ -99,8 +99,9 @@ def train(
                                                                        "speed only.")] = False,
     data_dir: Annotated[Path | None, typer.Option(help="Benchmark data folder (default: FSA_DATA_DIR, then the "
                                                        "usual search).")] = None,
-    part: Annotated[str, typer.Option(help="all, or ddp: only the data-parallel comparison, written into the "
-                                           "results file's ddp section.")] = "all",
+    part: Annotated[str, typer.Option(help="all; ddp: only the data-parallel comparison; dtype: only bf16 "
+                                           "autocast vs float32 fine-tuning (tokens/s, dev F1, MFU); each written "
+                                           "into its section of the results file.")] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
 ) -> None:
     """Pretraining tokens/s (dynamic vs fixed max-length padding) on the pipeline's teacher corpus and on the
@@ -113,8 +114,8 @@ def train(
     from fsa_distill.perf.bench_train import RESULTS_PATH, run_train_bench
 
     with user_errors():
-        if part not in ("all", "ddp"):
-            raise InputError(None, "--part", f"expected all or ddp, got {part!r}")
+        if part not in ("all", "ddp", "dtype"):
+            raise InputError(None, "--part", f"expected all, ddp or dtype, got {part!r}")
         check_output_dir(work_dir, "work dir")
         result = run_train_bench(n_examples=n_examples, n_pipeline_reviews=n_pipeline_reviews, n_reviews=n_reviews,
                                  student=student, work_dir=Path(work_dir), with_teacher=not skip_teacher,
@@ -123,6 +124,14 @@ def train(
                                  results_path=RESULTS_PATH, data_dir=benchmark_data_dir(data_dir), part=part)
     if as_json:
         print_json(result)
+        return
+    if part == "dtype":
+        dtype = result["dtype"]
+        for name, run in dtype["runs"].items():
+            typer.echo(f"fine-tuning {name}: {run['train_tokens_per_s']} tok/s, dev F1 x 100 {run['dev_f1_x100']}, "
+                       f"MFU {run['mfu']:.2%} of {run['peak_matmul_gflops']} GFLOP/s")
+        typer.echo(f"bf16 speed-up {dtype['bf16_speedup']}x, dev F1 drop {dtype['dev_f1_drop_x100']}: bf16 is "
+                   f"{'' if dtype['bf16_is_cpu_default'] else 'not '}the CPU default")
         return
     ddp = result["ddp"]
     typer.echo(f"pretraining, 1 process vs 2 (DDP, gloo): {ddp['single_process_tokens_per_s']} vs "
@@ -290,3 +299,32 @@ def serve(
     for label, quality in result["quality"].items():
         typer.echo(f"{label} F1 x 100: torch {quality['torch']['f1']}, CTranslate2 int8 "
                    f"{quality['ctranslate2_int8']['f1']} (|delta| {quality['f1_delta_x100']})")
+
+
+def quality(
+    datasets: Annotated[str, typer.Option(help="task/dataset names, comma-separated.")] = "atsa/rest14,acsa/rest16",
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override one key of the demo profile's "
+                                                                      "recipe, e.g. --set finetune.epochs=6.")] = None,
+    work_dir: Annotated[str, typer.Option(help="The student and the fine-tuned models go here.")] = "work",
+    data_dir: Annotated[Path | None, typer.Option(help="Benchmark data folder (default: FSA_DATA_DIR, then the "
+                                                       "usual search).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
+) -> None:
+    """The pretrained student fine-tuned on the full train split of each dataset (seed 42): dev curve and test
+    F1 per view; writes benchmark/perf/results/quality.json."""
+    from fsa_distill.cli.console import user_errors
+    from fsa_distill.cli.inputs import benchmark_data_dir
+    from fsa_distill.core.paths import check_output_dir
+    from fsa_distill.perf.bench_quality import RESULTS_PATH, run_quality_bench
+
+    with user_errors():
+        check_output_dir(work_dir, "work dir")
+        result = run_quality_bench([name.strip() for name in datasets.split(",") if name.strip()], overrides or [],
+                                   Path(work_dir), benchmark_data_dir(data_dir), RESULTS_PATH)
+    if as_json:
+        print_json(result)
+        return
+    for name, run in result["runs"].items():
+        views = ", ".join(f"{view} {f1}" for view, f1 in run["test_f1_x100"].items())
+        typer.echo(f"{name}: test F1 x 100 {views}; best dev {run['best_dev_f1_x100']} at epoch "
+                   f"{run['best_epoch']}; {run['wall_s']} s")

@@ -1,0 +1,62 @@
+"""`fsa-distill bench quality`: the pretrained student fine-tuned on the full train split of each dataset.
+
+The one full-data quality figure of the offline student, rerunnable by anyone: one seed (the study gives the
+seed-to-seed spread), the demo profile's fine-tuning recipe unless overridden, the whole train / dev / test splits.
+Each dataset's dev curve (the numbers the recipe is chosen on) and its test F1 per view are written to
+benchmark/perf/results/quality.json, with the wall time of each run and the machine's load.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from fsa_distill.perf import RESULTS_DIR, machine
+
+RESULTS_PATH = RESULTS_DIR / "quality.json"
+
+
+def quality_config(data_dir: Path | None, work_dir: Path, overrides: list[str]):
+    """The demo profile on the full splits, with the caller's overrides (e.g. finetune.epochs=6)."""
+    from fsa_distill.core.config import resolve_config
+
+    full = ["data.max_train_sentences=null", "data.max_dev_sentences=null", "data.max_test_sentences=null",
+            "finetune.seeds=[42]", f"work_dir={work_dir}"]
+    if data_dir is not None:
+        full.append(f"data.data_dir={data_dir}")
+    return resolve_config("demo", overrides=full + list(overrides))
+
+
+def run_quality_bench(datasets: list[str], overrides: list[str], work_dir: Path, data_dir: Path | None,
+                      results_path: Path | None = RESULTS_PATH) -> dict[str, Any]:
+    """Fine-tune the configured student on each dataset's full train split; dev curve and test views each."""
+    from fsa_distill.core.files import atomic_file
+    from fsa_distill.models.student import build_student, student_origin
+    from fsa_distill.tasks.finetune import finetune
+
+    config = quality_config(data_dir, work_dir, overrides)
+    student_dir = work_dir / "quality" / "student" / config.student.model
+    if not student_dir.exists():
+        build_student(config.student.model, student_dir, [], config.student.vocab_size)
+    runs: dict[str, Any] = {}
+    for name in datasets:
+        task, dataset = name.split("/")
+        started = time.perf_counter()
+        result = finetune(student_dir, task, dataset, 42, config, work_dir / "quality" / name.replace("/", "-"),
+                          key=config.digest("finetune", "data", "student") + name)
+        runs[name] = {
+            "test_f1_x100": {view: round(100 * scores["f1"], 2) for view, scores in result["scores"].items()},
+            "test_scores": result["scores"], "best_epoch": result["best_epoch"],
+            "best_dev_f1_x100": round(100 * result["best_dev_f1"], 2), "dev_curve": result["dev_history"],
+            "variety": result["variety"], "n_train": result["n_train"], "n_dev": result["n_dev"],
+            "n_test": result["n_test"], "wall_s": round(time.perf_counter() - started, 1),
+        }
+    output = {"student": student_origin(config.student.model), "seed": 42,
+              "recipe": config.finetune.model_dump(mode="json"), "runs": runs, "machine": machine()}
+    if results_path is not None:
+        Path(results_path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(Path(results_path)) as handle:
+            json.dump(output, handle, indent=2)
+    return output
