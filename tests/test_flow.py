@@ -44,6 +44,7 @@ def tiny_overrides(work_dir: Path, teacher_dir: Path) -> list[str]:
         "teacher.kv_cache_memory_gib=1",
         "generation.max_new_tokens=128",
         "generation.batch_size=16",
+        "student.model=t5-tiny",  # tests use tiny models (the demo profile's student is the 37M MiniLM-BART)
         "student.vocab_size=600",
         "pretrain.max_steps=6",
         "pretrain.checkpoint_every=3",

@@ -90,6 +90,7 @@ def tiny_config(work_dir: Path, benchmark_dir: Path, teacher_dir: Path, *overrid
             f"teacher.model={teacher_dir}",
             "teacher.backend=hf",
             "generation.max_new_tokens=8",
+            "student.model=t5-tiny",
             "student.vocab_size=400",
             "pretrain.max_steps=2",
             "pretrain.batch_size=4",

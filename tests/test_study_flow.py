@@ -30,7 +30,7 @@ def tiny_study(work_dir: Path, teacher_dir: Path, answers: Path) -> list[str]:
         "study.benchmark_reviews_per_dataset=3", "study.bootstrap_samples=200",
         "data.datasets=[atsa/rest14]", "data.max_train_sentences=24", "data.max_dev_sentences=8",
         "data.max_test_sentences=20", f"teacher.model={teacher_dir}", "teacher.kv_cache_memory_gib=1",
-        "generation.max_new_tokens=96", "student.vocab_size=600", "pretrain.max_steps=4", "pretrain.batch_size=4",
+        "generation.max_new_tokens=96", "student.model=t5-tiny", "student.vocab_size=600", "pretrain.max_steps=4", "pretrain.batch_size=4",
         "pretrain.checkpoint_every=2", "pretrain.eval_every=2", "pretrain.max_target_length=96",
         "finetune.epochs=1", "finetune.seeds=[42,52]", "finetune.max_new_tokens=24",
         "tracking.experiment_name=study-test",
