@@ -140,7 +140,8 @@ def test_the_installed_wheel_runs_from_another_folder(installed: tuple[Path, Pat
     assert loaded.stdout.split() == ["distill", "retrain-on-new-corpus", "benchmark", "distill"]
 
     overrides = with_imported_answers(tiny_overrides(tmp_path / "work", Path("unused")))
-    overrides += ["pretrain.max_steps=2", "pretrain.checkpoint_every=2", "pretrain.eval_every=2"]
+    overrides += ["pretrain.max_steps=2", "pretrain.checkpoint_every=2", "pretrain.eval_every=2",
+                  "data.max_test_sentences=8", "evaluate.zero_shot=false"]
     run = cli("run", "--json", *[arg for override in overrides for arg in ("--set", override)], timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout.strip().splitlines()[-1])
