@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 from fsa_distill.benchmark.targets import TASKS, linearise
 from fsa_distill.core.config import DATASETS
 from fsa_distill.core.errors import InputError
+from fsa_distill.core.paths import package_data
 
 if TYPE_CHECKING:
     import datasets
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CHECKSUMS_PATH = Path(__file__).resolve().parent / "checksums.json"
+CHECKSUMS_PATH = package_data("fsa_distill.benchmark", "checksums.json")
 DEFAULT_DOWNLOAD_DIR = Path("data/fsa_datasets")
 SPLITS = ("train", "dev", "test", "hard_test")
 SPLIT_FILES = {"train": ("train",), "dev": ("dev",), "test": ("test", "hard_test"), "hard_test": ("hard_test",)}
@@ -43,9 +43,9 @@ def raw_base_url() -> str:
 
 
 def _default_local_dirs() -> list[Path]:
-    """./data/fsa_datasets then ../shared/fsa_datasets, from the working directory and from the project root."""
-    candidates = [Path("data/fsa_datasets"), Path("../shared/fsa_datasets"),
-                  PROJECT_ROOT / "data" / "fsa_datasets", PROJECT_ROOT.parent / "shared" / "fsa_datasets"]
+    """./data/fsa_datasets then ../shared/fsa_datasets, from the working directory (never from where the package
+    is installed: an installed copy has no checkout around it)."""
+    candidates = [Path("data/fsa_datasets"), Path("../shared/fsa_datasets")]
     unique: dict[Path, None] = {}
     for candidate in candidates:
         unique.setdefault(candidate.resolve(), None)

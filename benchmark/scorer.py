@@ -15,9 +15,10 @@ from typing import Any
 from fsa_distill.benchmark.importers import jsonl_values
 from fsa_distill.benchmark.targets import Pair, check_task, gold_pairs, parse_prediction
 from fsa_distill.core.errors import InputError
+from fsa_distill.core.paths import package_data
 
 VIEWS = ("normal", "implicit", "multi")
-METRIC_DIR = Path(__file__).resolve().parent / "fsa_f1"  # evaluate.load(str(METRIC_DIR), "atsa" | "acsa")
+METRIC_DIR = package_data("fsa_distill.benchmark", "fsa_f1")  # evaluate.load(str(METRIC_DIR), "atsa" | "acsa")
 
 
 def is_implicit(sentence: Mapping[str, Any]) -> bool:

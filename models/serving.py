@@ -6,8 +6,8 @@ pipeline task left. The pyfunc wraps the plain HF model folder (kept verbatim as
 `from_pretrained` still works on it) and its CTranslate2 export (the `student_ct2` artifact), and decodes with
 the engine named in its model config (models/student/engines.py: the torch path is the greedy decoder the
 benchmark scores). Each answer is structured with the scorer's own parser (core/answers.py), so a caller gets
-exactly the pairs the registry's F1 counted. It loads in an environment where fsa-distill is installed
-(`mlflow models serve --env-manager local`).
+exactly the pairs the registry's F1 counted. It loads with or without fsa-distill installed: the fsa_distill
+modules it imports travel with it (tasks/register.py logs them as `code_paths`).
 """
 
 from __future__ import annotations

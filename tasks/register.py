@@ -2,7 +2,8 @@
 
 Every run's model becomes the `challenger`; `champion` moves only when the new model's mean F1 is at least the
 current champion's. The decision and both numbers are recorded on the run and on the model version. The model
-is logged (a pyfunc over the HF folder and its CTranslate2 export, models/serving.py) before a version is created, so a tracking outage leaves no half-registered
+is logged (a pyfunc over the HF folder and its CTranslate2 export, models/serving.py, carrying the fsa_distill
+modules it imports and its pinned requirements) before a version is created, so a tracking outage leaves no half-registered
 version behind; re-registering the same weights (same digest) reuses the existing version. The MLflow registry
 has no compare-and-set, so registrations of one model are serialised by a machine-wide file lock: two runs
 finishing together cannot both read "no champion" and leave the worse model holding the alias.
@@ -10,7 +11,11 @@ finishing together cannot both read "no champion" and leave the worse model hold
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+import shutil
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,64 @@ def _current_champion(client: MlflowClient, name: str) -> Any | None:
 
 
 EXAMPLE_REVIEW = "The pizza was great but the waiter was rude."
+# What the served model imports (models/serving.py and the fsa_distill modules it reaches), pinned to the versions
+# installed when it is logged. torch loses its local label (+cpu, +cu128): the serving host picks its own build.
+SERVING_REQUIREMENTS = ("mlflow", "pandas", "numpy", "torch", "transformers", "tokenizers", "sentencepiece",
+                        "ctranslate2", "tqdm")
+
+
+def pinned_requirements() -> list[str]:
+    return [f"{name}=={version(name).split('+')[0] if name == 'torch' else version(name)}"
+            for name in SERVING_REQUIREMENTS]
+
+
+def _fsa_imports(path: Path) -> set[str]:
+    """The fsa_distill modules a source file imports, at top level or inside functions (`from P import m` names
+    both P and, when it is a module, P.m)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names
+                         if _is_module(f"{node.module}.{alias.name}"))
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return {name for name in names if name == "fsa_distill" or name.startswith("fsa_distill.")}
+
+
+def _is_module(name: str) -> bool:
+    if not name.startswith("fsa_distill."):
+        return False
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:  # the parent is a module, not a package: `name` is an attribute
+        return False
+
+
+def serving_code(out_dir: Path) -> Path:
+    """`out_dir/fsa_distill`: the modules models/serving.py reaches (and their packages' __init__ files), laid
+    out as installed, for the model's `code_paths`, so the model loads where fsa-distill is not installed.
+    Walked with `ast` rather than `modulefinder`, which would follow every import into torch and transformers."""
+    seen: set[str] = set()
+    pending = ["fsa_distill.models.serving"]
+    while pending:
+        name = pending.pop()
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):  # a module's packages run their __init__ first
+            module = ".".join(parts[:depth])
+            if module in seen:
+                continue
+            seen.add(module)
+            spec = importlib.util.find_spec(module)
+            if spec is None or spec.origin is None:
+                raise RuntimeError(f"cannot find {module}, which the served model imports")
+            source = Path(spec.origin)
+            target = out_dir.joinpath(*module.split("."))
+            target = target / "__init__.py" if spec.submodule_search_locations is not None else target.with_suffix(".py")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            pending.extend(_fsa_imports(source))
+    return out_dir / "fsa_distill"
 
 
 def log_student_model(model_dir: Path, run_id: str, tracking_uri: str, task: str = "atsa",
@@ -77,8 +140,8 @@ def log_student_model(model_dir: Path, run_id: str, tracking_uri: str, task: str
             model_config={"task": task, "engine": engine, "ct2_quantization": quantization},
             signature=signature,
             input_example=example,
-            pip_requirements=["mlflow", "pandas", "torch", "transformers", "tokenizers", "sentencepiece",
-                              "ctranslate2"],
+            code_paths=[str(serving_code(Path(temp) / "code"))],
+            pip_requirements=pinned_requirements(),
         )
     return info.model_uri
 

@@ -8,6 +8,7 @@ installed view of the package as symlinks first and points import-linter there.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,21 +65,34 @@ def test_the_layer_contract_catches_an_upward_import(tmp_path: Path) -> None:
     assert "fsa_distill.core.digests -> fsa_distill.flows" in result.stdout
 
 
-@pytest.mark.slow
-def test_only_the_fsa_distill_namespace_is_installed(tmp_path: Path) -> None:
-    """Built and installed into a fresh virtual environment, nothing generic is importable at top level."""
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(wheel, venv): the wheel built once, installed into a fresh venv outside the repository. The venv sees the
+    project venv's site-packages through a plain path line in a .pth file: the dependencies are reused, and the
+    .pth files in there (the editable install's finder among them) are not run, so only the wheel's fsa_distill
+    is importable."""
+    tmp_path = tmp_path_factory.mktemp("installed")
     wheel_dir = tmp_path / "wheel"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(wheel_dir), str(ROOT)], check=True, timeout=300, cwd=tmp_path)
     (wheel,) = wheel_dir.glob("fsa_distill-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
-    assert {name.split("/")[0] for name in names} == {"fsa_distill", wheel.name.split("-py3")[0] + ".dist-info"}
-    assert "fsa_distill/tasks/stages.py" in names and "fsa_distill/benchmark/fsa_f1/fsa_f1.py" in names
-
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
                     "--no-deps", "--no-index", str(wheel)], check=True, timeout=300)
+    (site_packages,) = venv.glob("lib/python3*/site-packages")
+    project_site = next(path for path in sys.path if path.endswith("site-packages") and Path(path).is_dir())
+    (site_packages / "project-dependencies.pth").write_text(project_site + "\n")
+    return wheel, venv
+
+
+@pytest.mark.slow
+def test_only_the_fsa_distill_namespace_is_installed(installed: tuple[Path, Path], tmp_path: Path) -> None:
+    """Built and installed into a fresh virtual environment, nothing generic is importable at top level."""
+    wheel, venv = installed
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {name.split("/")[0] for name in names} == {"fsa_distill", wheel.name.split("-py3")[0] + ".dist-info"}
+    assert "fsa_distill/tasks/stages.py" in names and "fsa_distill/benchmark/fsa_f1/fsa_f1.py" in names
     probe = ("import importlib, fsa_distill\n"
              "for name in ('tasks', 'models', 'benchmark', 'flows'):\n"
              "    try:\n        importlib.import_module(name)\n    except ImportError:\n        continue\n"
@@ -87,3 +102,48 @@ def test_only_the_fsa_distill_namespace_is_installed(tmp_path: Path) -> None:
                             cwd=tmp_path, env={"PATH": os.environ["PATH"]})
     assert result.returncode == 0, result.stderr
     assert str(venv) in result.stdout
+
+
+@pytest.mark.slow
+def test_the_installed_wheel_runs_from_another_folder(installed: tuple[Path, Path], tmp_path: Path,
+                                                      benchmark_dir: Path) -> None:
+    """Everything read at run time ships in the wheel: from a folder with no checkout around it, the installed
+    command prints its version, resolves a packaged profile and runs the tiny flow (imported answers: the
+    packaged prompts key them, the packaged checksums and metric script check and score the benchmark)."""
+    from tests.test_flow import tiny_overrides, with_imported_answers
+
+    wheel, venv = installed
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env.update(PATH=f"{venv / 'bin'}:{env['PATH']}", FSA_DATA_DIR=str(benchmark_dir), PYTHONUNBUFFERED="1")
+    command = str(venv / "bin" / "fsa-distill")
+
+    def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([command, *args], check=False, cwd=elsewhere, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    version = cli("--version")
+    assert version.returncode == 0 and version.stdout == f"fsa-distill {wheel.name.split('-')[1]}\n", version
+    shown = cli("config", "show", "--profile", "demo", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["profile"] == "demo"
+
+    # The deployments' entrypoints are module paths: they load from the installed package too.
+    entrypoints = [deployment["entrypoint"] for deployment in
+                   yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())["deployments"]]
+    load = ("import sys\nfrom prefect.flows import load_flow_from_entrypoint\n"
+            "print(' '.join(load_flow_from_entrypoint(e, use_placeholder_flow=False).name for e in sys.argv[1:]))")
+    loaded = subprocess.run([str(venv / "bin" / "python"), "-c", load, *entrypoints], check=False, cwd=elsewhere,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.split() == ["distill", "retrain-on-new-corpus", "benchmark", "distill"]
+
+    overrides = with_imported_answers(tiny_overrides(tmp_path / "work", Path("unused")))
+    overrides += ["pretrain.max_steps=2", "pretrain.checkpoint_every=2", "pretrain.eval_every=2",
+                  "data.max_test_sentences=8", "evaluate.zero_shot=false"]
+    run = cli("run", "--json", *[arg for override in overrides for arg in ("--set", override)], timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert set(summary["stages"].values()) == {"ran"} and 0.0 <= summary["mean_f1"] <= 1.0
+    assert list(elsewhere.iterdir()) == []  # every output went to the configured work dir

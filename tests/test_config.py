@@ -129,6 +129,44 @@ def test_unknown_profile_is_answered_with_the_nearest() -> None:
         resolve_config("stduy", environ={})
 
 
+def test_a_profile_file_path_is_a_profile(tmp_path: Path) -> None:
+    """--profile takes a path to a profile file as well as a name; a missing one is named as such."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text((config_module.PROFILE_DIR / "study.yaml").read_text().replace("seeds: [42, 52, 62]", "seeds: [7]"))
+    config = resolve_config(str(mine), environ={})
+    assert config.profile == str(mine) and config.finetune.seeds == [7]
+    assert config.model_dump(exclude={"profile", "finetune"}) == resolve_config("study", environ={}).model_dump(
+        exclude={"profile", "finetune"})
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'gone.yaml'}: config file not found"):
+        resolve_config(str(tmp_path / "gone.yaml"), environ={})
+
+
+def test_profile_completion_offers_known_profiles_then_yaml_files(tmp_path: Path, monkeypatch) -> None:
+    from fsa_distill.cli.options import complete_profile
+
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "prod.yaml").write_text("{}")
+    (tmp_path / "paperwork.txt").write_text("")
+    (tmp_path / "pa.yml").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert complete_profile("") == ["demo", "study", "paper", "pa.yml", "profiles"]
+    assert complete_profile("pa") == ["paper", "pa.yml"]
+    assert complete_profile("profiles/") == ["profiles/prod.yaml"]
+
+
+def test_version_and_completion_options(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    from typer.testing import CliRunner
+
+    from fsa_distill.cli.app import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout == f"fsa-distill {version('fsa-distill')}\n"
+    result = CliRunner().invoke(app, ["--help"])
+    assert "--install-completion" in result.stdout and "--show-completion" in result.stdout
+
+
 def test_config_show_prints_every_key_with_its_description_as_a_usable_config(tmp_path: Path) -> None:
     """The YAML carries every description as a comment and, read back as --config, gives the same config."""
     from fsa_distill.cli.commands.config import comment, commented_yaml

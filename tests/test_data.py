@@ -13,11 +13,9 @@ from pathlib import Path
 import pytest
 
 from fsa_distill.benchmark.data import (
-    PROJECT_ROOT,
     checksums,
     download_benchmark,
     features,
-    is_complete,
     load_sentences,
     load_split,
     raw_base_url,
@@ -131,11 +129,14 @@ def test_process_environment_is_not_read_unless_handed_in(benchmark_dir, tmp_pat
 
 
 def test_local_folders_in_order_and_only_when_complete(benchmark_dir, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    partial = copy_files(benchmark_dir, tmp_path / "data" / "fsa_datasets", TWO_FILES)
-    # ./data/fsa_datasets is incomplete, so the project's own copy or ../shared/fsa_datasets beside it is used
-    project_copy = PROJECT_ROOT / "data" / "fsa_datasets"
-    assert resolve_data_dir().resolve() == (project_copy if is_complete(project_copy) else benchmark_dir).resolve()
+    """Both folders are looked for from the working directory only, never from the installed package."""
+    here = tmp_path / "here"
+    partial = copy_files(benchmark_dir, here / "data" / "fsa_datasets", TWO_FILES)
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "fsa_datasets").symlink_to(benchmark_dir)
+    monkeypatch.chdir(here)
+    # ./data/fsa_datasets is incomplete, so ../shared/fsa_datasets beside the working directory is used
+    assert resolve_data_dir().resolve() == benchmark_dir.resolve()
     copy_files(benchmark_dir, partial, list(checksums()["files"]))
     assert resolve_data_dir().resolve() == partial.resolve()
 

@@ -209,7 +209,8 @@ def run_convert(*args):
 
 def test_convert_cli_writes_benchmark_json_and_one_summary_line(tmp_path):
     out = tmp_path / "out" / "test.json"
-    result, stderr = run_convert(write(tmp_path, "rest16.xml", SEMEVAL_2016), "--task", "atsa", "--out", out)
+    xml = write(tmp_path, "rest16.xml", SEMEVAL_2016)
+    result, stderr = run_convert(xml, "--task", "atsa", "--out", out, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert (summary["sentences"], summary["aspects"], summary["skipped"]) == (4, 3, 1)
@@ -221,6 +222,8 @@ def test_convert_cli_writes_benchmark_json_and_one_summary_line(tmp_path):
     gold = score_predictions("atsa", sentences, [linearise(s, "atsa") for s in sentences])
     assert gold["f1"] == 1.0 and gold["n_gold"] == 3 and len(sentences) == 4
     assert [p.name for p in out.parent.iterdir()] == ["test.json"]
+    human, _ = run_convert(xml, "--task", "atsa", "--out", out)
+    assert human.stdout == f"wrote 4 sentences with 3 atsa aspects to {out} (1 skipped)\n"
 
 
 @pytest.mark.parametrize("case", ["malformed", "latin1", "polarity", "offsets"])
@@ -291,7 +294,7 @@ def test_bad_corpora_name_file_and_line(tmp_path, name, content, message):
 def test_installed_cli_convert_exit_codes(tmp_path):
     good, bad = write(tmp_path, "good.xml", SEMEVAL_2014), write(tmp_path, "bad.xml", BAD_FILES["offsets"][0])
     command = [sys.executable, "-m", "fsa_distill.cli", "data", "convert"]
-    done = subprocess.run([*command, str(good), "--task", "acsa", "--out", str(tmp_path / "good.json")],
+    done = subprocess.run([*command, str(good), "--task", "acsa", "--out", str(tmp_path / "good.json"), "--json"],
                           check=False, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["sentences"] == 3

@@ -27,8 +27,8 @@ STARTUP_TIMEOUT_S = 300  # model load + uvicorn start on a loaded 2-core machine
 
 
 @pytest.fixture(scope="module")
-def served_champion(tmp_path_factory: pytest.TempPathFactory, talking_student_dir: Path) -> Iterator[str]:
-    """The base URL of `mlflow models serve -m models:/student@champion` on a free local port."""
+def registered_champion(tmp_path_factory: pytest.TempPathFactory, talking_student_dir: Path) -> tuple[str, Path]:
+    """(tracking URI, its folder): the talking student registered as `student@champion` in a temporary MLflow."""
     tmp = tmp_path_factory.mktemp("serving")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     client = MlflowClient(uri)
@@ -38,7 +38,13 @@ def served_champion(tmp_path_factory: pytest.TempPathFactory, talking_student_di
     registration = register_student(talking_student_dir, "digest", 0.5, run_id, "student", uri, task="atsa",
                                     engine=engine)
     assert registration["champion"]
+    return uri, tmp
 
+
+@pytest.fixture(scope="module")
+def served_champion(registered_champion: tuple[str, Path]) -> Iterator[str]:
+    """The base URL of `mlflow models serve -m models:/student@champion` on a free local port."""
+    uri, tmp = registered_champion
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)  # the server's `uvicorn` must be this environment's
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
@@ -91,3 +97,72 @@ def test_a_100_kb_review(served_champion: str, talking_student_dir: Path) -> Non
     local = load_engine(DistillConfig().student.engine, talking_student_dir).decode([review])[0]
     assert answer == structured_answer(local, "atsa", review)
     assert answer["raw"] and all(target["aspect"] in review for target in answer["targets"])
+
+
+def requirements_only_venv(venv: Path, requirements: list[str]) -> Path:
+    """A fresh venv whose site-packages holds exactly `requirements` and what they require (markers and extras
+    honoured), linked from this environment's installed copies rather than downloaded again; nothing else, so
+    no fsa_distill. Each pinned requirement must match the installed version it links."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    (site,) = venv.glob("lib/python3*/site-packages")
+    pending = [(Requirement(line), True) for line in requirements if line.strip() and not line.startswith("#")]
+    seen: set[str] = set()
+    while pending:
+        requirement, pinned = pending.pop()
+        try:
+            dist = distribution(requirement.name)
+        except PackageNotFoundError:  # not installed here either, so nothing the model needs at run time
+            continue
+        if pinned:
+            assert dist.version.split("+")[0] in requirement.specifier, (requirement, dist.version)
+        if canonicalize_name(requirement.name) in seen:
+            continue
+        seen.add(canonicalize_name(requirement.name))
+        for top in {Path(str(file)).parts[0] for file in dist.files or [] if not str(file).startswith("..")}:
+            if top != "__pycache__" and not (site / top).exists():
+                (site / top).symlink_to(Path(str(dist.locate_file(top))))
+        for line in dist.requires or []:
+            needed = Requirement(line)
+            if needed.marker is None or any(needed.marker.evaluate({"extra": extra})
+                                            for extra in ("", *requirement.extras)):
+                pending.append((needed, False))
+    assert "fsa-distill" not in seen
+    return venv
+
+
+def test_the_champion_answers_alike_in_a_venv_without_fsa_distill(registered_champion: tuple[str, Path],
+                                                                   served_champion: str, tmp_path: Path) -> None:
+    """The registered model carries the fsa_distill modules it imports and pinned requirements: loaded in a venv
+    that holds only those requirements, it gives the answers the server in the project's venv gives."""
+    import json
+
+    import mlflow
+
+    uri, _ = registered_champion
+    model_dir = Path(mlflow.artifacts.download_artifacts("models:/student@champion", dst_path=str(tmp_path / "model"),
+                                                         tracking_uri=uri))
+    requirements = (model_dir / "requirements.txt").read_text().splitlines()
+    assert all("==" in line for line in requirements if line.strip()), requirements
+    venv = requirements_only_venv(tmp_path / "venv", requirements)
+    texts = [*TAUGHT_ATSA, ""]
+    probe = ("import importlib.util, json, sys\n"
+             "assert importlib.util.find_spec('fsa_distill') is None, 'fsa_distill is installed'\n"
+             "import mlflow.pyfunc, pandas\n"
+             "model = mlflow.pyfunc.load_model(sys.argv[1])\n"
+             "import fsa_distill\n"
+             "print(fsa_distill.__file__)\n"
+             "print(json.dumps(model.predict(pandas.DataFrame({'text': json.loads(sys.argv[2])}))))")
+    env = {"PATH": f"{venv / 'bin'}:{os.environ['PATH']}", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1",
+           "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", probe, str(model_dir), json.dumps(texts)],
+                          check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    where, answers = done.stdout.strip().splitlines()[-2:]
+    assert where == str(model_dir / "code" / "fsa_distill" / "__init__.py")
+    assert json.loads(answers) == invoke(served_champion, texts)
+    assert [answer["raw"] for answer in json.loads(answers)] == [*TAUGHT_ATSA.values(), ""]

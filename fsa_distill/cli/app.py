@@ -4,6 +4,7 @@ imports (torch, vllm, mlflow) inside the function so `fsa-distill --help` stays 
 from __future__ import annotations
 
 import os
+from typing import Annotated
 
 import typer
 
@@ -21,7 +22,8 @@ os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
 # vLLM logs to stdout by default (its engine processes too); stdout carries only `--json` results.
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n")[0])
+# add_completion: typer's --install-completion / --show-completion (bash, zsh, fish, PowerShell).
+app = typer.Typer(no_args_is_help=True, add_completion=True, help=__doc__.split("\n")[0])
 data_app = typer.Typer(no_args_is_help=True, help="Benchmark data: convert user data into the benchmark schema.")
 bench_app = typer.Typer(no_args_is_help=True, help="Performance benchmarks; each prints one JSON line.")
 app.add_typer(data_app, name="data")
@@ -30,6 +32,23 @@ app.add_typer(bench_app, name="bench")
 config_app = typer.Typer(no_args_is_help=True, help="The resolved config, every key with its description.")
 app.add_typer(config_app, name="config")
 app.add_typer(cache_app, name="cache")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"fsa-distill {version('fsa-distill')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                               help="Print the installed version and exit.")] = False,
+) -> None:
+    pass
+
 
 data_app.command("convert")(data.convert)
 app.command("score")(score.score)

@@ -67,11 +67,14 @@ def _drop_stop_announcement(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("Stopping temporary server")
 
 
+WEIGHT_CAST_LOGGER = "vllm.model_executor.models.utils"  # "Attempted to load weight ... into parameter with dtype"
+
+
 @contextmanager
 def engine_logs(work_dir: Path, verbose: bool = False) -> Iterator[Path | None]:
     """Engine logs (vLLM's processes, Prefect, Ray) go to `<work_dir>/logs/engines.log` while the block runs; the
-    terminal keeps WARNING and above, next to our own progress bars and results. `verbose`: everything on the
-    terminal too. Yields the log file (None when verbose).
+    terminal keeps WARNING and above (less vLLM's per-weight cast warnings), next to our own progress bars and
+    results. `verbose`: everything on the terminal too. Yields the log file (None when verbose).
 
     Set through environment variables before vLLM or Prefect is imported, because vLLM's engine processes and
     Prefect's server configure their logging from the environment they inherit. A variable the user exported
@@ -94,7 +97,13 @@ def engine_logs(work_dir: Path, verbose: bool = False) -> Iterator[Path | None]:
             "terminal": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "level": "WARNING",
                          "formatter": "plain"},
         },
-        "loggers": {"vllm": {"handlers": ["file", "terminal"], "level": "INFO", "propagate": False}},
+        "loggers": {
+            "vllm": {"handlers": ["file", "terminal"], "level": "INFO", "propagate": False},
+            # One warning per weight cast while loading (e.g. float32 weights into a bfloat16 model: 244 lines
+            # for SmolLM2 on a bf16 CPU): about vLLM's own set-up, so into the file only. The terminal keeps
+            # vLLM's other warnings at WARNING.
+            WEIGHT_CAST_LOGGER: {"handlers": ["file"], "level": "INFO", "propagate": False},
+        },
     }, indent=2), encoding="utf-8")
     settings = {
         "VLLM_LOGGING_CONFIG_PATH": str(vllm_config.resolve()),

@@ -15,9 +15,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer, field_validator
 
 from fsa_distill.core.digests import sha256_json
+from fsa_distill.core.paths import package_data
 from fsa_distill.core.redact import redact_url
 
-PROFILE_DIR = Path(__file__).resolve().parents[2] / "deployments" / "profiles"
+PROFILE_DIR = package_data("fsa_distill", "profiles")
 PROFILES = ("demo", "study", "paper")
 DATASETS = ("atsa/rest14", "atsa/laptop14", "acsa/rest16", "acsa/laptop16")
 PAPER_SEEDS = [42, 52, 62, 72, 82, 142, 152, 162, 172, 182]
@@ -307,7 +308,8 @@ class StudyConfig(Section):
 class DistillConfig(Section):
     """The whole run: a profile, plus a config file, plus `--set` overrides, plus the environment."""
 
-    profile: str = Field("demo", description=f"Profile the config starts from: one of {list(PROFILES)}")
+    profile: str = Field("demo", description=f"Profile the config starts from: one of {list(PROFILES)}, or a "
+                                             "profile file's path")
     work_dir: Path = Field(Path("work"), description="Caches, models, locks and the default MLflow store "
                                                      "(FSA_WORK_DIR sets it too)")
     data: DataConfig = Field(default_factory=DataConfig, description=DataConfig.__doc__)
@@ -462,6 +464,18 @@ def _format_validation_error(error: ValidationError, layers: list[tuple[str, dic
     return f"invalid config ({len(lines)} problems):\n  " + "\n  ".join(lines)
 
 
+def find_profile(profile: str) -> Path:
+    """A known profile's file (shipped in the package), or `profile` itself when it is a path to a YAML file."""
+    if profile in PROFILES:
+        return PROFILE_DIR / f"{profile}.yaml"
+    path = Path(profile).expanduser()
+    if path.suffix in (".yaml", ".yml") or os.sep in profile or path.is_file():
+        return path  # _read_yaml says what is wrong with it, if anything
+    close = difflib.get_close_matches(profile, PROFILES, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    raise ConfigError(f"unknown profile {profile!r}; choose from {list(PROFILES)} or give a profile file's path{hint}")
+
+
 def resolve_config(
     profile: str = "demo",
     config_file: Path | None = None,
@@ -472,12 +486,8 @@ def resolve_config(
 
     Each source is kept as its own layer (merged in that order) so an error can say which one set a bad value.
     """
-    if profile not in PROFILES:
-        close = difflib.get_close_matches(profile, PROFILES, n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        raise ConfigError(f"unknown profile {profile!r}; choose from {list(PROFILES)}{hint}")
     environ = dict(os.environ if environ is None else environ)
-    profile_path = PROFILE_DIR / f"{profile}.yaml"
+    profile_path = find_profile(profile)
     profile_tree = _read_yaml(profile_path)
     profile_tree["profile"] = profile
     layers: list[tuple[str, dict[str, Any]]] = [(f"profile {profile} ({profile_path.name})", profile_tree)]

@@ -7,9 +7,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+from importlib.resources import files
 from pathlib import Path
 
 from fsa_distill.core.errors import InputError
+
+
+def package_data(package: str, *parts: str) -> Path:
+    """A file or folder shipped inside an installed package (profiles, prompts, checksums, the metric script),
+    found through importlib.resources rather than the checkout's layout. pip installs wheels unzipped, so the
+    resource is a real file and callers keep using Path (glob, read_text, evaluate.load by path)."""
+    return Path(str(files(package).joinpath(*parts)))
 
 
 def check_input_file(path: str | Path, what: str = "input file") -> Path:

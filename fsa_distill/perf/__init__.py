@@ -9,7 +9,9 @@ import platform
 from pathlib import Path
 from typing import Any
 
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmark" / "perf" / "results"
+# Relative to the working directory: run from the checkout's root it is the committed results folder; an
+# installed package writes beside wherever it is run, never into site-packages.
+RESULTS_DIR = Path("benchmark") / "perf" / "results"
 
 
 def machine() -> dict[str, Any]:

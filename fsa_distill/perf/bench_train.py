@@ -56,7 +56,7 @@ from fsa_distill.core.files import write_json_atomically
 from fsa_distill.perf import RESULTS_DIR
 
 RESULTS_PATH = RESULTS_DIR / "train.json"
-HELDOUT = Path(__file__).resolve().parents[3] / "shared" / "teacher_outputs" / "mixtral_500.jsonl"
+HELDOUT = Path("..") / "shared" / "teacher_outputs" / "mixtral_500.jsonl"  # from the working directory
 PADDING_MODES = ("fixed", "dynamic", "dynamic_same_batches")
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from fsa_distill.core.digests import sha256_text
 from fsa_distill.core.errors import InputError
+from fsa_distill.core.paths import package_data
 from fsa_distill.models.teacher.base import GenerationRequest
 
-PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
+PROMPT_DIR = package_data("fsa_distill.models.teacher", "prompts")
 
 # The analysis prompt's answer format as a regex for structured outputs (`generation.structured_outputs`):
 # 1 to 8 blocks of `Opinion Target N: "..."` / `Aspect: "..."` / `Sentiment: <intensity> <polarity>` /

@@ -9,7 +9,8 @@ import typer
 import yaml
 
 from fsa_distill.cli.console import print_json, user_errors
-from fsa_distill.core.config import PROFILES, DistillConfig, Section, resolve_config
+from fsa_distill.cli.options import Profile
+from fsa_distill.core.config import DistillConfig, Section, resolve_config
 
 
 def _yaml_value(value: Any) -> str:
@@ -45,7 +46,7 @@ def commented_yaml(config: DistillConfig) -> str:
 
 
 def show(
-    profile: Annotated[str, typer.Option(help=f"One of {', '.join(PROFILES)}.")] = "demo",
+    profile: Profile = "demo",
     config_file: Annotated[Path | None, typer.Option("--config", help="YAML file merged over the profile.")] = None,
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override one key, e.g. --set finetune.epochs=3.")

@@ -10,8 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fsa_distill.core.config import PROFILES, resolve_config
+from fsa_distill.core.config import resolve_config
 from fsa_distill.cli.console import print_json, user_errors
+from fsa_distill.cli.options import Profile
 
 
 def teacher_quality_lines(quality: dict[str, Any]) -> list[str]:
@@ -78,7 +79,7 @@ def _print_summary(summary: dict[str, Any], views: list[str]) -> None:
 
 
 def run(
-    profile: Annotated[str, typer.Option(help=f"One of {', '.join(PROFILES)}.")] = "demo",
+    profile: Profile = "demo",
     config: Annotated[Path | None, typer.Option("--config", help="YAML file merged over the profile.")] = None,
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override one key, e.g. --set finetune.epochs=3.")
