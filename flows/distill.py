@@ -21,6 +21,13 @@ from fsa_distill.core.digests import sha256_tree
 from fsa_distill.core.redact import redact_url
 from fsa_distill.flows.config_parameter import flow_config
 from fsa_distill.tasks import stages
+from fsa_distill.tasks.champion import (
+    comparison_metrics,
+    load_test_sets,
+    predictions_artifact,
+    scored_set_tags,
+    versus_champion,
+)
 from fsa_distill.tasks.collect import collect_reviews
 from fsa_distill.tasks.evaluate import aggregate_runs, flat_metrics, gate_metric
 from fsa_distill.tasks.register import register_student
@@ -175,6 +182,7 @@ def write_report(
         "curves": {name.replace("/train/", "/train_").replace("/eval/", "/eval_"): points for name, points in curves.items()},
         "rejections": generation.rejected_by_reason,
         "teacher_quality": summary.get("teacher_quality", {}),
+        "versus_champion": summary.get("versus_champion", {}),
     }
     return build_report(results, config.work_dir / "reports" / summary["mlflow_run_id"])
 
@@ -240,8 +248,10 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
             teacher = run_stage("teacher-baseline", stages.teacher_baseline_stage, config=config).datasets
 
         best = max(distilled_runs, key=lambda run: run.best_dev_f1)
+        test_sets = load_test_sets(config)
+        tracker.set_tags(parent, scored_set_tags(test_sets))
         for run in distilled_runs:
-            tracker.log_artifact(parent, run.predictions_path, f"predictions/{run.dataset}/seed-{run.seed}")
+            tracker.log_artifact(parent, run.predictions_path, predictions_artifact(run.dataset, run.seed))
         registration = register_student(
             best.model_dir,
             sha256_tree(best.model_dir),
@@ -252,6 +262,8 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
             task=best.task,
             engine=config.student.engine,
         )
+        comparison = versus_champion(config, registration, _records(distilled_runs), test_sets)
+        tracker.log_metrics(parent, comparison_metrics(comparison))
         summary = {
             "mlflow_run_id": parent,
             "flow_run_id": flow_run_id,
@@ -263,6 +275,7 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
             "teacher": teacher,
             "teacher_quality": {generation.teacher: quality},
             "stages": run_stage.outcomes,
+            "versus_champion": comparison,
             "seconds": time.perf_counter() - started,
             **registration,
         }

@@ -21,6 +21,7 @@ The `results` dict `build_report` reads (every key optional; a plot whose data i
       "teacher_quality": {"smollm2-135m-instruct": {"acceptance_rate": 0.8, "pair_f1": 0.12, ...}},
                                                         # teacher → tasks/teacher_quality.py figures
       "deltas": {"C": {"mean": 1.2, "ci95": [-0.5, 2.9]}},  # arm → paired F1 × 100 difference to a baseline
+      "versus_champion": {"champion_run_id": "…", "champion_version": "2", "rows": [...]},  # tasks/champion.py
     }
 
 `scores_from_finetune` turns finetune stage results into "scores" rows and `curves_from_mlflow` reads metric
@@ -256,6 +257,24 @@ def _plot_deltas(deltas: Mapping[str, Mapping[str, Any]], path: Path) -> bool:
     return True
 
 
+CHAMPION_HEADERS = ["dataset", "view", "this run F1 × 100", "champion F1 × 100", "Δ F1 × 100", "95% interval"]
+
+
+def versus_champion_section(comparison: Mapping[str, Any]) -> str:
+    """This run beside the champion it was gated against (tasks/champion.py rows); empty without a gate."""
+    if not comparison:
+        return ""
+    if comparison.get("champion_run_id") is None:
+        return "<h2>This run vs the champion</h2><p>There was no champion before this run: nothing to compare.</p>"
+    from fsa_distill.tasks.champion import comparison_lines
+
+    note = (f"Champion: version {comparison.get('champion_version')} (MLflow run {comparison['champion_run_id']}), "
+            "its logged test predictions rescored with this run's scorer on the same sentences, over the seeds "
+            "both runs fine-tuned with. Interval: paired bootstrap over test sentences and seeds.")
+    return ("<h2>This run vs the champion</h2>" + _table(CHAMPION_HEADERS, comparison_lines(comparison))
+            + f"<p>{html.escape(note)}</p>")
+
+
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -276,6 +295,10 @@ def build_report(results: dict[str, Any], out_dir: Path) -> Path:
     summary = results.get("summary") or {}
     if summary:
         sections.append("<h2>Summary</h2>" + _table(["key", "value"], [[k, _fmt(v)] for k, v in summary.items()]))
+
+    champion = versus_champion_section(results.get("versus_champion") or {})
+    if champion:
+        sections.append(champion)
 
     aggregated = aggregate_scores(list(results.get("scores") or []))
     if aggregated:

@@ -25,6 +25,21 @@ def teacher_quality_lines(quality: dict[str, Any]) -> list[str]:
     return [*lines, f"  ({TEACHER_QUALITY_NOTE})"] if lines else []
 
 
+def champion_lines(comparison: dict[str, Any]) -> list[str]:
+    """This run vs the champion it was gated against, one line per dataset × view (F1 × 100)."""
+    from fsa_distill.tasks.champion import comparison_lines
+
+    if not comparison:
+        return []
+    if comparison.get("champion_run_id") is None:
+        return ["vs champion: no champion before this run"]
+    lines = [f"vs champion v{comparison.get('champion_version')} (run {comparison['champion_run_id']}), F1 × 100:"]
+    for dataset, view, ours, theirs, delta, interval in comparison_lines(comparison):
+        lines.append(f"  {dataset} {view}: not comparable ({interval})" if delta == "not comparable"
+                     else f"  {dataset} {view}: {ours} vs {theirs}, Δ {delta}, 95% interval {interval}")
+    return lines
+
+
 def _print_summary(summary: dict[str, Any], views: list[str]) -> None:
     from fsa_distill.tasks.evaluate import format_table
 
@@ -47,6 +62,8 @@ def _print_summary(summary: dict[str, Any], views: list[str]) -> None:
             console.print(f"zero-shot teacher on {dataset}: accuracy {scores['zero_shot'].get('accuracy', float('nan')):.3f}, "
                           f"macro-F1 {scores['zero_shot'].get('macro_f1', float('nan')):.3f}")
     for line in teacher_quality_lines(summary.get("teacher_quality", {})):
+        console.print(line)
+    for line in champion_lines(summary.get("versus_champion") or {}):
         console.print(line)
     stages = ", ".join(f"{name}: {outcome}" for name, outcome in summary["stages"].items())
     console.print(f"stages — {stages}")
