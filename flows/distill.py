@@ -29,9 +29,10 @@ from fsa_distill.tasks.champion import (
     versus_champion,
 )
 from fsa_distill.tasks.collect import collect_reviews
+from fsa_distill.tasks.error_analysis import run_errors, teacher_samples
 from fsa_distill.tasks.evaluate import aggregate_runs, flat_metrics, gate_metric
 from fsa_distill.tasks.register import register_student
-from fsa_distill.tasks.report import build_report, curves_from_mlflow, scores_from_finetune
+from fsa_distill.tasks.report import build_report, curves_from_mlflow, scores_from_finetune, variety_from_mlflow
 from fsa_distill.tasks.results import FinetuneResult, GenerationResult, ModelResult, Reviews, StageResult
 from fsa_distill.tasks.teacher_quality import gold_train_sentences, numeric_figures, teacher_quality
 from fsa_distill.tasks.tracking import RunTracker
@@ -167,8 +168,10 @@ def write_report(
     baseline_runs: list[FinetuneResult],
     generation: GenerationResult,
     metric_runs: dict[str, str],
+    test_sets: dict[str, list[dict[str, Any]]],
 ) -> Path:
-    """The run's HTML report (F1 by dataset × view, distilled vs undistilled, loss curves, teacher rejections)."""
+    """The run's HTML report (vs the champion, F1 by dataset × view, distilled vs undistilled, loss curves,
+    what the student gets wrong, teacher answers and rejections)."""
     curves = curves_from_mlflow(
         config.mlflow_uri,
         metric_runs,
@@ -183,6 +186,9 @@ def write_report(
         "rejections": generation.rejected_by_reason,
         "teacher_quality": summary.get("teacher_quality", {}),
         "versus_champion": summary.get("versus_champion", {}),
+        "errors": run_errors(_records(distilled_runs), test_sets),
+        "teacher_samples": teacher_samples(generation.dataset_dir, generation.rejected_dir),
+        "variety": variety_from_mlflow(config.mlflow_uri, {"run": summary["mlflow_run_id"], **metric_runs}),
     }
     return build_report(results, config.work_dir / "reports" / summary["mlflow_run_id"])
 
@@ -280,7 +286,8 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
             **registration,
         }
         tracker.log_dict(parent, summary, "results/summary.json")
-        report_path = write_report(config, summary, distilled_runs, baseline_runs, generation, run_stage.metric_runs)
+        report_path = write_report(config, summary, distilled_runs, baseline_runs, generation, run_stage.metric_runs,
+                                   test_sets)
         tracker.log_artifact(parent, report_path.parent, "report")
         summary["report_path"] = str(report_path)
         tracker.log_metrics(parent, {"flow_seconds": summary["seconds"]})

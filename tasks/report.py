@@ -22,6 +22,10 @@ The `results` dict `build_report` reads (every key optional; a plot whose data i
                                                         # teacher → tasks/teacher_quality.py figures
       "deltas": {"C": {"mean": 1.2, "ci95": [-0.5, 2.9]}},  # arm → paired F1 × 100 difference to a baseline
       "versus_champion": {"champion_run_id": "…", "champion_version": "2", "rows": [...]},  # tasks/champion.py
+      "errors": {"atsa/rest14": {"seed": 42, "counts": {...}, "confusion": {...}, "sample": [...]}},
+                                                        # tasks/error_analysis.py `run_errors`
+      "teacher_samples": {"accepted": [...], "rejected": [...]},   # tasks/error_analysis.py `teacher_samples`
+      "variety": {"variety/atsa-rest14/distinct_per_sentence": 0.4},  # the run's `variety/...` metrics
     }
 
 `scores_from_finetune` turns finetune stage results into "scores" rows and `curves_from_mlflow` reads metric
@@ -78,6 +82,19 @@ def curves_from_mlflow(tracking_uri: str, run_ids: Mapping[str, str], keys: Iter
             if history:
                 curves[f"{prefix}/{key}"] = [[metric.step, metric.value] for metric in sorted(history, key=_step)]
     return curves
+
+
+def variety_from_mlflow(tracking_uri: str, run_ids: Mapping[str, str]) -> dict[str, float]:
+    """The latest `variety/...` metrics of each run in `run_ids` (label → run id), named "<label>: <metric>"."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    figures = {}
+    for label, run_id in run_ids.items():
+        for key, value in client.get_run(run_id).data.metrics.items():
+            if key.startswith("variety/"):
+                figures[f"{label}: {key}"] = value
+    return figures
 
 
 def _step(metric: Any) -> int:
@@ -184,17 +201,28 @@ def _plot_curves(curves: Mapping[str, list], path: Path) -> bool:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, (panel, series) in zip(axes, panels.items(), strict=True):
-        for name, points in sorted(series.items()):
-            steps, values = zip(*points, strict=True)
-            ax.plot(steps, values, marker="." if len(points) < 30 else None, label=name.removeprefix(panel + "/"))
-        ax.set_title(f"{panel} loss" if series else f"{panel}: no curves logged", fontsize=9)
+        losses = {name: points for name, points in series.items() if not name.endswith("f1")}
+        scores = {name: points for name, points in series.items() if name.endswith("f1")}
+        _draw_series(ax, losses, panel, "loss")
+        if scores:  # F1 lives on 0-1, a loss does not: its own axis on the right
+            _draw_series(ax.twinx(), scores, panel, "dev F1", linestyle="--")
+        ax.set_title(f"{panel} loss" + (" (left) and dev F1 (right, dashed)" if scores else "")
+                     if series else f"{panel}: no curves logged", fontsize=9)
         ax.set_xlabel("step" if panel == "pretrain" else "step / epoch")
-        if series:
-            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _draw_series(ax: Any, series: Mapping[str, list], panel: str, ylabel: str, linestyle: str = "-") -> None:
+    for name, points in sorted(series.items()):
+        steps, values = zip(*points, strict=True)
+        ax.plot(steps, values, marker="." if len(points) < 30 else None, linestyle=linestyle,
+                label=name.removeprefix(panel + "/"))
+    if series:
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7, loc="upper right" if ylabel == "loss" else "lower right")
 
 
 def _plot_rejections(rejections: Mapping[str, int], path: Path) -> bool:
@@ -275,6 +303,67 @@ def versus_champion_section(comparison: Mapping[str, Any]) -> str:
             + f"<p>{html.escape(note)}</p>")
 
 
+KIND_COLOURS = {"right": "#1a7f37", "missed": "#9a6700", "wrong polarity": "#cf222e",
+                "not a gold aspect": "#8250df", "not in the sentence": "#6e7781"}
+
+
+def _marked_pairs(pairs: list[Mapping[str, Any]]) -> str:
+    """Gold / predicted pairs of one sentence as coloured chips naming their kind."""
+    chips = []
+    for pair in pairs:
+        polarity = pair["predicted"] or pair["gold"]
+        detail = f" (gold {pair['gold']})" if pair["kind"] == "wrong polarity" else ""
+        chips.append(f"<span class='pair' style='color:{KIND_COLOURS.get(pair['kind'], '#222')}'>"
+                     f"{html.escape(str(pair['element']))} | {html.escape(str(polarity))}{html.escape(detail)} "
+                     f"<small>[{html.escape(pair['kind'])}]</small></span>")
+    return "<br>".join(chips) or "–"
+
+
+def _raw_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A table whose cells are already HTML (escaped by the caller)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def errors_section(errors: Mapping[str, Mapping[str, Any]]) -> str:
+    """Per dataset (tasks/error_analysis.py): error counts, polarity confusion matrix, the fixed sample."""
+    parts = []
+    for dataset, analysis in errors.items():
+        counts = analysis["counts"]
+        confusion = analysis["confusion"]
+        columns = sorted({label for row in confusion.values() for label in row}, key=lambda x: (x.startswith("("), x))
+        parts.append(
+            f"<h3>{html.escape(dataset)} (seed {analysis['seed']}, whole test set)</h3>"
+            + _table(list(counts), [list(counts.values())])
+            + "<p>Polarity confusion (rows: gold, columns: predicted for the same element)</p>"
+            + _table(["gold \\ predicted", *columns],
+                     [[gold, *(row.get(label, 0) for label in columns)] for gold, row in confusion.items() if row])
+            + "<p>The same sample of test sentences every run (fixed seed)</p>"
+            + _raw_table(["#", "sentence", "raw output", "pairs"],
+                         [[str(item["index"]), html.escape(item["sentence"]), html.escape(item["prediction"]),
+                           _marked_pairs(item["pairs"])] for item in analysis["sample"]])
+        )
+    return "<h2>What the student gets wrong</h2>" + "".join(parts) if parts else ""
+
+
+def teacher_samples_section(samples: Mapping[str, list[Mapping[str, Any]]]) -> str:
+    """A few accepted and rejected teacher answers, the rejected ones with their reason."""
+    rows = [[kind, html.escape(row["review"][:300]), html.escape(row["prompt"]),
+             f"<pre>{html.escape(row['response'][:600])}</pre>", html.escape(row.get("reject_reason") or "–")]
+            for kind, answers in samples.items() for row in answers]
+    return ("<h2>Sample teacher answers</h2>" + _raw_table(["", "review", "prompt", "answer", "reason"], rows)
+            if rows else "")
+
+
+def variety_section(variety: Mapping[str, float]) -> str:
+    """The fine-tuning stage's `variety/...` metrics (distinct outputs per test sentence, top output's share),
+    where the run logged them."""
+    if not variety:
+        return ""
+    return "<h2>Output variety</h2>" + _table(["metric", "value"], [[k, _fmt(v)] for k, v in sorted(variety.items())])
+
+
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -323,6 +412,11 @@ def build_report(results: dict[str, Any], out_dir: Path) -> Path:
                         + _table(["arm", "mean Δ F1 × 100", "95% interval"],
                                  [[arm, f"{d['mean']:+.2f}", f"[{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"]
                                   for arm, d in (results.get("deltas") or {}).items()]))
+    sections.extend(section for section in (
+        errors_section(results.get("errors") or {}),
+        variety_section(results.get("variety") or {}),
+        teacher_samples_section(results.get("teacher_samples") or {}),
+    ) if section)
     quality = results.get("teacher_quality") or {}
     if quality:
         sections.append(
