@@ -29,6 +29,7 @@ from fsa_distill.tasks.champion import (
     versus_champion,
 )
 from fsa_distill.tasks.collect import collect_reviews
+from fsa_distill.tasks.cost import DEVICE_TAG, device_kind, run_cost
 from fsa_distill.tasks.error_analysis import run_errors, teacher_samples
 from fsa_distill.tasks.evaluate import aggregate_runs, flat_metrics, gate_metric
 from fsa_distill.tasks.register import register_student
@@ -47,6 +48,7 @@ class StageRunner:
         self.parent_run_id = parent_run_id
         self.outcomes: dict[str, str] = {}
         self.metric_runs: dict[str, str] = {}  # stage label → the MLflow run holding its live metrics
+        self.seconds: dict[str, float] = {}  # stage label → wall seconds in this run (cost per run)
 
     def __call__(self, label: str, stage_task: Any, *, live_metrics: bool = False, **parameters: Any) -> Any:
         child = self.tracker.start_child(self.parent_run_id, label)
@@ -88,7 +90,8 @@ class StageRunner:
         self.outcomes[label] = "cached" if cached else "ran"
         if not isinstance(result, StageResult):  # e.g. a cached record whose class can no longer be imported
             raise TypeError(f"stage {label} returned a {type(result).__name__}, not a typed stage result")
-        self.tracker.log_metrics(child, {**result.metrics(), "stage_seconds": time.perf_counter() - started})
+        self.seconds[label] = time.perf_counter() - started
+        self.tracker.log_metrics(child, {**result.metrics(), "stage_seconds": self.seconds[label]})
         self.tracker.set_tags(child, {"cached": cached, "digest": result.digest, "stage_key": result.key})
         if result.trained_in_run:  # a cached stage points at the run that actually computed it
             self.metric_runs[label] = result.trained_in_run
@@ -188,6 +191,7 @@ def write_report(
         "versus_champion": summary.get("versus_champion", {}),
         "errors": run_errors(_records(distilled_runs), test_sets),
         "teacher_samples": teacher_samples(generation.dataset_dir, generation.rejected_dir),
+        "cost": {**summary.get("cost", {}), "device": summary.get("device", "")},
         "variety": variety_from_mlflow(config.mlflow_uri, {"run": summary["mlflow_run_id"], **metric_runs}),
     }
     return build_report(results, config.work_dir / "reports" / summary["mlflow_run_id"])
@@ -285,6 +289,10 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
             "seconds": time.perf_counter() - started,
             **registration,
         }
+        summary["cost"] = run_cost(generation.model_dump(), run_stage.seconds, summary["seconds"])
+        tracker.log_metrics(parent, summary["cost"])
+        summary["device"] = device_kind()
+        tracker.set_tags(parent, {DEVICE_TAG: summary["device"]})
         tracker.log_dict(parent, summary, "results/summary.json")
         report_path = write_report(config, summary, distilled_runs, baseline_runs, generation, run_stage.metric_runs,
                                    test_sets)

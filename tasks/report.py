@@ -25,6 +25,7 @@ The `results` dict `build_report` reads (every key optional; a plot whose data i
       "errors": {"atsa/rest14": {"seed": 42, "counts": {...}, "confusion": {...}, "sample": [...]}},
                                                         # tasks/error_analysis.py `run_errors`
       "teacher_samples": {"accepted": [...], "rejected": [...]},   # tasks/error_analysis.py `teacher_samples`
+      "cost": {"cost/teacher_completion_tokens": 5120, "cost/seconds/generate": 31.2, "device": "cpu (2 cores)"},
       "variety": {"variety/atsa-rest14/distinct_per_sentence": 0.4},  # the run's `variety/...` metrics
     }
 
@@ -356,6 +357,16 @@ def teacher_samples_section(samples: Mapping[str, list[Mapping[str, Any]]]) -> s
             if rows else "")
 
 
+def cost_section(cost: Mapping[str, Any]) -> str:
+    """Teacher tokens, answers generated vs served from the store, seconds per stage, device (tasks/cost.py)."""
+    from fsa_distill.tasks.cost import cost_rows
+
+    rows = cost_rows({key: value for key, value in cost.items() if isinstance(value, (int, float))})
+    if cost.get("device"):
+        rows.append(["device", str(cost["device"])])
+    return "<h2>Cost of this run</h2>" + _table(["figure", "value"], rows) if rows else ""
+
+
 def variety_section(variety: Mapping[str, float]) -> str:
     """The fine-tuning stage's `variety/...` metrics (distinct outputs per test sentence, top output's share),
     where the run logged them."""
@@ -413,6 +424,7 @@ def build_report(results: dict[str, Any], out_dir: Path) -> Path:
                                  [[arm, f"{d['mean']:+.2f}", f"[{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"]
                                   for arm, d in (results.get("deltas") or {}).items()]))
     sections.extend(section for section in (
+        cost_section(results.get("cost") or {}),
         errors_section(results.get("errors") or {}),
         variety_section(results.get("variety") or {}),
         teacher_samples_section(results.get("teacher_samples") or {}),

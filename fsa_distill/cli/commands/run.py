@@ -65,6 +65,12 @@ def _print_summary(summary: dict[str, Any], views: list[str]) -> None:
         console.print(line)
     for line in champion_lines(summary.get("versus_champion") or {}):
         console.print(line)
+    cost = summary.get("cost") or {}
+    if cost:
+        console.print(f"cost: teacher tokens {cost.get('cost/teacher_prompt_tokens', 0):,.0f} prompt + "
+                      f"{cost.get('cost/teacher_completion_tokens', 0):,.0f} completion; answers "
+                      f"{cost.get('cost/answers_generated', 0):,.0f} generated, "
+                      f"{cost.get('cost/answers_from_store', 0):,.0f} from the store; on {summary.get('device')}")
     stages = ", ".join(f"{name}: {outcome}" for name, outcome in summary["stages"].items())
     console.print(f"stages — {stages}")
     champion = "now champion" if summary["champion"] else "champion kept (gate not passed)"
