@@ -64,8 +64,15 @@ def read_runs(client: Any, experiment_id: str) -> list[RunPoint]:
 
 def read_versions(client: Any, model_name: str) -> list[dict[str, Any]]:
     """The registered versions of `model_name`, newest first, with their aliases and gate tags."""
+    from mlflow.exceptions import MlflowException
+
+    try:  # search results carry no aliases: the registered model has them (alias → version)
+        aliases = client.get_registered_model(model_name).aliases or {}
+    except MlflowException:  # no run has registered a model yet
+        return []
     versions = client.search_model_versions(f"name='{model_name}'")
-    return sorted(({"version": int(v.version), "run_id": v.run_id, "aliases": sorted(v.aliases or []),
+    return sorted(({"version": int(v.version), "run_id": v.run_id,
+                    "aliases": sorted(a for a, number in aliases.items() if str(number) == str(v.version)),
                     "created": dt.datetime.fromtimestamp(v.creation_timestamp / 1000, tz=dt.UTC),
                     "mean_f1": v.tags.get("mean_f1", ""), "decision": v.tags.get("gate_decision", "")}
                    for v in versions), key=lambda v: -v["version"])

@@ -290,3 +290,19 @@ def serve(
     for label, quality in result["quality"].items():
         typer.echo(f"{label} F1 x 100: torch {quality['torch']['f1']}, CTranslate2 int8 "
                    f"{quality['ctranslate2_int8']['f1']} (|delta| {quality['f1_delta_x100']})")
+
+
+def history(
+    n_runs: Annotated[int, typer.Option(help="Synthetic weekly runs in the tracking store.")] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
+) -> None:
+    """The history page over N synthetic runs: read and render seconds; writes results/history.json."""
+    from fsa_distill.perf.bench_history import RESULTS_PATH, run
+
+    result = run(n_runs=n_runs, out_path=RESULTS_PATH if n_runs >= 200 else None)
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(f"history page over {result['n_runs']} runs: read {result['read_s']} s, render {result['render_s']} s "
+               f"({result['page_bytes'] / 1e6:.1f} MB; goal < {result['goal_render_s']} s: "
+               f"{'met' if result['met'] else 'missed'})")
