@@ -197,6 +197,16 @@ def write_report(
     return build_report(results, config.work_dir / "reports" / summary["mlflow_run_id"])
 
 
+def _record_cost(tracker: RunTracker, parent: str, generation: GenerationResult, stage_seconds: dict[str, float],
+                 flow_seconds: float) -> dict[str, Any]:
+    """The run's `cost/...` metrics and device tag on the parent run; returns them for the summary."""
+    cost = run_cost(generation.model_dump(), stage_seconds, flow_seconds)
+    device = device_kind()
+    tracker.log_metrics(parent, cost)
+    tracker.set_tags(parent, {DEVICE_TAG: device})
+    return {"cost": cost, "device": device}
+
+
 def _records(runs: list[FinetuneResult]) -> list[dict[str, Any]]:
     """Fine-tuning results as the plain records tasks/evaluate.py and tasks/report.py aggregate."""
     return [run.model_dump(mode="json") for run in runs]
@@ -289,10 +299,7 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
             "seconds": time.perf_counter() - started,
             **registration,
         }
-        summary["cost"] = run_cost(generation.model_dump(), run_stage.seconds, summary["seconds"])
-        tracker.log_metrics(parent, summary["cost"])
-        summary["device"] = device_kind()
-        tracker.set_tags(parent, {DEVICE_TAG: summary["device"]})
+        summary.update(_record_cost(tracker, parent, generation, run_stage.seconds, summary["seconds"]))
         tracker.log_dict(parent, summary, "results/summary.json")
         report_path = write_report(config, summary, distilled_runs, baseline_runs, generation, run_stage.metric_runs,
                                    test_sets)

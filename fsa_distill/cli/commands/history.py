@@ -34,7 +34,7 @@ def serve_history(host: str, port: int, render: Callable[[], str], reports_dir: 
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(SimpleHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:  # the stdlib names the method
             if self.path.split("?")[0] in ("/", "/index.html"):
                 body = render().encode()
                 self.send_response(200)
