@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The dashboard: the MLflow UI (runs, metrics, report artifacts, registered models) and the Prefect UI (flow runs,
-# schedules, work pools) on 127.0.0.1.
+# The dashboard: the MLflow UI (runs, metrics, report artifacts, registered models), the Prefect UI (flow runs,
+# schedules, work pools) and the history page (every run of the experiment: fsa-distill history) on 127.0.0.1.
 #
 #   deployments/dashboard.sh start    production servers up (servers.sh)? print their URLs; else start the
 #                                     MLflow UI on <work_dir>/mlflow.db and a local Prefect server (its UI)
 #   deployments/dashboard.sh stop
 #
-# Settings: FSA_WORK_DIR (work), FSA_DASHBOARD_MLFLOW_PORT (5050), FSA_DASHBOARD_PREFECT_PORT (4250), VENV (.venv),
+# Settings: FSA_WORK_DIR (work), FSA_DASHBOARD_MLFLOW_PORT (5050), FSA_DASHBOARD_PREFECT_PORT (4250),
+# FSA_DASHBOARD_HISTORY_PORT (5060), VENV (.venv),
 # plus servers.sh's FSA_PREFECT_PORT / FSA_MLFLOW_PORT to find production servers.
 set -euo pipefail
 
@@ -19,6 +20,7 @@ RUN_DIR="$WORK_DIR/servers"
 HOST=127.0.0.1
 MLFLOW_PORT="${FSA_DASHBOARD_MLFLOW_PORT:-5050}"
 PREFECT_PORT="${FSA_DASHBOARD_PREFECT_PORT:-4250}"
+HISTORY_PORT="${FSA_DASHBOARD_HISTORY_PORT:-5060}"
 TIMEOUT="${FSA_SERVER_START_TIMEOUT:-180}"
 
 log() { echo "dashboard: $*" >&2; }
@@ -41,6 +43,7 @@ start() {
     log "production servers are up:"
     echo "MLflow UI:  $MLFLOW_TRACKING_URI"
     echo "Prefect UI: ${PREFECT_API_URL%/api}"
+    start_history "$MLFLOW_TRACKING_URI"
     return
   fi
   local pidfile="$RUN_DIR/dashboard-mlflow.pid" logfile="$RUN_DIR/dashboard-mlflow.log"
@@ -63,10 +66,22 @@ start() {
   wait_healthy prefect "http://$HOST:$PREFECT_PORT/api/health" "$pidfile" "$logfile"
   echo "MLflow UI:  http://$HOST:$MLFLOW_PORT"
   echo "Prefect UI: http://$HOST:$PREFECT_PORT"
+  start_history "http://$HOST:$MLFLOW_PORT"
+}
+
+start_history() {  # the history page (fsa-distill history --serve), its run links pointing at the MLflow UI $1
+  local pidfile="$RUN_DIR/dashboard-history.pid" logfile="$RUN_DIR/dashboard-history.log"
+  if ! is_running "$pidfile"; then
+    setsid nohup "$VENV/bin/fsa-distill" history --serve "$HISTORY_PORT" --mlflow-url "$1" \
+      --set "work_dir=\"$WORK_DIR\"" >"$logfile" 2>&1 </dev/null &
+    echo $! >"$pidfile"
+  fi
+  wait_healthy history "http://$HOST:$HISTORY_PORT/" "$pidfile" "$logfile"
+  echo "History:    http://$HOST:$HISTORY_PORT"
 }
 
 stop() {
-  for name in dashboard-mlflow dashboard-prefect; do
+  for name in dashboard-mlflow dashboard-prefect dashboard-history; do
     local pidfile="$RUN_DIR/$name.pid"
     if is_running "$pidfile"; then
       kill -TERM -- "-$(cat "$pidfile")" 2>/dev/null || kill -TERM "$(cat "$pidfile")" || true

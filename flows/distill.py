@@ -23,7 +23,16 @@ from fsa_distill.core.redact import redact_url
 from fsa_distill.flows.config_parameter import flow_config
 from fsa_distill.models.student import student_origin
 from fsa_distill.tasks import stages
+from fsa_distill.tasks.champion import (
+    comparison_metrics,
+    load_test_sets,
+    predictions_artifact,
+    scored_set_tags,
+    versus_champion,
+)
 from fsa_distill.tasks.collect import collect_reviews
+from fsa_distill.tasks.cost import DEVICE_TAG, device_kind, run_cost
+from fsa_distill.tasks.error_analysis import run_errors, teacher_samples
 from fsa_distill.tasks.evaluate import aggregate_runs, flat_metrics, gate_metric
 from fsa_distill.tasks.register import register_student
 from fsa_distill.tasks.report import build_report, curves_from_mlflow, scores_from_finetune
@@ -41,6 +50,7 @@ class StageRunner:
         self.parent_run_id = parent_run_id
         self.outcomes: dict[str, str] = {}
         self.metric_runs: dict[str, str] = {}  # stage label → the MLflow run holding its live metrics
+        self.seconds: dict[str, float] = {}  # stage label → wall seconds in this run (cost per run)
 
     def __call__(self, label: str, stage_task: Any, *, live_metrics: bool = False, **parameters: Any) -> Any:
         child = self.tracker.start_child(self.parent_run_id, label)
@@ -82,7 +92,8 @@ class StageRunner:
         self.outcomes[label] = "cached" if cached else "ran"
         if not isinstance(result, StageResult):  # e.g. a cached record whose class can no longer be imported
             raise TypeError(f"stage {label} returned a {type(result).__name__}, not a typed stage result")
-        self.tracker.log_metrics(child, {**result.metrics(), "stage_seconds": time.perf_counter() - started})
+        self.seconds[label] = time.perf_counter() - started
+        self.tracker.log_metrics(child, {**result.metrics(), "stage_seconds": self.seconds[label]})
         self.tracker.set_tags(child, {"cached": cached, "digest": result.digest, "stage_key": result.key})
         if result.trained_in_run:  # a cached stage points at the run that actually computed it
             self.metric_runs[label] = result.trained_in_run
@@ -162,8 +173,10 @@ def write_report(
     baseline_runs: list[FinetuneResult],
     generation: GenerationResult,
     metric_runs: dict[str, str],
+    test_sets: dict[str, list[dict[str, Any]]],
 ) -> Path:
-    """The run's HTML report (F1 by dataset × view, distilled vs undistilled, loss curves, teacher rejections)."""
+    """The run's HTML report (vs the champion, F1 by dataset × view, distilled vs undistilled, loss curves,
+    what the student gets wrong, teacher answers and rejections)."""
     curves = curves_from_mlflow(
         config.mlflow_uri,
         metric_runs,
@@ -179,8 +192,22 @@ def write_report(
         "curves": {name.replace("/train/", "/train_").replace("/eval/", "/eval_"): points for name, points in curves.items()},
         "rejections": generation.rejected_by_reason,
         "teacher_quality": summary.get("teacher_quality", {}),
+        "versus_champion": summary.get("versus_champion", {}),
+        "errors": run_errors(_records(distilled_runs), test_sets),
+        "teacher_samples": teacher_samples(generation.dataset_dir, generation.rejected_dir),
+        "cost": {**summary.get("cost", {}), "device": summary.get("device", "")},
     }
     return build_report(results, config.work_dir / "reports" / summary["mlflow_run_id"])
+
+
+def _record_cost(tracker: RunTracker, parent: str, generation: GenerationResult, stage_seconds: dict[str, float],
+                 flow_seconds: float) -> dict[str, Any]:
+    """The run's `cost/...` metrics and device tag on the parent run; returns them for the summary."""
+    cost = run_cost(generation.model_dump(), stage_seconds, flow_seconds)
+    device = device_kind()
+    tracker.log_metrics(parent, cost)
+    tracker.set_tags(parent, {DEVICE_TAG: device})
+    return {"cost": cost, "device": device}
 
 
 def _records(runs: list[FinetuneResult]) -> list[dict[str, Any]]:
@@ -244,8 +271,10 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
             teacher = run_stage("teacher-baseline", stages.teacher_baseline_stage, config=config).datasets
 
         best = max(distilled_runs, key=lambda run: run.best_dev_f1)
+        test_sets = load_test_sets(config)
+        tracker.set_tags(parent, scored_set_tags(test_sets))
         for run in distilled_runs:
-            tracker.log_artifact(parent, run.predictions_path, f"predictions/{run.dataset}/seed-{run.seed}")
+            tracker.log_artifact(parent, run.predictions_path, predictions_artifact(run.dataset, run.seed))
         registration = register_student(
             best.model_dir,
             sha256_tree(best.model_dir),
@@ -256,6 +285,8 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
             task=best.task,
             engine=config.student.engine,
         )
+        comparison = versus_champion(config, registration, _records(distilled_runs), test_sets)
+        tracker.log_metrics(parent, comparison_metrics(comparison))
         summary = {
             "mlflow_run_id": parent,
             "flow_run_id": flow_run_id,
@@ -269,14 +300,17 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
             "student": student_origin(config.student.model),
             "variety": {f"{run.dataset}/seed-{run.seed}": run.variety for run in distilled_runs},
             "stages": run_stage.outcomes,
+            "versus_champion": comparison,
             "seconds": time.perf_counter() - started,
             **registration,
         }
         for name, variety in summary["variety"].items():
             if warning := collapse_warning(name, variety):
                 logger.warning(warning)
+        summary.update(_record_cost(tracker, parent, generation, run_stage.seconds, summary["seconds"]))
         tracker.log_dict(parent, summary, "results/summary.json")
-        report_path = write_report(config, summary, distilled_runs, baseline_runs, generation, run_stage.metric_runs)
+        report_path = write_report(config, summary, distilled_runs, baseline_runs, generation, run_stage.metric_runs,
+                                   test_sets)
         tracker.log_artifact(parent, report_path.parent, "report")
         summary["report_path"] = str(report_path)
         tracker.log_metrics(parent, {"flow_seconds": summary["seconds"]})

@@ -176,6 +176,7 @@ def answer_chunk(
     entries, retry = [], []
     for job, result in zip(chunk, results, strict=True):
         counts["tokens"] += result.n_tokens
+        counts["prompt_tokens"] += result.n_prompt_tokens
         reason = validate_response(job.review, job.prompt.name, result)
         final = reason is None or not reask
         entries.append(_entry(job, result, teacher.model_id, 0, reason, final, job.request.seed))
@@ -186,6 +187,7 @@ def answer_chunk(
         counts["reasked"] += len(retry)
         for job, request, result in zip(retry, requests, teacher.generate(requests), strict=True):
             counts["tokens"] += result.n_tokens
+            counts["prompt_tokens"] += result.n_prompt_tokens
             reason = validate_response(job.review, job.prompt.name, result)
             counts["recovered"] += reason is None
             entries.append(_entry(job, result, teacher.model_id, 1, reason, True, request.seed))
@@ -203,6 +205,7 @@ def answer_stream(
         entries = []
         for (job, attempt), result in finished:
             counts["tokens"] += result.n_tokens
+            counts["prompt_tokens"] += result.n_prompt_tokens
             reason = validate_response(job.review, job.prompt.name, result)
             final = reason is None or not reask or attempt == 1
             seed = job.request.seed if attempt == 0 else reask_request(job.request).seed
@@ -491,6 +494,7 @@ def generate_responses(
         "reasked": counts["reasked"],
         "recovered": counts["recovered"],
         "tokens": counts["tokens"],
+        "prompt_tokens": counts["prompt_tokens"],
         "tokens_per_s": counts["tokens"] / loop_s if loop_s > 0 and counts["tokens"] else 0.0,
         "generate_s": round(loop_s, 3),
         "plan_s": round(loop_started - plan_started, 3),

@@ -1,8 +1,9 @@
 """Register the student in the MLflow model registry behind a quality gate.
 
 Every run's model becomes the `challenger`; `champion` moves only when the new model's mean F1 is at least the
-current champion's. The decision and both numbers are recorded on the run and on the model version. The model
-is logged (a pyfunc over the HF folder and its CTranslate2 export, models/serving.py, carrying the fsa_distill
+current champion's. The decision and both numbers are recorded on the run and as tags on the model version
+(`gate_decision`, `gate.new_mean_f1`, `gate.champion_mean_f1`, `gate.champion_version_before`). The model is
+logged (a pyfunc over the HF folder and its CTranslate2 export, models/serving.py, carrying the fsa_distill
 modules it imports and its pinned requirements) before a version is created, so a tracking outage leaves no half-registered
 version behind; re-registering the same weights (same digest) reuses the existing version. The MLflow registry
 has no compare-and-set, so registrations of one model are serialised by a machine-wide file lock: two runs
@@ -201,7 +202,11 @@ def _register_unlocked(
     if promoted:
         client.set_registered_model_alias(model_name, CHAMPION, version.version)
     decision = "promoted" if promoted else "kept_champion"
-    client.set_model_version_tag(model_name, version.version, "gate_decision", decision)
+    version_tags = {"gate_decision": decision, "gate.new_mean_f1": f"{mean_f1:.6f}",
+                    "gate.champion_mean_f1": f"{champion_f1:.6f}" if champion_f1 is not None else "none",
+                    "gate.champion_version_before": champion.version if champion else "none"}
+    for key, value in version_tags.items():
+        client.set_model_version_tag(model_name, version.version, key, str(value))
     for key, value in {
         "gate.decision": decision,
         "gate.champion_version_before": champion.version if champion else "none",
@@ -217,5 +222,7 @@ def _register_unlocked(
         "reused_version": reused,
         "champion": promoted,
         "champion_f1_before": champion_f1,
+        "champion_version_before": str(champion.version) if champion else None,
+        "champion_run_id_before": champion.run_id if champion else None,
         "decision": decision,
     }

@@ -21,6 +21,13 @@ The `results` dict `build_report` reads (every key optional; a plot whose data i
       "teacher_quality": {"smollm2-135m-instruct": {"acceptance_rate": 0.8, "pair_f1": 0.12, ...}},
                                                         # teacher → tasks/teacher_quality.py figures
       "deltas": {"C": {"mean": 1.2, "ci95": [-0.5, 2.9]}},  # arm → paired F1 × 100 difference to a baseline
+      "versus_champion": {"champion_run_id": "…", "champion_version": "2", "rows": [...]},  # tasks/champion.py
+      "errors": {"atsa/rest14": {"seed": 42, "counts": {...}, "confusion": {...}, "sample": [...]}},
+                                                        # tasks/error_analysis.py `run_errors`
+      "teacher_samples": {"accepted": [...], "rejected": [...]},   # tasks/error_analysis.py `teacher_samples`
+      "cost": {"cost/teacher_completion_tokens": 5120, "cost/seconds/generate": 31.2, "device": "cpu (2 cores)"},
+      "variety": {"atsa/rest14/seed-42": {"distinct_outputs": 310, "distinct_per_sentence": 0.27,
+                                          "top_share": 0.31, "top_output": ""}},  # benchmark/variety.py
     }
 
 `scores_from_finetune` turns finetune stage results into "scores" rows and `curves_from_mlflow` reads metric
@@ -183,17 +190,28 @@ def _plot_curves(curves: Mapping[str, list], path: Path) -> bool:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, (panel, series) in zip(axes, panels.items(), strict=True):
-        for name, points in sorted(series.items()):
-            steps, values = zip(*points, strict=True)
-            ax.plot(steps, values, marker="." if len(points) < 30 else None, label=name.removeprefix(panel + "/"))
-        ax.set_title(f"{panel} loss" if series else f"{panel}: no curves logged", fontsize=9)
+        losses = {name: points for name, points in series.items() if not name.endswith("f1")}
+        scores = {name: points for name, points in series.items() if name.endswith("f1")}
+        _draw_series(ax, losses, panel, "loss")
+        if scores:  # F1 lives on 0-1, a loss does not: its own axis on the right
+            _draw_series(ax.twinx(), scores, panel, "dev F1", linestyle="--")
+        ax.set_title(f"{panel} loss" + (" (left) and dev F1 (right, dashed)" if scores else "")
+                     if series else f"{panel}: no curves logged", fontsize=9)
         ax.set_xlabel("step" if panel == "pretrain" else "step / epoch")
-        if series:
-            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _draw_series(ax: Any, series: Mapping[str, list], panel: str, ylabel: str, linestyle: str = "-") -> None:
+    for name, points in sorted(series.items()):
+        steps, values = zip(*points, strict=True)
+        ax.plot(steps, values, marker="." if len(points) < 30 else None, linestyle=linestyle,
+                label=name.removeprefix(panel + "/"))
+    if series:
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7, loc="upper right" if ylabel == "loss" else "lower right")
 
 
 def _plot_rejections(rejections: Mapping[str, int], path: Path) -> bool:
@@ -256,6 +274,87 @@ def _plot_deltas(deltas: Mapping[str, Mapping[str, Any]], path: Path) -> bool:
     return True
 
 
+CHAMPION_HEADERS = ["dataset", "view", "this run F1 × 100", "champion F1 × 100", "Δ F1 × 100", "95% interval"]
+
+
+def versus_champion_section(comparison: Mapping[str, Any]) -> str:
+    """This run beside the champion it was gated against (tasks/champion.py rows); empty without a gate."""
+    if not comparison:
+        return ""
+    if comparison.get("champion_run_id") is None:
+        return "<h2>This run vs the champion</h2><p>There was no champion before this run: nothing to compare.</p>"
+    from fsa_distill.tasks.champion import comparison_lines
+
+    note = (f"Champion: version {comparison.get('champion_version')} (MLflow run {comparison['champion_run_id']}), "
+            "its logged test predictions rescored with this run's scorer on the same sentences, over the seeds "
+            "both runs fine-tuned with. Interval: paired bootstrap over test sentences and seeds.")
+    return ("<h2>This run vs the champion</h2>" + _table(CHAMPION_HEADERS, comparison_lines(comparison))
+            + f"<p>{html.escape(note)}</p>")
+
+
+KIND_COLOURS = {"right": "#1a7f37", "missed": "#9a6700", "wrong polarity": "#cf222e",
+                "not a gold aspect": "#8250df", "not in the sentence": "#6e7781"}
+
+
+def _marked_pairs(pairs: list[Mapping[str, Any]]) -> str:
+    """Gold / predicted pairs of one sentence as coloured chips naming their kind."""
+    chips = []
+    for pair in pairs:
+        polarity = pair["predicted"] or pair["gold"]
+        detail = f" (gold {pair['gold']})" if pair["kind"] == "wrong polarity" else ""
+        chips.append(f"<span class='pair' style='color:{KIND_COLOURS.get(pair['kind'], '#222')}'>"
+                     f"{html.escape(str(pair['element']))} | {html.escape(str(polarity))}{html.escape(detail)} "
+                     f"<small>[{html.escape(pair['kind'])}]</small></span>")
+    return "<br>".join(chips) or "–"
+
+
+def _raw_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A table whose cells are already HTML (escaped by the caller)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def errors_section(errors: Mapping[str, Mapping[str, Any]]) -> str:
+    """Per dataset (tasks/error_analysis.py): error counts, polarity confusion matrix, the fixed sample."""
+    parts = []
+    for dataset, analysis in errors.items():
+        counts = analysis["counts"]
+        confusion = analysis["confusion"]
+        columns = sorted({label for row in confusion.values() for label in row}, key=lambda x: (x.startswith("("), x))
+        parts.append(
+            f"<h3>{html.escape(dataset)} (seed {analysis['seed']}, whole test set)</h3>"
+            + _table(list(counts), [list(counts.values())])
+            + "<p>Polarity confusion (rows: gold, columns: predicted for the same element)</p>"
+            + _table(["gold \\ predicted", *columns],
+                     [[gold, *(row.get(label, 0) for label in columns)] for gold, row in confusion.items() if row])
+            + "<p>The same sample of test sentences every run (fixed seed)</p>"
+            + _raw_table(["#", "sentence", "raw output", "pairs"],
+                         [[str(item["index"]), html.escape(item["sentence"]), html.escape(item["prediction"]),
+                           _marked_pairs(item["pairs"])] for item in analysis["sample"]])
+        )
+    return "<h2>What the student gets wrong</h2>" + "".join(parts) if parts else ""
+
+
+def teacher_samples_section(samples: Mapping[str, list[Mapping[str, Any]]]) -> str:
+    """A few accepted and rejected teacher answers, the rejected ones with their reason."""
+    rows = [[kind, html.escape(row["review"][:300]), html.escape(row["prompt"]),
+             f"<pre>{html.escape(row['response'][:600])}</pre>", html.escape(row.get("reject_reason") or "–")]
+            for kind, answers in samples.items() for row in answers]
+    return ("<h2>Sample teacher answers</h2>" + _raw_table(["", "review", "prompt", "answer", "reason"], rows)
+            if rows else "")
+
+
+def cost_section(cost: Mapping[str, Any]) -> str:
+    """Teacher tokens, answers generated vs served from the store, seconds per stage, device (tasks/cost.py)."""
+    from fsa_distill.tasks.cost import cost_rows
+
+    rows = cost_rows({key: value for key, value in cost.items() if isinstance(value, (int, float))})
+    if cost.get("device"):
+        rows.append(["device", str(cost["device"])])
+    return "<h2>Cost of this run</h2>" + _table(["figure", "value"], rows) if rows else ""
+
+
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -288,6 +387,10 @@ def build_report(results: dict[str, Any], out_dir: Path) -> Path:
     if summary:
         sections.append("<h2>Summary</h2>" + _table(["key", "value"], [[k, _fmt(v)] for k, v in summary.items()]))
 
+    champion = versus_champion_section(results.get("versus_champion") or {})
+    if champion:
+        sections.append(champion)
+
     aggregated = aggregate_scores(list(results.get("scores") or []))
     if aggregated:
         _plot_f1(aggregated, out_dir / "f1_by_dataset_view.png")
@@ -313,6 +416,11 @@ def build_report(results: dict[str, Any], out_dir: Path) -> Path:
                         + _table(["arm", "mean Δ F1 × 100", "95% interval"],
                                  [[arm, f"{d['mean']:+.2f}", f"[{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"]
                                   for arm, d in (results.get("deltas") or {}).items()]))
+    sections.extend(section for section in (
+        cost_section(results.get("cost") or {}),
+        errors_section(results.get("errors") or {}),
+        teacher_samples_section(results.get("teacher_samples") or {}),
+    ) if section)
     quality = results.get("teacher_quality") or {}
     if quality:
         sections.append(

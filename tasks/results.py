@@ -66,7 +66,8 @@ class GenerationResult(StageResult):
     rejected_by_reason: dict[str, int]
     reasked: int
     recovered: int
-    tokens: int
+    tokens: int  # completion tokens the teacher generated in this run (answers served from the store: none)
+    prompt_tokens: int = 0  # prompt tokens it read for them
     tokens_per_s: float
     generate_s: float
     plan_s: float = 0.0

@@ -216,7 +216,7 @@ class FlakyServer:
                     self._send(200, {
                         "choices": [{"index": 0, "finish_reason": "stop",
                                      "message": {"role": "assistant", "content": f"echo: {prompt[-20:]}"}}],
-                        "usage": {"completion_tokens": 5},
+                        "usage": {"completion_tokens": 5, "prompt_tokens": len(prompt.split())},
                     })
 
             def _send(self, status: int, payload: dict[str, Any]) -> None:

@@ -67,6 +67,12 @@ def test_champion_moves_only_up_and_decision_is_recorded(registry, tiny_student:
     assert run.data.tags["gate.decision"] == "kept_champion"
     assert run.data.metrics["gate.new_mean_f1"] == pytest.approx(0.40)
     assert run.data.metrics["gate.champion_mean_f1"] == pytest.approx(0.50)
+    version_tags = client.get_model_version("student", worse["model_version"]).tags
+    assert version_tags["gate_decision"] == "kept_champion"
+    assert float(version_tags["gate.new_mean_f1"]) == pytest.approx(0.40)
+    assert float(version_tags["gate.champion_mean_f1"]) == pytest.approx(0.50)
+    assert version_tags["gate.champion_version_before"] == first["model_version"]
+    assert worse["champion_run_id_before"] == first["run_id"]  # the run whose predictions the report rescores
 
     better = _register(registry, tiny_student, "digest-c", 0.55)
     assert better["champion"]

@@ -31,6 +31,7 @@ def test_openai_backend_retries_503_and_429_then_answers(flaky_server, monkeypat
     results = backend.generate([chat("first review"), chat("second review")])
     assert [r.text for r in results] == ["echo: first review", "echo: second review"]
     assert all(r.finish_reason == "stop" and r.n_tokens == 5 for r in results)
+    assert [r.n_prompt_tokens for r in results] == [2, 2]  # the server's usage.prompt_tokens (cost per run)
     assert backend.retries == 3 and len(server.requests) == 5
     assert server.requests[-1]["headers"]["Authorization"] == "Bearer sk-secret-value"
     assert server.requests[-1]["body"]["seed"] == 0 and server.requests[-1]["path"] == "/v1/chat/completions"
@@ -65,6 +66,9 @@ def test_hf_backend_generates_with_the_chat_template(tiny_llama_dir: Path) -> No
         fixed = backend.generate([chat("hello", max_tokens=6, ignore_eos=True), chat("hi there", max_tokens=6,
                                                                                     ignore_eos=True)])
         assert [r.n_tokens for r in fixed] == [6, 6] and {r.finish_reason for r in fixed} == {"length"}
+        assert [r.n_prompt_tokens for r in fixed] == [  # each prompt's own tokens, not the padded batch's
+            backend.count_tokens(backend.render_prompt(chat(text))) for text in ("hello", "hi there")]
+        assert fixed[0].n_prompt_tokens < fixed[1].n_prompt_tokens
         text = "one two three four five six seven"
         cut = backend.truncate(text, 3)
         assert text.startswith(cut) and 0 < backend.count_tokens(cut) <= 3 < backend.count_tokens(text)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from fsa_distill.cli.commands import (
-    bench, cache, config, data, finetune, generate, predict, pretrain, run, score, study,
+    bench, cache, config, data, finetune, generate, history, predict, pretrain, run, score, study,
 )
 
 # The ephemeral Prefect server's telemetry ping logs an ERROR on every offline run; set the variable to opt in.
@@ -59,6 +59,7 @@ app.command("predict")(predict.predict)
 app.command("zeroshot")(predict.zeroshot)
 app.command("run")(run.run)
 app.command("study")(study.study)
+app.command("history")(history.history)
 cache_app.command("import")(cache.import_answers)
 cache_app.command("export")(cache.export_answers)
 bench_app.command("scorer")(bench.scorer)
@@ -69,6 +70,7 @@ bench_app.command("quality")(bench.quality)
 bench_app.command("train")(bench.train)
 bench_app.command("scale")(bench.scale)
 bench_app.command("serve")(bench.serve)
+bench_app.command("history")(bench.history)
 config_app.command("show")(config.show)
 
 

@@ -52,6 +52,7 @@ class GenerationResult:
     text: str
     n_tokens: int
     finish_reason: FinishReason
+    n_prompt_tokens: int = 0  # the rendered prompt's tokens (cost per run); 0 where a backend cannot tell
 
 
 class TeacherBackend(ABC):

@@ -68,15 +68,16 @@ class HFBackend(TokenizerMixin, TeacherBackend):
                 **sampling,
             )
         new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
+        prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()  # without the batch's padding
         results = []
-        for ids in new_tokens:
+        for ids, n_prompt in zip(new_tokens, prompt_tokens, strict=True):
             if eos in ids and not first.ignore_eos:
                 ids = ids[: ids.index(eos)]
                 finish = "stop"
             else:
                 finish = "length" if len(ids) >= first.max_tokens else "stop"
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            results.append(GenerationResult(text, len(ids), finish))
+            results.append(GenerationResult(text, len(ids), finish, int(n_prompt)))
         return results
 
     def close(self) -> None:

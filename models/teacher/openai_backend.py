@@ -110,7 +110,8 @@ class OpenAIBackend(TeacherBackend):
         text = choice["message"]["content"] if "message" in choice else choice["text"]
         usage = response.json().get("usage") or {}
         finish = "length" if choice.get("finish_reason") == "length" else "stop"
-        return GenerationResult(text or "", int(usage.get("completion_tokens", 0)), finish)
+        return GenerationResult(text or "", int(usage.get("completion_tokens", 0)), finish,
+                                int(usage.get("prompt_tokens", 0)))
 
     async def agenerate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         semaphore = asyncio.Semaphore(self.max_concurrency)

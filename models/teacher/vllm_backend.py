@@ -175,4 +175,5 @@ class VLLMBackend(TokenizerMixin, TeacherBackend):
 def _result(output: Any) -> GenerationResult:
     completion = output.outputs[0]
     finish = "length" if completion.finish_reason == "length" else "stop"
-    return GenerationResult(completion.text, len(completion.token_ids), finish)
+    return GenerationResult(completion.text, len(completion.token_ids), finish,
+                            len(getattr(output, "prompt_token_ids", None) or []))

@@ -328,3 +328,19 @@ def quality(
         views = ", ".join(f"{view} {f1}" for view, f1 in run["test_f1_x100"].items())
         typer.echo(f"{name}: test F1 x 100 {views}; best dev {run['best_dev_f1_x100']} at epoch "
                    f"{run['best_epoch']}; {run['wall_s']} s")
+
+
+def history(
+    n_runs: Annotated[int, typer.Option(help="Synthetic weekly runs in the tracking store.")] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
+) -> None:
+    """The history page over N synthetic runs: read and render seconds; writes results/history.json."""
+    from fsa_distill.perf.bench_history import RESULTS_PATH, run
+
+    result = run(n_runs=n_runs, out_path=RESULTS_PATH if n_runs >= 200 else None)
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(f"history page over {result['n_runs']} runs: read {result['read_s']} s, render {result['render_s']} s "
+               f"({result['page_bytes'] / 1e6:.1f} MB; goal < {result['goal_render_s']} s: "
+               f"{'met' if result['met'] else 'missed'})")

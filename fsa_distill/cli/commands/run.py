@@ -41,6 +41,21 @@ def variety_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def champion_lines(comparison: dict[str, Any]) -> list[str]:
+    """This run vs the champion it was gated against, one line per dataset × view (F1 × 100)."""
+    from fsa_distill.tasks.champion import comparison_lines
+
+    if not comparison:
+        return []
+    if comparison.get("champion_run_id") is None:
+        return ["vs champion: no champion before this run"]
+    lines = [f"vs champion v{comparison.get('champion_version')} (run {comparison['champion_run_id']}), F1 × 100:"]
+    for dataset, view, ours, theirs, delta, interval in comparison_lines(comparison):
+        lines.append(f"  {dataset} {view}: not comparable ({interval})" if delta == "not comparable"
+                     else f"  {dataset} {view}: {ours} vs {theirs}, Δ {delta}, 95% interval {interval}")
+    return lines
+
+
 def _print_summary(summary: dict[str, Any], views: list[str]) -> None:
     from fsa_distill.tasks.evaluate import format_table
 
@@ -66,6 +81,14 @@ def _print_summary(summary: dict[str, Any], views: list[str]) -> None:
         console.print(line)
     for line in variety_lines(summary):
         console.print(line, highlight=False)
+    for line in champion_lines(summary.get("versus_champion") or {}):
+        console.print(line)
+    cost = summary.get("cost") or {}
+    if cost:
+        console.print(f"cost: teacher tokens {cost.get('cost/teacher_prompt_tokens', 0):,.0f} prompt + "
+                      f"{cost.get('cost/teacher_completion_tokens', 0):,.0f} completion; answers "
+                      f"{cost.get('cost/answers_generated', 0):,.0f} generated, "
+                      f"{cost.get('cost/answers_from_store', 0):,.0f} from the store; on {summary.get('device')}")
     stages = ", ".join(f"{name}: {outcome}" for name, outcome in summary["stages"].items())
     console.print(f"stages — {stages}")
     champion = "now champion" if summary["champion"] else "champion kept (gate not passed)"
