@@ -26,6 +26,7 @@ from defusedxml import DefusedXmlException
 
 from fsa_distill.benchmark.targets import IMPLICIT_TARGETS, POLARITIES, check_task
 from fsa_distill.core.errors import InputError
+from fsa_distill.core.text_budget import chars_for_tokens, cut_text  # noqa: F401 - callers import it here
 
 
 def jsonl_values(path: Path, lines: Iterable[str]) -> Iterator[tuple[int, Any]]:
@@ -176,19 +177,10 @@ def convert_semeval_xml(path: Path, task: str) -> tuple[list[dict[str, Any]], li
 
 # ---------------------------------------------------------------- review corpora
 
-# Reviews are cut to the model's input budget as they are read, before any tokenizer sees them: a 10 MB review
-# tokenized whole costs gigabytes. A token of these tokenizers spans at most a few characters (a long word or a
-# run of spaces), so `max_tokens * MAX_CHARS_PER_TOKEN` characters always hold more than the model will read; the
-# tokenizer then truncates exactly.
-MAX_CHARS_PER_TOKEN = 16
+# Reviews are cut to the model's input budget as they are read (core/text_budget.py says why and how).
 # The csv module refuses fields over 131,072 characters by default; a long review is valid input. 2**31 - 1 is
 # the largest limit every platform's C long accepts (sys.maxsize overflows on Windows).
 CSV_FIELD_LIMIT = 2**31 - 1
-
-
-def chars_for_tokens(max_tokens: int) -> int:
-    """Characters kept per review for a model that reads `max_tokens` tokens."""
-    return max_tokens * MAX_CHARS_PER_TOKEN
 
 
 @contextmanager
@@ -333,7 +325,7 @@ def iter_review_corpus(path: Path, text_field: str = "text", *, max_chars: int |
             if not text and not (keep_blank and suffix != ".txt"):
                 continue
             if max_chars is not None and len(text) > max_chars:
-                yield {"id": review_id, "text": text[:max_chars].rstrip(), "cut_chars": len(text) - max_chars}
+                yield {"id": review_id, "text": cut_text(text, max_chars), "cut_chars": len(text) - max_chars}
             else:
                 yield {"id": review_id, "text": text}
 

@@ -50,10 +50,11 @@ class StudentReplica:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         from fsa_distill.core.answers import structured_answer
+        from fsa_distill.core.text_budget import cut_text
 
         texts = ["" if text is None else str(text) for text in batch[self.text_field]]
         # Cut as `read_review_corpus(max_chars=...)` does for plain `predict`, so both decode the same text.
-        texts = [text[:self.max_chars].rstrip() if len(text) > self.max_chars else text for text in texts]
+        texts = [cut_text(text, self.max_chars) for text in texts]
         outputs = self.engine.decode(texts, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens)
         ids = batch["id"] if "id" in batch else batch[ROW_COLUMN]
         lines = []
