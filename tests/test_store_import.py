@@ -160,3 +160,11 @@ def test_broken_parquet_files_are_one_error_line(tmp_path: Path, content: bytes)
     assert len(result.output.strip().splitlines()) == 1
     with sqlite3.connect(tmp_path / "s.sqlite") as conn:
         assert conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 0
+
+
+def test_deeply_nested_json_is_one_error_line(tmp_path: Path) -> None:
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"key": ' + "[" * 100_000 + "]" * 100_000 + "}\n", encoding="utf-8")
+    result = _import(str(path), "--store", str(tmp_path / "s.sqlite"), "--teacher-id", "t",
+                     "--set", f"work_dir={tmp_path}")
+    assert result.exit_code == 2 and result.output.strip() == f"error: {path}: line 1: JSON nested too deeply"

@@ -79,6 +79,7 @@ def export_answers(
     """Write every stored attempt (key, teacher id, prompt version, answer, rejection reason) to a file."""
     with user_errors():
         from fsa_distill.core.config import ConfigError, resolve_config
+        from fsa_distill.core.paths import check_output_file
         from fsa_distill.core.urls import SQLITE, store_target
         from fsa_distill.tasks.answer_export import export_store
         from fsa_distill.tasks.answer_import import answer_store_path
@@ -86,6 +87,7 @@ def export_answers(
 
         if fmt not in ("jsonl", "parquet"):
             raise ConfigError(f"--format {fmt!r}: choose jsonl or parquet")
+        check_output_file(out, "export file")  # before the store is opened: a folder is named as such
         config = resolve_config(profile, config_file, overrides or [])
         location = store or answer_store_path(config)
         kind, target = store_target(location)
