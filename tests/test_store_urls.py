@@ -68,7 +68,7 @@ def test_passwords_never_survive_redaction(scheme: str, middle: str) -> None:
     assert redact_url(url).startswith(f"{scheme}://***@db.example:5432/answers")
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(middle=passwords)
 def test_config_show_and_store_errors_hide_passwords(middle: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     """`config show` (YAML and JSON) and the error of a store that refuses the connection (port 1 on this host:
