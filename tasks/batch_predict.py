@@ -52,7 +52,8 @@ class StudentReplica:
         from fsa_distill.core.answers import structured_answer
         from fsa_distill.core.text_budget import cut_text
 
-        texts = ["" if text is None else str(text) for text in batch[self.text_field]]
+        # `check_rows` let only strings and nulls through; Ray hands a null back as None or NaN: both answer "".
+        texts = [text if isinstance(text, str) else "" for text in batch[self.text_field]]
         # Cut as `read_review_corpus(max_chars=...)` does for plain `predict`, so both decode the same text.
         texts = [cut_text(text, self.max_chars) for text in texts]
         outputs = self.engine.decode(texts, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens)
