@@ -26,6 +26,7 @@ from defusedxml import DefusedXmlException
 
 from fsa_distill.benchmark.targets import IMPLICIT_TARGETS, POLARITIES, check_task
 from fsa_distill.core.errors import InputError
+from fsa_distill.core.text_budget import chars_for_tokens, cut_text  # noqa: F401 - callers import it here
 
 
 def jsonl_values(path: Path, lines: Iterable[str]) -> Iterator[tuple[int, Any]]:
@@ -176,19 +177,10 @@ def convert_semeval_xml(path: Path, task: str) -> tuple[list[dict[str, Any]], li
 
 # ---------------------------------------------------------------- review corpora
 
-# Reviews are cut to the model's input budget as they are read, before any tokenizer sees them: a 10 MB review
-# tokenized whole costs gigabytes. A token of these tokenizers spans at most a few characters (a long word or a
-# run of spaces), so `max_tokens * MAX_CHARS_PER_TOKEN` characters always hold more than the model will read; the
-# tokenizer then truncates exactly.
-MAX_CHARS_PER_TOKEN = 16
+# Reviews are cut to the model's input budget as they are read (core/text_budget.py says why and how).
 # The csv module refuses fields over 131,072 characters by default; a long review is valid input. 2**31 - 1 is
 # the largest limit every platform's C long accepts (sys.maxsize overflows on Windows).
 CSV_FIELD_LIMIT = 2**31 - 1
-
-
-def chars_for_tokens(max_tokens: int) -> int:
-    """Characters kept per review for a model that reads `max_tokens` tokens."""
-    return max_tokens * MAX_CHARS_PER_TOKEN
 
 
 @contextmanager
@@ -297,16 +289,18 @@ def _csv_reviews(path: Path, handle: IO[bytes], text_field: str) -> Iterator[tup
         raise InputError(path, "line 1", f"no {text_field!r} column (the file is empty); pass text_field")
 
 
-def read_review_corpus(path: Path, text_field: str = "text", *, max_chars: int | None = None
-                       ) -> list[dict[str, Any]]:
+def read_review_corpus(path: Path, text_field: str = "text", *, max_chars: int | None = None,
+                       keep_blank: bool = False) -> list[dict[str, Any]]:
     """Reviews from a JSONL / CSV / TXT file as [{id, text}] (see `iter_review_corpus`)."""
-    return list(iter_review_corpus(path, text_field, max_chars=max_chars))
+    return list(iter_review_corpus(path, text_field, max_chars=max_chars, keep_blank=keep_blank))
 
 
-def iter_review_corpus(path: Path, text_field: str = "text", *, max_chars: int | None = None
-                       ) -> Iterator[dict[str, Any]]:
+def iter_review_corpus(path: Path, text_field: str = "text", *, max_chars: int | None = None,
+                       keep_blank: bool = False) -> Iterator[dict[str, Any]]:
     """Reviews from a JSONL / CSV / TXT file, one {id, text} at a time; ids are the record's id field if
-    present, else `<file stem>:<line>`, so they stay stable when the file grows. Blank reviews are left out.
+    present, else `<file stem>:<line>`, so they stay stable when the file grows. Blank reviews are left out,
+    unless `keep_blank` (prediction: one output per input record): then a JSONL / CSV record whose text is
+    empty or null comes back with text "" (a blank line is no record, in any format).
 
     The file is read line by line and each review is cut to `max_chars` characters as it is read (see
     `chars_for_tokens`); a cut review carries `cut_chars`, the number of characters dropped. A bad line raises
@@ -328,10 +322,10 @@ def iter_review_corpus(path: Path, text_field: str = "text", *, max_chars: int |
         else:
             records = _jsonl_reviews(path, handle, text_field)
         for _, review_id, text in records:
-            if not text:
+            if not text and not (keep_blank and suffix != ".txt"):
                 continue
             if max_chars is not None and len(text) > max_chars:
-                yield {"id": review_id, "text": text[:max_chars].rstrip(), "cut_chars": len(text) - max_chars}
+                yield {"id": review_id, "text": cut_text(text, max_chars), "cut_chars": len(text) - max_chars}
             else:
                 yield {"id": review_id, "text": text}
 

@@ -57,11 +57,14 @@ ensure_database() {  # create database $1 unless it exists (psql client, trust o
     log "psql not found: create database $name yourself (or apt-get install postgresql-client)"; return 0
   fi
   local exists
-  exists="$(psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc \
-    "SELECT 1 FROM pg_database WHERE datname = '$name'")" \
+  # The name travels as a psql variable, quoted by psql itself (:'name' a literal, :"name" an identifier);
+  # psql expands variables only in what it reads, not in -c, hence the here-strings.
+  exists="$(psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -tA -v name="$name" \
+    <<<"SELECT 1 FROM pg_database WHERE datname = :'name'")" \
     || { log "cannot reach PostgreSQL at $PG_HOST:$PG_PORT as $PG_USER"; exit 1; }
   if [ "$exists" != "1" ]; then
-    psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -qc "CREATE DATABASE \"$name\"" >/dev/null
+    psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -q -v ON_ERROR_STOP=1 -v name="$name" \
+      <<<'CREATE DATABASE :"name"' >/dev/null
     log "created database $name"
   fi
 }

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Literal
 
 from fsa_distill.benchmark.importers import jsonl_values
+
 from fsa_distill.core.errors import InputError
 
 PromptName = Literal["analysis", "rewrite"]
 PROMPTS: tuple[PromptName, ...] = ("analysis", "rewrite")
 REVIEW_FIELDS = ("Text", "review", "text")
 RESPONSE_FIELDS = ("mixtral_response", "response")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _ANALYSIS_BLOCK = re.compile(r"^\W*Opinion Target\s*\d+\W*:", re.IGNORECASE | re.MULTILINE)
 
 
@@ -49,7 +51,8 @@ def read_answer_file(path: Path, prompt: PromptName | Literal["infer"] = "infer"
     """Every record of a JSONL answer file (UTF-8, a byte-order mark allowed); bad lines are InputErrors."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        # Not splitlines(): it also splits at U+2028/U+2029, which JSON allows raw inside a string.
+        lines = _LINE_BREAK.split(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise InputError(path, None, "answer file not found") from None
     except UnicodeDecodeError as error:

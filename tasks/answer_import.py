@@ -22,6 +22,7 @@ from fsa_distill.tasks.validation import validate_response
 
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.core.digests import sha256_text
+from fsa_distill.core.errors import InputError
 
 
 def answer_store_path(config: DistillConfig) -> str:
@@ -31,13 +32,17 @@ def answer_store_path(config: DistillConfig) -> str:
 
 def import_answers(records: list[AnswerRecord], config: DistillConfig, teacher_id: str,
                    cache_path: str | Path | None = None) -> dict[str, Any]:
-    """Validate and store every record under `teacher_id`; returns counts (accepted, rejected by reason)."""
+    """Validate every record, then store them all under `teacher_id` in one transaction; returns counts: the
+    verdicts (accepted, rejected by reason) of the distinct answers, and what was stored, already there (in the
+    store or earlier in the file) or refused (an empty review)."""
+    if not teacher_id.strip():
+        raise InputError(None, None, "--teacher-id must not be empty")
     teacher = ImportedTeacher(teacher_id, config.teacher.max_model_len)
     gen = config.generation
     prompt_dir = gen.prompt_dir or PROMPT_DIR
     # The input budget (review truncation) is the one a run with the configured prompts computes.
     budget = input_budget(config, teacher, [load_prompt(name, prompt_dir=prompt_dir) for name in gen.prompts])
-    entries: list[CacheEntry] = []
+    entries: dict[str, CacheEntry] = {}  # by key: a repeated review+prompt is one answer (the first, as stored)
     reasons: Counter[str] = Counter()
     skipped = 0
     for prompt_name in sorted({record.prompt for record in records}):
@@ -47,18 +52,19 @@ def import_answers(records: list[AnswerRecord], config: DistillConfig, teacher_i
         prompt = load_prompt(prompt_name, prompt_dir=prompt_dir)
         jobs = build_jobs(kept, [prompt], config, teacher)
         for job in jobs:
+            if job.key in entries:
+                continue
             response = group[int(job.review_id)].response.strip()
             result = GenerationResult(response, teacher.count_tokens(response), "stop")
             reason = validate_response(job.review, prompt_name, result)
             reasons[reason or "accepted"] += 1
-            entries.append(CacheEntry(
+            entries[job.key] = CacheEntry(
                 key=job.key, review_digest=sha256_text(job.review), prompt=prompt_name,
                 prompt_version=prompt.version, teacher=teacher_id, attempt=0, seed=job.request.seed,
                 response=response, n_tokens=result.n_tokens, finish_reason="stop", reason=reason, final=True,
-            ))
+            )
     with open_store(str(cache_path or answer_store_path(config))) as cache:
-        already = len(cache.lookup(entry.key for entry in entries))
-        cache.record(entries)
+        stored = cache.record(entries.values())
     accepted = reasons.pop("accepted", 0)
     return {
         "teacher": teacher_id,
@@ -67,8 +73,9 @@ def import_answers(records: list[AnswerRecord], config: DistillConfig, teacher_i
         "accepted": accepted,
         "rejected": sum(reasons.values()),
         "rejected_by_reason": dict(sorted(reasons.items())),
-        "skipped_empty": skipped,
-        "already_in_store": already,
+        "stored": stored,
+        "already_in_store": len(records) - skipped - stored,
+        "refused": skipped,
         "acceptance_rate": accepted / len(entries) if entries else 0.0,
         "cache_path": cache.location,
     }

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_file
 
 ROW_COLUMN = "__row"  # the input position carried through the pipeline
@@ -49,10 +50,12 @@ class StudentReplica:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         from fsa_distill.core.answers import structured_answer
+        from fsa_distill.core.text_budget import cut_text
 
-        texts = ["" if text is None else str(text) for text in batch[self.text_field]]
+        # `check_rows` let only strings and nulls through; Ray hands a null back as None or NaN: both answer "".
+        texts = [text if isinstance(text, str) else "" for text in batch[self.text_field]]
         # Cut as `read_review_corpus(max_chars=...)` does for plain `predict`, so both decode the same text.
-        texts = [text[:self.max_chars].rstrip() if len(text) > self.max_chars else text for text in texts]
+        texts = [cut_text(text, self.max_chars) for text in texts]
         outputs = self.engine.decode(texts, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens)
         ids = batch["id"] if "id" in batch else batch[ROW_COLUMN]
         lines = []
@@ -86,6 +89,29 @@ def read_dataset(path: Path) -> Any:
     return ray.data.read_json(str(path), lines=True, file_extensions=None)
 
 
+def check_rows(path: Path, text_field: str) -> None:
+    """Every row has `text_field` as a string or null, checked before Ray starts or a shard folder exists: a
+    bad row is an InputError naming it, not a failed Ray task after hours of decoding."""
+    from fsa_distill.benchmark.importers import iter_review_corpus
+
+    if path.suffix.lower() != ".parquet" and not path.is_dir():
+        for _ in iter_review_corpus(path, text_field, keep_blank=True):  # JSON lines: the reader's own checks
+            pass
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.ParquetDataset(str(path)).schema
+    except (pa.ArrowException, OSError) as error:
+        raise InputError(path, None, f"not a readable Parquet file ({' '.join(str(error).split())[:200]})") from None
+    if text_field not in schema.names:
+        raise InputError(path, None, f"no {text_field!r} column (columns: {schema.names}); pass --text-field")
+    kind = schema.field(text_field).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+        raise InputError(path, None, f"column {text_field!r} must hold strings, not {kind}")
+
+
 def committed_shards(shard_dir: Path) -> set[int]:
     """Shards whose file exists: they are only ever created by an atomic rename of a complete shard."""
     return {int(path.stem.split("-")[1]) for path in shard_dir.glob("part-*.jsonl")}
@@ -97,6 +123,26 @@ def predict_with_ray(model_dir: Path, input_path: Path, out: Path, engine: str =
                      num_cpus: int | None = None,
                      on_shard: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Decode every row of `input_path` into `out` (JSONL, input order); returns counts. Resumable (see above)."""
+    out = Path(out)
+    check_rows(Path(input_path), text_field)
+    shard_dir = out.with_name(out.name + ".shards")
+    created = not shard_dir.exists()
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        result = _predict_shards(model_dir, Path(input_path), out, shard_dir, engine, batch_size, max_new_tokens,
+                                 shard_size, replicas, text_field, output_format, task, num_cpus, on_shard)
+    except BaseException:
+        if created and not committed_shards(shard_dir):  # nothing worth resuming: leave nothing behind
+            shutil.rmtree(shard_dir, ignore_errors=True)
+        raise
+    shutil.rmtree(shard_dir)
+    return result
+
+
+def _predict_shards(model_dir: Path, input_path: Path, out: Path, shard_dir: Path, engine: str, batch_size: int,
+                    max_new_tokens: int, shard_size: int, replicas: int | None, text_field: str,
+                    output_format: str, task: str, num_cpus: int | None,
+                    on_shard: Callable[[int], None] | None) -> dict[str, Any]:
     import ray
     import ray.data
 
@@ -104,9 +150,6 @@ def predict_with_ray(model_dir: Path, input_path: Path, out: Path, engine: str =
     from fsa_distill.models.student.decoding import MAX_SOURCE_LENGTH
     from fsa_distill.models.student.engines import CT2_MODEL_FILE, export_ct2
 
-    out = Path(out)
-    shard_dir = out.with_name(out.name + ".shards")
-    shard_dir.mkdir(parents=True, exist_ok=True)
     ct2_dir = None
     if engine == "ctranslate2":  # exported once here, loaded by every replica (and kept for a resume)
         ct2_dir = shard_dir / "ct2"
@@ -142,7 +185,6 @@ def predict_with_ray(model_dir: Path, input_path: Path, out: Path, engine: str =
     finally:
         if started_ray:
             ray.shutdown()
-    shutil.rmtree(shard_dir)
     return {"rows": n_rows, "shards": n_shards, "shards_resumed": len(done), "shard_size": shard_size}
 
 

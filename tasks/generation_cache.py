@@ -13,20 +13,25 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
+from functools import wraps
+from itertools import islice
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import unquote
 
 from filelock import FileLock
 
 from fsa_distill.core.digests import sha256_json, sha256_text
-from fsa_distill.core.redact import redact_text, redact_url
+from fsa_distill.core.errors import StoreError
+from fsa_distill.core.redact import REDACTED, redact_text, redact_url
+from fsa_distill.core.urls import POSTGRES, libpq_url, store_target, url_password
 
 _LOOKUP_CHUNK = 500
 _EXPORT_BATCH = 5000
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 # One schema for both backends: SQLite takes DOUBLE PRECISION as a REAL column.
 _TABLES = (
@@ -106,6 +111,17 @@ class CacheEntry:
         return cls(**values)
 
 
+def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a store method inside `AnswerStore.guard`."""
+
+    @wraps(method)
+    def wrapper(self: AnswerStore, *args: Any, **kwargs: Any) -> Any:
+        with self.guard():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class AnswerStore:
     """The store's queries, written once for both backends (`mark` is the DB-API parameter style)."""
 
@@ -114,6 +130,22 @@ class AnswerStore:
 
     def __init__(self) -> None:
         self.conn: Any = None
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """The backend's own errors become a StoreError naming this store (redacted) and the cause."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as error:
+            fault = self._fault(error)
+            if fault is None:
+                raise
+            raise fault from None
+
+    def _fault(self, error: Exception) -> StoreError | None:
+        return None
 
     def _execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
         return self.conn.execute(sql.replace("?", self.mark), list(params))
@@ -125,6 +157,7 @@ class AnswerStore:
             for row in self._execute(f"SELECT * FROM {table} WHERE key IN ({marks}) {where}", chunk).fetchall():
                 yield dict(row)
 
+    @_guarded
     def lookup(self, keys: Iterable[str]) -> dict[str, CacheEntry]:
         """Finished keys: the accepted answer, else the final rejected attempt. Unfinished keys are absent."""
         keys = list(dict.fromkeys(keys))
@@ -136,39 +169,45 @@ class AnswerStore:
         self.conn.commit()  # end the read transaction (PostgreSQL): later reads see other writers' commits
         return found
 
+    @_guarded
     def rejected_attempts(self, keys: Iterable[str]) -> list[CacheEntry]:
         """Every rejected attempt (re-asks included) for these keys, for the rejected dataset."""
         rows = list(self._select("rejected", list(dict.fromkeys(keys))))
         self.conn.commit()
         return sorted((_entry(row) for row in rows), key=lambda e: (e.key, e.attempt))
 
-    def record(self, entries: Iterable[CacheEntry]) -> None:
-        """Write a batch of attempts in one transaction: all of them are durable, or none."""
-        now = time.time()
-        accepted, rejected = [], []
-        for e in entries:
-            row = asdict(e)
-            row.update(created=now, final=int(e.final))
-            if e.valid:
-                accepted.append(tuple(row[name] for name in _ACCEPTED_COLUMNS))
-            else:
-                rejected.append(tuple(row[name] for name in _REJECTED_COLUMNS))
+    @_guarded
+    def record(self, entries: Iterable[CacheEntry]) -> int:
+        """Write attempts in one transaction (all durable, or none: an error while `entries` is iterated rolls
+        everything back); streamed in chunks. Returns how many were new (the rest were already there)."""
+        now, stored, pending = time.time(), 0, iter(entries)
         try:
-            for table, columns, rows, conflict in (
-                ("responses", _ACCEPTED_COLUMNS, accepted, "key"),
-                ("rejected", _REJECTED_COLUMNS, rejected, "key, attempt"),
-            ):
-                if rows:
-                    marks = ", ".join([self.mark] * len(columns))
-                    self._executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
-                                      f" ON CONFLICT ({conflict}) DO NOTHING", rows)
+            while chunk := list(islice(pending, _EXPORT_BATCH)):
+                accepted, rejected = [], []
+                for e in chunk:
+                    row = asdict(e)
+                    row.update(created=now, final=int(e.final))
+                    if e.valid:
+                        accepted.append(tuple(row[name] for name in _ACCEPTED_COLUMNS))
+                    else:
+                        rejected.append(tuple(row[name] for name in _REJECTED_COLUMNS))
+                for table, columns, rows, conflict in (
+                    ("responses", _ACCEPTED_COLUMNS, accepted, "key"),
+                    ("rejected", _REJECTED_COLUMNS, rejected, "key, attempt"),
+                ):
+                    if rows:
+                        marks = ", ".join([self.mark] * len(columns))
+                        stored += self._executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+                                                    f" ON CONFLICT ({conflict}) DO NOTHING", rows)
         except BaseException:
             self.conn.rollback()
             raise
         self.conn.commit()
+        return stored
 
-    def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        self.conn.executemany(sql, rows)
+    def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
+        """Run `sql` for every row; the rows it inserted (ON CONFLICT DO NOTHING skips count zero)."""
+        return self.conn.executemany(sql, rows).rowcount
 
     def entries(self) -> Iterator[CacheEntry]:
         """Every stored attempt, accepted answers first, streamed in key order (for `cache export`)."""
@@ -176,10 +215,12 @@ class AnswerStore:
             yield from self._stream(f"SELECT * FROM {table} ORDER BY key, attempt")
 
     def _stream(self, sql: str) -> Iterator[CacheEntry]:
-        cursor = self.conn.execute(sql)
-        while batch := cursor.fetchmany(_EXPORT_BATCH):
-            yield from (_entry(dict(row)) for row in batch)
+        with self.guard():
+            cursor = self.conn.execute(sql)
+            while batch := cursor.fetchmany(_EXPORT_BATCH):
+                yield from (_entry(dict(row)) for row in batch)
 
+    @_guarded
     def counts(self) -> dict[str, Any]:
         """Rows per table and rejected attempts per reason (whole store, all runs)."""
         accepted = dict(self._execute("SELECT COUNT(*) AS n FROM responses").fetchone())["n"]
@@ -209,7 +250,13 @@ class GenerationCache(AnswerStore):
         super().__init__()
         self.path = Path(path)
         self.location = str(self.path)
+        if self.path.is_dir():
+            raise StoreError(f"answer store {self.location}", "is a folder, not an SQLite file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.guard():
+            self._open(timeout_s)
+
+    def _open(self, timeout_s: float) -> None:
         self.conn = sqlite3.connect(self.path, timeout=timeout_s)
         self.conn.row_factory = sqlite3.Row
         # Switching a new file to WAL takes an exclusive lock and SQLite answers "database is locked" at once,
@@ -221,6 +268,16 @@ class GenerationCache(AnswerStore):
             self.conn.commit()
         self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process crash
 
+    def _fault(self, error: Exception) -> StoreError | None:
+        if not isinstance(error, sqlite3.Error):
+            return None
+        problem = str(error)
+        if isinstance(error, sqlite3.DatabaseError) and "not a database" in problem:
+            problem = "not an SQLite database (file is not a database)"
+        elif "readonly" in problem:
+            problem = "read-only: cannot write to this file (attempt to write a readonly database)"
+        return StoreError(f"answer store {self.location}", problem)
+
 
 SQLiteAnswerStore = GenerationCache
 
@@ -229,8 +286,8 @@ SQLiteAnswerStore = GenerationCache
 _SCHEMA_LOCK_ID = 0x46534144
 
 
-class AnswerStoreUnreachable(ConnectionError):
-    """The PostgreSQL store did not accept a connection (message without the URL's password)."""
+class AnswerStoreUnreachable(StoreError, ConnectionError):
+    """The PostgreSQL store did not answer (down, restarting, no route): transient, so a stage retries it."""
 
 
 class PostgresAnswerStore(AnswerStore):
@@ -244,37 +301,51 @@ class PostgresAnswerStore(AnswerStore):
 
         super().__init__()
         self.location = redact_url(url)
-        try:
-            self.conn = psycopg.connect(url, row_factory=dict_row, connect_timeout=int(timeout_s))
-        except psycopg.OperationalError as error:  # its message may quote the URL: never the password
-            raise AnswerStoreUnreachable(f"answer store {self.location}: {redact_text(str(error))}") from None
-        self.conn.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK_ID])
-        for table in _TABLES:
-            self.conn.execute(table)
-        self.conn.commit()
+        password = url_password(url)
+        self._secrets = sorted({password, unquote(password)} - {""}, key=len, reverse=True) if password else []
+        with self.guard():
+            self.conn = psycopg.connect(libpq_url(url), row_factory=dict_row, connect_timeout=int(timeout_s))
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK_ID])
+            for table in _TABLES:
+                self.conn.execute(table)
+            self.conn.commit()
 
-    def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    def _fault(self, error: Exception) -> StoreError | None:
+        import psycopg
+
+        if not isinstance(error, psycopg.Error):
+            return None
+        store = f"answer store {self.location}"
+        # The message may quote the URL: never its password. A refused login (SQLSTATE class 28) is not transient.
+        problem = redact_text(" ".join(str(error).split()))
+        for secret in self._secrets:  # belt and braces: libpq may quote a piece of the conninfo
+            problem = problem.replace(secret, REDACTED)
+        login_refused = (error.sqlstate or "").startswith("28") or "authentication failed" in problem
+        if isinstance(error, psycopg.OperationalError) and not login_refused:
+            return AnswerStoreUnreachable(store, problem)
+        return StoreError(store, problem)
+
+    def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
         with self.conn.cursor() as cursor:
             cursor.executemany(sql, rows)
+            return cursor.rowcount
 
     def _stream(self, sql: str) -> Iterator[CacheEntry]:
         # A named (server-side) cursor: a 2-million-row export never sits in this process's memory.
-        with self.conn.cursor(name="fsa_export") as cursor:
+        with self.guard(), self.conn.cursor(name="fsa_export") as cursor:
             cursor.execute(sql)
             while batch := cursor.fetchmany(_EXPORT_BATCH):
                 yield from (_entry(row) for row in batch)
-        self.conn.commit()
-
-
-def is_postgres_url(location: str | Path) -> bool:
-    return str(location).startswith(POSTGRES_SCHEMES)
+            self.conn.commit()
 
 
 def open_store(location: str | Path) -> AnswerStore:
-    """`postgresql://...` opens the shared PostgreSQL store; anything else is a SQLite file path."""
-    if is_postgres_url(location):
-        return PostgresAnswerStore(str(location))
-    return GenerationCache(Path(location))
+    """`postgresql://...` (any case, driver suffix allowed) opens the shared PostgreSQL store; a path or
+    `sqlite:///path` a SQLite file; any other URL is an InputError."""
+    kind, target = store_target(location)
+    if kind == POSTGRES:
+        return PostgresAnswerStore(target)
+    return GenerationCache(Path(target))
 
 
 def store_location(work_dir: Path, cache_url: str | None) -> str:

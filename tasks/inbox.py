@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -123,6 +125,16 @@ def list_candidates(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
     return sorted(paths)
 
 
+def _not_regular(info: dict[str, Any]) -> str | None:
+    """Why an inbox entry is not read: a symbolic link (its target may be anything the scanning user can read)
+    or not a regular file (a FIFO would block the scan, a device never ends); None for a regular file."""
+    if info.get("islink"):
+        return "a symbolic link: not followed (put the file itself into the inbox)"
+    if info.get("type") != "file":
+        return f"not a regular file ({info.get('type')}): not read"
+    return None
+
+
 def _validate(data: bytes, name: str, text_field: str) -> int:
     """Parse the bytes with the project's corpus reader; returns the review count or raises InputError."""
     from fsa_distill.benchmark.importers import read_review_corpus
@@ -173,9 +185,13 @@ def scan_inbox(inbox: str, work_dir: Path, text_field: str = "text") -> InboxSca
     for path in list_candidates(fs, root):
         name = PurePosixPath(path).name
         try:
-            data = fs.cat_file(path)
+            info = fs.info(path)
+            problem = _not_regular(info)
+            data = b"" if problem else fs.cat_file(path)
         except OSError as error:
-            scan.rejected.append(reject(fs, root, path, f"{name}: unreadable: {error}"))
+            problem = f"unreadable: {error}"
+        if problem:
+            scan.rejected.append(reject(fs, root, path, f"{name}: {problem}"))
             continue
         digest = sha256_bytes(data)
         if digest in processed or digest in seen_now:
@@ -190,6 +206,8 @@ def scan_inbox(inbox: str, work_dir: Path, text_field: str = "text") -> InboxSca
         if not stored.exists():
             with atomic_file(stored, "wb") as handle:
                 handle.write(data)
+            if isinstance(info.get("mode"), int):  # a local file: the copy is no more readable than the original
+                os.chmod(stored, stat.S_IMODE(info["mode"]) & 0o666)
         seen_now.add(digest)
         scan.new.append(AcceptedCorpus(source=path, digest=digest, stored_path=str(stored), n_reviews=n_reviews))
     return scan

@@ -25,21 +25,30 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from fsa_distill.core.digests import sha256_text
+from fsa_distill.core.paths import private_lock_dir
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 
 
 def registry_lock(tracking_uri: str, model_name: str, timeout_s: float = 600.0) -> FileLock:
-    """One registration per (tracking store, model) at a time on this machine (runs on other hosts: see docs)."""
-    folder = Path(tempfile.gettempdir()) / "fsa-distill-locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    return FileLock(folder / f"registry-{sha256_text(f'{tracking_uri}|{model_name}')[:16]}.lock", timeout=timeout_s)
+    """One registration per (tracking store, model) at a time for this user on this machine (runs on other hosts:
+    see docs); the lock lives in the user's private lock folder, not the shared temp dir."""
+    return FileLock(private_lock_dir() / f"registry-{sha256_text(f'{tracking_uri}|{model_name}')[:16]}.lock", timeout=timeout_s)
+
+
+def name_filter(name: str) -> str:
+    """An MLflow `name = ...` filter for `name`, quoted. MLflow has no quoting function and does not unescape
+    (it strips the outer quotes), so the quote is one the name does not contain."""
+    for quote in ("'", '"'):
+        if quote not in name:
+            return f"name = {quote}{name}{quote}"
+    raise ValueError(f"registry.model_name {name!r}: a name cannot hold both kinds of quote")
 
 
 def _find_version_by_digest(client: MlflowClient, name: str, model_digest: str) -> Any | None:
-    for version in client.search_model_versions(f"name='{name}'"):
-        if version.tags.get("model_digest") == model_digest:
+    for version in client.search_model_versions(name_filter(name)):
+        if version.name == name and version.tags.get("model_digest") == model_digest:  # never another model's
             return version
     return None
 

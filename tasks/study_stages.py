@@ -85,7 +85,9 @@ def import_stage(answers_file: str, config: DistillConfig) -> ImportResult:
     from fsa_distill.tasks.answer_import import import_answers
 
     stats = import_answers(read_answer_file(Path(answers_file)), config, config.study.imported_teacher_id)
-    kept = {k: v for k, v in stats.items() if k not in ("already_in_store", "cache_path")}
+    # What the file holds, not what this store lacked: stable across reruns, so it can key the later stages.
+    kept = {k: v for k, v in stats.items() if k not in ("stored", "already_in_store", "cache_path")}
+    kept["skipped_empty"] = kept.pop("refused")  # its name before issue #23: existing stage digests still hold
     return ImportResult(**kept, digest=sha256_json(kept), key=current_stage_key())
 
 

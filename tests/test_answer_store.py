@@ -117,7 +117,7 @@ def test_export_then_import_round_trips_every_answer_between_sqlite_and_postgres
          "--set", f"generation.cache_url={tmp_path / 'other.sqlite'}")
     assert _records(str(tmp_path / "other.sqlite")) == original
     again = _cli("import", str(tmp_path / f"b.{fmt}"), "--store", str(tmp_path / "other.sqlite"))
-    assert again["new_accepted_in_store"] == 0  # idempotent
+    assert (again["stored"], again["already_in_store"]) == (0, len(original))  # idempotent
 
     # A run on the PostgreSQL store finds every answer as its own and asks the teacher nothing.
     teacher = FakeTeacher(answer=_bad_every_third)

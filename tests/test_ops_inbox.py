@@ -150,3 +150,25 @@ def test_missing_inbox_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="inbox folder does not exist"):
         scan_inbox(str(tmp_path / "nope"), tmp_path / "work")
+
+
+def test_symlinks_and_special_files_are_refused_and_copies_stay_private(tmp_path: Path, dirs: tuple[Path, Path]
+                                                                         ) -> None:
+    """Issue #23: a link to a readable corpus elsewhere is not followed, a FIFO is not read (it would block the
+    scan), and an accepted 0600 corpus is stored as 0600."""
+    inbox, work = dirs
+    outside = tmp_path / "secret.jsonl"
+    outside.write_text(GOOD_CSV.replace("c1", "x"), encoding="utf-8")
+    (inbox / "link.jsonl").symlink_to(outside)
+    os.mkfifo(inbox / "pipe.jsonl")
+    (inbox / "private.jsonl").write_text(GOOD_JSONL, encoding="utf-8")
+    (inbox / "private.jsonl").chmod(0o600)
+
+    scan = scan_inbox(str(inbox), work)
+    reasons = {Path(r.source).name: r.reason for r in scan.rejected}
+    assert reasons["link.jsonl"] == "link.jsonl: a symbolic link: not followed (put the file itself into the inbox)"
+    assert reasons["pipe.jsonl"].startswith("pipe.jsonl: not a regular file")
+    assert outside.exists() and os.path.islink(inbox / "rejected" / "link.jsonl")
+    [accepted] = scan.new
+    assert Path(accepted.source).name == "private.jsonl"
+    assert os.stat(accepted.stored_path).st_mode & 0o777 == 0o600

@@ -92,3 +92,33 @@ def test_registered_champion_serves_predictions(registry, tiny_student: Path) ->
     assert all(isinstance(answer["targets"], list) for answer in predictions)
     assert model.metadata.get_input_schema().input_names() == ["text"]
     assert model.metadata.get_output_schema().input_names() == ["raw", "targets"]
+
+
+@pytest.mark.parametrize("name", ["it's", 'say "hi"', "x' OR name LIKE '%"])
+def test_model_names_with_quotes_find_only_their_own_versions(registry, name: str) -> None:
+    """Issue #23: the version search filter is quoted, and a name cannot widen it to another model's versions."""
+    from fsa_distill.tasks.register import _find_version_by_digest
+
+    client = registry[0]
+    for model in ("other", name):
+        client.create_registered_model(model)
+        client.create_model_version(model, source="file:///nowhere", tags={"model_digest": "same"})
+    found = _find_version_by_digest(client, name, "same")
+    assert found is not None and found.name == name
+    assert _find_version_by_digest(client, name, "different") is None
+
+
+def test_registry_locks_live_in_a_private_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fsa_distill.core.errors import InputError
+    from fsa_distill.core.paths import private_lock_dir
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    lock = registry_lock("sqlite:///x.db", "student")
+    assert Path(lock.lock_file).parent == tmp_path / "run" / "fsa-distill-locks"
+    assert (tmp_path / "run" / "fsa-distill-locks").stat().st_mode & 0o777 == 0o700
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "run2").mkdir()
+    (tmp_path / "run2" / "fsa-distill-locks").symlink_to(tmp_path / "elsewhere")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run2"))
+    with pytest.raises(InputError, match="lock folder is a link"):
+        private_lock_dir()

@@ -17,6 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fsa_distill.core.config import DistillConfig
+from fsa_distill.models.serving import MAX_BATCH_SIZE, MAX_NEW_TOKENS, MAX_TEXT_CHARS, MAX_TEXTS
 from fsa_distill.tasks.register import register_student
 from tests.serving_fixtures import TAUGHT_ATSA
 from tests.teacher_fixtures import free_port, stop_group, wait_until_healthy
@@ -86,16 +87,35 @@ def test_an_empty_review(served_champion: str) -> None:
     assert invoke(served_champion, [""]) == [{"raw": "", "targets": []}]
 
 
+@pytest.mark.parametrize(("records", "params", "message"), [
+    ([{"text": None}], {}, "row 0: text must be a string, got null"),
+    ([{"text": "fine"}, {"text": 5}], {}, "row 1: text must be a string, got int"),
+    ([{"text": "x"}], {"batch_size": MAX_BATCH_SIZE + 1}, f"batch_size must be an integer from 1 to {MAX_BATCH_SIZE}"),
+    ([{"text": "x"}], {"max_new_tokens": 0}, f"max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS}"),
+    ([{"text": "x"}] * (MAX_TEXTS + 1), {}, f"at most {MAX_TEXTS} texts per request"),
+])
+def test_bad_requests_are_400_with_a_readable_message(served_champion: str, records: list[dict],
+                                                       params: dict, message: str) -> None:
+    """Issue #23: the served model guards itself; no stack trace goes back to the caller."""
+    body = {"dataframe_records": records, **({"params": params} if params else {})}
+    response = httpx.post(f"{served_champion}/invocations", json=body, timeout=120)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["message"]
+    assert "stack_trace" not in response.json() and "Traceback" not in response.text
+
+
 def test_a_100_kb_review(served_champion: str, talking_student_dir: Path) -> None:
     from fsa_distill.core.answers import structured_answer
+    from fsa_distill.core.text_budget import cut_text
     from fsa_distill.models.student.engines import load_engine
 
     review = "Bad battery, good keyboard. " + "The rest is filler text about nothing. " * 2600
     assert len(review.encode()) > 100_000
     [answer] = invoke(served_champion, [review])
-    # Cut to the student's 512-token input, as the same engine does in-process.
-    local = load_engine(DistillConfig().student.engine, talking_student_dir).decode([review])[0]
-    assert answer == structured_answer(local, "atsa", review)
+    # Cut to the student's 512-token input as `predict` cuts it, then decoded as the same engine does in-process.
+    cut = cut_text(review, MAX_TEXT_CHARS)
+    local = load_engine(DistillConfig().student.engine, talking_student_dir).decode([cut])[0]
+    assert answer == structured_answer(local, "atsa", cut)
     assert answer["raw"] and all(target["aspect"] in review for target in answer["targets"])
 
 

@@ -15,7 +15,8 @@ import typer
 from rich.console import Console
 
 from fsa_distill.core.config import ConfigError
-from fsa_distill.core.errors import InputError
+from fsa_distill.core.errors import InputError, StoreError
+from fsa_distill.core.redact import redact_text
 
 # soft_wrap: rich hard-wraps at 80 columns when stderr is not a terminal (logs, CI); an error stays one line.
 stderr = Console(stderr=True, soft_wrap=True)
@@ -54,14 +55,18 @@ def _os_error_message(error: OSError) -> str | None:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn InputError / ConfigError / file OSErrors into `error: <file>: <where>: <problem>` and exit code 2."""
+    """Turn InputError / ConfigError / StoreError / file OSErrors into `error: <file>: <where>: <problem>` and
+    exit code 2; any URL in the message is redacted."""
     try:
         yield
     except InputError as error:
-        print_error(_one_line(str(error)))
+        print_error(_one_line(redact_text(str(error))))
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except ConfigError as error:
-        print_error(str(error).strip())  # may list several keys, one line each
+        print_error(redact_text(str(error).strip()))  # may list several keys (and quote a --set URL)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except StoreError as error:  # before OSError: an unreachable store is also a ConnectionError
+        print_error(_one_line(redact_text(str(error))))
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except OSError as error:
         message = _os_error_message(error)

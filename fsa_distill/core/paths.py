@@ -6,6 +6,7 @@ file). The OS has the final word anyway; these checks only move the failure to t
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from importlib.resources import files
 from pathlib import Path
@@ -86,3 +87,19 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
         raise InputError(path, None, f"{what} is a file, not a directory")
     _check_creatable(path, path, what)
     return path
+
+
+def private_lock_dir(name: str = "fsa-distill-locks") -> Path:
+    """A lock folder only this user can enter: `$XDG_RUNTIME_DIR/<name>`, else `$XDG_CACHE_HOME` (or
+    `~/.cache`)`/<name>`; created 0700. Not the system temp dir: there the name is predictable and another user
+    could create it first (and hold or swap the locks in it). An existing folder that is a link or belongs to
+    someone else is refused."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    folder = Path(base) / name
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.lstat()
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise InputError(folder, None, "lock folder is a link, not a folder, or not owned by this user")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        folder.chmod(0o700)
+    return folder

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode
+
+from fsa_distill.core.urls import parse_url
 
 REDACTED = "***"
 # Query parameter names that carry credentials (lower-cased, compared by substring).
 SECRET_PARAMETER_HINTS = ("password", "passwd", "pwd", "secret", "token", "key", "auth", "signature", "sig",
                           "credential", "session")
-_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+# A URL inside a message: up to the last `@` before white space (a quote or `>` may sit inside a password),
+# then up to a quote or bracket that ends it (`'postgresql://u:p@db/x'` keeps its closing quote).
+_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://(?:\S*@)?[^\s'\"<>]*")
 
 
 def _secret_parameter(name: str) -> bool:
@@ -24,28 +28,21 @@ def _secret_parameter(name: str) -> bool:
 
 
 def redact_url(url: str) -> str:
-    """`url` without userinfo and with secret query values replaced by ***; text that is not a URL unchanged."""
-    if "://" not in url:
+    """`url` without userinfo and with secret query values replaced by ***; text that is not a URL unchanged.
+
+    Cut by `core.urls.parse_url`: the userinfo ends at the last `@`, so raw `#/?@` in a password stay hidden."""
+    parts = parse_url(url)
+    if parts is None:
         return url
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            if any(_secret_parameter(name) for name, _ in pairs):
-                query = urlencode([(name, REDACTED if _secret_parameter(name) else value) for name, value in pairs],
-                                  safe="*")
-        if (netloc, query) == (parts.netloc, parts.query):
-            return url
-        # Rebuilt by hand: urlunsplit drops the empty authority of `sqlite:////abs/path`.
-        rebuilt = f"{parts.scheme}://{netloc}{parts.path}"
-        rebuilt += f"?{query}" if query else ""
-        return rebuilt + (f"#{parts.fragment}" if parts.fragment else "")
-    except ValueError:  # unparsable (e.g. a bad port): keep nothing after the scheme rather than leak it
-        return f"{url.split('://', 1)[0]}://{REDACTED}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_secret_parameter(name) for name, _ in pairs):
+            query = urlencode([(name, REDACTED if _secret_parameter(name) else value) for name, value in pairs],
+                              safe="*")
+    if parts.userinfo is None and query == parts.query:
+        return url
+    return parts.unparse(REDACTED if parts.userinfo is not None else None, query)
 
 
 def redact_text(text: str) -> str:

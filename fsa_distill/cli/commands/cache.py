@@ -29,7 +29,8 @@ def import_answers(
                                                  "optional prompt.")],
     teacher_id: Annotated[str | None, typer.Option("--teacher-id", help="Name the answers are stored under; a "
                                                    "run with teacher.backend=imported and teacher.model=<this> "
-                                                   "uses them. Not for `cache export` files (they carry it).")] = None,
+                                                   "uses them. A `cache export` file carries its own: "
+                                                   "there it may only repeat it.")] = None,
     prompt: Annotated[str, typer.Option(help="analysis, rewrite, or infer (Opinion Target blocks = analysis); "
                                              "a record's own `prompt` field wins.")] = "infer",
     profile: Annotated[str, _PROFILE] = "demo",
@@ -38,8 +39,9 @@ def import_answers(
     store: Annotated[str | None, _STORE] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON line of stats.")] = False,
 ) -> None:
-    """Store answers (idempotent): exported attempts under their own keys, other answers validated like
-    generated ones under the teacher id."""
+    """Store answers (idempotent, all or nothing): exported attempts under their own keys, other answers
+    validated like generated ones under the teacher id. Every record is checked before one transaction writes
+    them; stats count what was stored, already there, and refused."""
     with user_errors():
         from fsa_distill.core.config import ConfigError, resolve_config
         from fsa_distill.tasks.answer_export import import_store_export, is_store_export
@@ -52,9 +54,11 @@ def import_answers(
             raise ConfigError(f"--prompt {prompt!r}: choose analysis, rewrite or infer")
         config = resolve_config(profile, config_file, overrides or [])
         location = store or answer_store_path(config)
+        if teacher_id is not None and not teacher_id.strip():
+            raise ConfigError("--teacher-id must not be empty")
         if answers.is_file() and is_store_export(answers):
             with open_store(location) as answer_store:
-                stats = import_store_export(answers, answer_store)
+                stats = import_store_export(answers, answer_store, teacher_id)
         else:
             if teacher_id is None:
                 raise ConfigError("--teacher-id is required for answers that are not a `cache export` file")
@@ -75,16 +79,20 @@ def export_answers(
     """Write every stored attempt (key, teacher id, prompt version, answer, rejection reason) to a file."""
     with user_errors():
         from fsa_distill.core.config import ConfigError, resolve_config
+        from fsa_distill.core.paths import check_output_file
+        from fsa_distill.core.urls import SQLITE, store_target
         from fsa_distill.tasks.answer_export import export_store
         from fsa_distill.tasks.answer_import import answer_store_path
-        from fsa_distill.tasks.generation_cache import is_postgres_url, open_store
+        from fsa_distill.tasks.generation_cache import open_store
 
         if fmt not in ("jsonl", "parquet"):
             raise ConfigError(f"--format {fmt!r}: choose jsonl or parquet")
+        check_output_file(out, "export file")  # before the store is opened: a folder is named as such
         config = resolve_config(profile, config_file, overrides or [])
         location = store or answer_store_path(config)
-        if not is_postgres_url(location) and not Path(location).is_file():
-            raise ConfigError(f"no answer store at {location}")
+        kind, target = store_target(location)
+        if kind == SQLITE and not Path(target).exists():
+            raise ConfigError(f"no answer store at {target}")
         with open_store(location) as answer_store:
             stats = export_store(answer_store, out, fmt)  # type: ignore[arg-type]
     _report(stats, json_output)

@@ -42,7 +42,8 @@ def read_inputs(source: str, text_field: str = "text", data_dir: Path | None = N
         if path.suffix.lower() == ".json":
             sentences = read_benchmark_file(path)
             return _cut([{"id": s.get("ID"), "text": s["sentence"]} for s in sentences], max_chars), True
-        return read_review_corpus(path, text_field=text_field, max_chars=max_chars), False
+        # Blank and null texts kept: one output line per input record (the engine answers "" for them).
+        return read_review_corpus(path, text_field=text_field, max_chars=max_chars, keep_blank=True), False
     match = SPLIT_SPEC.match(source)
     if match:
         sentences = load_sentences(match.group(1), match.group(2), match.group(3), data_dir)
