@@ -232,7 +232,7 @@ def test_edge_values_that_mean_something_are_accepted(override: str) -> None:
 
 
 def test_a_floor_above_the_peak_learning_rate_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"pretrain.min_learning_rate: is above learning_rate \(0.003\)"):
+    with pytest.raises(ConfigError, match=r"pretrain.min_learning_rate: is above learning_rate \(0.0001\)"):
         resolve_config("demo", overrides=["pretrain.min_learning_rate=0.01"], environ={})
 
 

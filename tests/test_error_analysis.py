@@ -41,12 +41,13 @@ def test_counts_confusion_and_the_same_sample_every_run(tmp_path: Path) -> None:
     assert len(analysis["sample"]) == 5
 
     report = build_report({"errors": {"atsa/rest14": {"seed": 42, **analysis}},
-                           "variety": {"run: variety/distinct_per_sentence": 0.25},
+                           "variety": {"atsa/rest14/seed-42": {"distinct_outputs": 5, "distinct_per_sentence": 0.25,
+                                                                  "top_share": 0.5, "top_output": "food | positive"}},
                            "curves": {"finetune/a/train_loss": [[1, 2.0], [2, 1.0]],
                                       "finetune/a/dev_f1": [[1, 0.1], [2, 0.3]]}}, tmp_path / "report")
     page = report.read_text(encoding="utf-8")
     assert "What the student gets wrong" in page and "[wrong polarity]" in page and "(gold negative)" in page
-    assert "Output variety" in page and "0.2500" in page
+    assert "Output variety" in page and "50.0%" in page and "0.25" in page
     assert (report.parent / "loss_curves.png").is_file()  # loss and dev F1 on two axes of one panel
 
 

@@ -21,7 +21,7 @@ def test_a_failing_install_step_names_its_log_and_shows_its_end(tmp_path: Path) 
                           env=env, capture_output=True, text=True, timeout=60)
     log = work / "logs" / "install.log"
     assert done.returncode == 1
-    assert done.stdout == f"install [1/5] virtual environment {tmp_path / 'venv'}\n"
+    assert done.stdout == f"install [1/6] virtual environment {tmp_path / 'venv'}\n"
     assert f"install failed at step 1 (virtual environment {tmp_path / 'venv'}); the full log is {log}" in done.stderr
     assert "no space left on device (simulated)" in done.stderr
     assert "no space left on device (simulated)" in log.read_text()
