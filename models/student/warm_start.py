@@ -100,7 +100,7 @@ def load_bert(folder: Path) -> tuple[Any, dict[str, Any], Any]:
     """(config, state dict, tokenizer) of a BERT checkpoint folder."""
     from transformers import AutoTokenizer, BertModel
 
-    bert = BertModel.from_pretrained(str(folder), add_pooling_layer=False)
+    bert = BertModel.from_pretrained(str(folder))  # with its pooler, so loading reports no unused weights
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     return bert.config, bert.state_dict(), tokenizer
 
