@@ -124,7 +124,7 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
     lengths = [len(source) for source, _ in train]  # the sort key when group_by_length (targets are short)
     steps_per_epoch = math.ceil(len(train) / ft.batch_size)
     total_steps = max(1, ft.epochs * steps_per_epoch)
-    optimizer = adamw(model.parameters(), lr=ft.learning_rate)
+    optimizer = adamw(model.parameters(), lr=ft.learning_rate, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total_steps))
     epoch, best_f1, best_epoch, history = 0, -1.0, -1, []
 
@@ -141,7 +141,7 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
         model, optimizer = procs.prepare(model, optimizer)
     else:  # resume after the last finished epoch
         model, _ = load_student(last_dir, device=device)
-        optimizer = adamw(model.parameters(), lr=ft.learning_rate)
+        optimizer = adamw(model.parameters(), lr=ft.learning_rate, fused=True)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total_steps))
         model, optimizer = procs.prepare(model, optimizer)
         optimizer.load_state_dict(optimizer_state)

@@ -247,8 +247,9 @@ def bench_ddp(student_dir: Path, corpus_dir: Path, work: Path, batch_size: int, 
     from fsa_distill.models.student.load import load_student
 
     config = json.loads((student_dir / "config.json").read_text(encoding="utf-8"))
-    if config.get("dropout_rate", 0.0) != 0.0:  # dropout draws differ between 1 and N processes
-        config["dropout_rate"] = 0.0
+    dropouts = ("dropout_rate", "dropout", "attention_dropout", "activation_dropout")  # T5's and BART's names
+    if any(config.get(name, 0.0) for name in dropouts):  # dropout draws differ between 1 and N processes
+        config.update({name: 0.0 for name in dropouts if name in config})
         (student_dir / "config.json").write_text(json.dumps(config), encoding="utf-8")
     n_params = sum(p.numel() for p in load_student(student_dir)[0].parameters())
     settings = {"max_steps": steps, "batch_size": batch_size, "max_source_length": max_source,
@@ -356,9 +357,9 @@ def bench_teacher_inference(teacher, texts: list[str], output_tokens: int, data_
             "new_tokens_per_review": round(sum(r.n_tokens for r in results) / len(texts), 1)}
 
 
-def _ddp_section(work: Path, config, n_examples: int, batch_size: int, max_source: int, max_target: int,
-                 steps: int) -> dict[str, Any]:
-    """The data-parallel comparison on the Mixtral set with the demo profile's student (fresh, dropout off)."""
+def _ddp_section(work: Path, config, student: str, n_examples: int, batch_size: int, max_source: int,
+                 max_target: int, steps: int) -> dict[str, Any]:
+    """The data-parallel comparison on the Mixtral set with `student` (fresh, dropout off)."""
     from fsa_distill.models.student import build_student
     from fsa_distill.tasks.pretrain import load_corpus_split
 
@@ -366,10 +367,9 @@ def _ddp_section(work: Path, config, n_examples: int, batch_size: int, max_sourc
     if not corpus_dir.exists():
         corpus_from_pairs(mixtral_pairs(n_examples), work / "ddp")
     sources, targets = load_corpus_split(corpus_dir, "train")
-    student_dir = build_student(config.student.model, work / "ddp" / "student", sources + targets,
-                                config.student.vocab_size)
+    student_dir = build_student(student, work / "ddp" / "student", sources + targets, config.student.vocab_size)
     result = bench_ddp(student_dir, corpus_dir, work / "ddp", batch_size, max_source, max_target, max(steps, 20))
-    result.update({"student": config.student.model, "corpus": f"{n_examples} Mixtral responses",
+    result.update({"student": student, "corpus": f"{n_examples} Mixtral responses",
                    "max_source_length": max_source, "max_target_length": max_target,
                    "goal_loss_rel_diff_le_1e-4": result["ddp_loss_max_rel_diff"] <= 1e-4})
     return result
@@ -402,8 +402,8 @@ def run_train_bench(n_examples: int = 496, n_pipeline_reviews: int = 200, n_revi
     if part in ("ddp", "dtype"):
         with tempfile.TemporaryDirectory(prefix=f"bench-{part}-") as temp:
             if part == "ddp":
-                section = _ddp_section(Path(temp), config, n_examples, batch_size, max_source, max_target,
-                                       min_steps)
+                section = _ddp_section(Path(temp), config, student or config.student.model, n_examples,
+                                       batch_size, max_source, max_target, min_steps)
             else:
                 from fsa_distill.perf.bench_dtype import bench_dtype
 
@@ -450,7 +450,8 @@ def run_train_bench(n_examples: int = 496, n_pipeline_reviews: int = 200, n_revi
             student_dirs[name] = build_student(student, work / f"student-{name}", sources + targets, vocab_size)
             padding[name] = bench_padding(student_dirs[name], corpus_dir, batch_size, max_source, max_target,
                                           min_steps)
-        ddp = _ddp_section(work, config, n_examples, batch_size, max_source, max_target, min_steps) if with_ddp else None
+        ddp = (_ddp_section(work, config, student, n_examples, batch_size, max_source, max_target, min_steps)
+               if with_ddp else None)
         # Speed depends on size, not weights (output length is forced); tokenizer: the deployed corpus's.
         tokenizer_texts = load_corpus_split(corpora.get("pipeline", corpora["mixtral"]), "train")
         by_size = {}

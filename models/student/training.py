@@ -37,10 +37,13 @@ def bf16_autocast(mode: str, device: str) -> torch.autocast:
     return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=use)
 
 
-def adamw(parameters: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """torch's AdamW with its fused kernel: on this project's 2-core CPU the default per-parameter loop took
-    1.3-1.4 s a step for the 37M-parameter MiniLM-BART student, the fused kernel 0.17-0.4 s."""
-    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=True)
+def adamw(parameters: Any, lr: float, weight_decay: float = 0.0, fused: bool = False) -> torch.optim.Optimizer:
+    """torch's AdamW. `fused`: its fused kernel, which on this project's 2-core CPU took 0.17-0.4 s a step for the
+    37M-parameter MiniLM-BART student against 1.3-1.4 s for the default per-parameter loop. Fine-tuning uses it;
+    pretraining does not, because its losses with N data-parallel processes must match one process's within 1e-4
+    (tests/test_student_ddp*.py, `bench train --part ddp`), and the fused kernel's rounding differs with the
+    thread count (6e-3 apart after 20 t5-tiny steps at lr 3e-3)."""
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=fused)
 
 
 # ------------------------------------------------------------------------------------------- RNG
