@@ -16,17 +16,15 @@ MAX_DEV_F1_DROP_X100 = 0.5
 def bench_dtype(student: str, work: Path, data_dir: Path | None, n_train: int = 400, n_dev: int = 150,
                 epochs: int = 2) -> dict[str, Any]:
     """Fine-tune `student` on the first `n_train` rest14 sentences in float32 and under bf16 autocast."""
-    import torch
-
     from fsa_distill.core.config import resolve_config
-    from fsa_distill.models.student import build_student
+    from fsa_distill.models.student import build_student, load_student
     from fsa_distill.perf.bench_train import peak_matmul_flops
     from fsa_distill.tasks.finetune import finetune
 
     student_dir = work / "dtype" / "student"
     if not student_dir.exists():
         build_student(student, student_dir, [], 8000)
-    n_params = sum(p.numel() for p in torch.nn.Module.parameters(_load(student_dir)))
+    n_params = sum(p.numel() for p in load_student(student_dir)[0].parameters())
     runs: dict[str, dict[str, Any]] = {}
     for mode, dtype in (("off", "float32"), ("on", "bfloat16")):
         overrides = [f"data.max_train_sentences={n_train}", f"data.max_dev_sentences={n_dev}",
@@ -49,12 +47,6 @@ def bench_dtype(student: str, work: Path, data_dir: Path | None, n_train: int = 
             "bf16_is_cpu_default": speedup > 1 and drop <= MAX_DEV_F1_DROP_X100,
             "cpu_flags_bf16": _cpu_has_native_bf16(),
             "note": "MFU = 6*N*(real tokens/s) over a 2048^3 matmul's FLOP/s in the dtype used, same run."}
-
-
-def _load(student_dir: Path):
-    from fsa_distill.models.student.load import load_student
-
-    return load_student(student_dir)[0]
 
 
 def _cpu_has_native_bf16() -> bool:
