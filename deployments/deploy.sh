@@ -2,6 +2,7 @@
 # Register the work pool and every deployment of deployments/prefect.yaml on a running Prefect server.
 #   make deploy                       # against the production servers (deployments/servers.sh)
 #   PREFECT_API_URL=http://host:4200/api FSA_PROFILE=study FSA_INBOX=s3://bucket/inbox make deploy
+#   FSA_NOTIFY_WEBHOOK=https://hooks.example.com/... make deploy   # also: messages (docs/watching-runs.md)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
@@ -26,4 +27,8 @@ fi
 # Zombie runs (heartbeats stopped: killed process, lost machine) become Crashed instead of Running forever.
 export PREFECT_FLOWS_HEARTBEAT_FREQUENCY="${PREFECT_FLOWS_HEARTBEAT_FREQUENCY:-30}"
 "$VENV/bin/python" deployments/zombie_automation.py
+# Messages (a scheduled or inbox run failed or crashed; a new champion) to the webhook in FSA_NOTIFY_WEBHOOK.
+if [ -n "${FSA_NOTIFY_WEBHOOK:-}" ]; then
+  "$VENV/bin/python" deployments/message_automations.py
+fi
 "$VENV/bin/prefect" deployment ls

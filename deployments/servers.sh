@@ -101,6 +101,7 @@ start_prefect() {
   PREFECT_API_DATABASE_CONNECTION_URL="$PREFECT_DB_URL" \
   PREFECT_SERVER_ANALYTICS_ENABLED=false \
   PREFECT_UI_API_URL="$PREFECT_API" \
+  PREFECT_UI_URL="${PREFECT_API%/api}" \
     setsid nohup "$VENV/bin/prefect" server start --host "$HOST" --port "$PREFECT_PORT" \
     >"$logfile" 2>&1 </dev/null &
   echo $! >"$pidfile"

@@ -2,7 +2,8 @@
 
 Every run's model becomes the `challenger`; `champion` moves only when the new model's mean F1 is at least the
 current champion's. The decision and both numbers are recorded on the run and as tags on the model version
-(`gate_decision`, `gate.new_mean_f1`, `gate.champion_mean_f1`, `gate.champion_version_before`). The model is
+(`gate_decision`, `gate.new_mean_f1`, `gate.champion_mean_f1`, `gate.champion_version_before`); when @champion
+moves to another version, the run announces it (tasks/messages.py: a webhook message, where set up). The model is
 logged (a pyfunc over the HF folder and its CTranslate2 export, models/serving.py, carrying the fsa_distill
 modules it imports and its pinned requirements) before a version is created, so a tracking outage leaves no half-registered
 version behind; re-registering the same weights (same digest) reuses the existing version. The MLflow registry
@@ -26,6 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from fsa_distill.core.digests import sha256_text
 from fsa_distill.core.paths import private_lock_dir
+from fsa_distill.tasks.messages import announce_champion
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -225,6 +227,9 @@ def _register_unlocked(
     client.log_metric(run_id, "gate.new_mean_f1", mean_f1)
     if champion_f1 is not None:
         client.log_metric(run_id, "gate.champion_mean_f1", champion_f1)
+    if promoted and (champion is None or str(champion.version) != str(version.version)):
+        announce_champion(model_name, str(version.version), mean_f1, str(champion.version) if champion else None,
+                          champion_f1, run_id, client.get_run(run_id).info.experiment_id)
     return {
         "model_name": model_name,
         "model_version": str(version.version),

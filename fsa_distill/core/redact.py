@@ -59,3 +59,13 @@ def redact_secrets(value: Any) -> Any:
     if isinstance(value, str):
         return redact_text(value)
     return value
+
+
+def redact_webhook(url: str) -> str:
+    """A webhook URL as `scheme://host/***`: its path and query are the credential (Slack, Discord and Teams
+    put the token in the path), so only where it goes is shown."""
+    parts = parse_url(url)
+    if parts is None:
+        return REDACTED
+    where = f"{parts.scheme}://{parts.host}"  # the userinfo, if any, is left out
+    return f"{where}/{REDACTED}" if parts.path.strip("/") or parts.query or parts.fragment else where

@@ -1,0 +1,31 @@
+"""Turn messages on: save the webhook of FSA_NOTIFY_WEBHOOK as a Prefect Webhook block and (re)create the two
+automations of tasks/messages.py (a scheduled or inbox run failed or crashed; a new champion) on the Prefect server
+of PREFECT_API_URL. Called by deploy.sh when FSA_NOTIFY_WEBHOOK is set; prints the webhook redacted.
+Message links open the MLflow UI at MLFLOW_TRACKING_URI when it is a tracking server, else the dashboard's.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from fsa_distill.core.errors import InputError
+from fsa_distill.core.redact import redact_webhook
+from fsa_distill.tasks.messages import WEBHOOK_ENV, mlflow_ui_url, set_up_messages, webhook_from_env
+
+
+def main() -> None:
+    try:
+        webhook = webhook_from_env(os.environ)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    if webhook is None:
+        print(f"messages: {WEBHOOK_ENV} is not set; no message automations", file=sys.stderr)
+        return
+    names = set_up_messages(webhook, mlflow_ui_url(os.environ.get("MLFLOW_TRACKING_URI")))
+    print(f"messages to {redact_webhook(webhook)}: " + "; ".join(repr(name) for name in names))
+
+
+if __name__ == "__main__":
+    main()
