@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fsa_distill.core.errors import InputError
-from fsa_distill.core.redact import redact_url, redact_webhook
+from fsa_distill.core.redact import redact_webhook
 from fsa_distill.core.urls import parse_url
 
 WEBHOOK_ENV = "FSA_NOTIFY_WEBHOOK"
@@ -47,12 +47,12 @@ def webhook_from_env(environ: Mapping[str, str]) -> str | None:
 
 
 def mlflow_ui_url(tracking_uri: str | None) -> str:
-    """Where message links open MLflow: a tracking server serves its UI at its own URL (credentials dropped);
-    a file or SQLite store has none, so the dashboard's MLflow UI."""
+    """Where message links open MLflow: a tracking server serves its UI at its own URL (without its
+    credentials and query); a file or SQLite store has none, so the dashboard's MLflow UI."""
     parts = parse_url(tracking_uri or "")
     if parts is None or parts.scheme.lower() not in ("http", "https"):
         return DASHBOARD_MLFLOW_URL
-    return redact_url(f"{parts.scheme}://{parts.host}{parts.path}").rstrip("/")
+    return f"{parts.scheme}://{parts.host}{parts.path}".rstrip("/")
 
 
 def run_failed_payload(mlflow_url: str) -> str:

@@ -174,17 +174,21 @@ def _run_deployment(flow: Any, name: str, parameters: dict | None = None) -> Any
 
 
 def _server_records(api: str) -> str:
-    """Everything the Prefect server keeps that could hold the secret: logs, events, deployments and flow runs
-    with their parameters, block documents (as the API shows them)."""
+    """Everything the Prefect server keeps that could hold the secret: logs, every event, deployments and flow
+    runs with their parameters, block documents (as the API shows them)."""
     import httpx
 
     texts = []
-    for path, body in (("logs/filter", {"limit": 200}), ("events/filter", {"limit": 50}),
-                       ("deployments/filter", {}), ("flow_runs/filter", {}), ("block_documents/filter", {})):
-        response = httpx.post(f"{api}/{path}", json=body, timeout=30)
+    for path in ("logs/filter", "deployments/filter", "flow_runs/filter", "block_documents/filter"):
+        response = httpx.post(f"{api}/{path}", json={}, timeout=30)
         response.raise_for_status()
         texts.append(response.text)
-    return "\n".join(texts)
+    page = httpx.post(f"{api}/events/filter", json={"limit": 50}, timeout=30).raise_for_status().json()
+    while True:
+        texts.append(json.dumps(page["events"]))
+        if not page.get("next_page"):
+            return "\n".join(texts)
+        page = httpx.get(page["next_page"], timeout=30).raise_for_status().json()
 
 
 def _executed_actions(api: str) -> int:
@@ -205,7 +209,6 @@ def test_failed_crashed_runs_and_a_new_champion_each_send_one_message(
 
     from fsa_distill.flows.retrain_on_new_corpus import retrain_on_new_corpus
 
-    started = time.monotonic()
     api, server_log = prefect_server
     uri, parent = registry
     monkeypatch.setenv("FSA_NOTIFY_WEBHOOK", receiver.url)
@@ -256,10 +259,9 @@ def test_failed_crashed_runs_and_a_new_champion_each_send_one_message(
         [client.get_run(parent).info.experiment_id])])
     for where, text in (("the Prefect server's log", server_log.read_text(errors="replace")),
                         ("the Prefect server's records", _server_records(api)),
-                        ("this process's output and logs", captured.out + captured.err + caplog.text),
+                        ("this process's output and logs", printed + captured.out + captured.err + caplog.text),
                         ("MLflow params and tags", mlflow_text)):
         assert SECRET_PATH not in text and SECRET_QUERY not in text, f"the webhook secret is in {where}"
-    print(f"messages test: {time.monotonic() - started:.0f} s after the server was up")
 
 
 def test_a_webhook_that_is_not_http_is_one_error_line(monkeypatch: pytest.MonkeyPatch,
@@ -270,3 +272,14 @@ def test_a_webhook_that_is_not_http_is_one_error_line(monkeypatch: pytest.Monkey
     err = capsys.readouterr().err
     assert exited.value.code == 2
     assert err == "error: FSA_NOTIFY_WEBHOOK: not an http(s) URL (ftp://files.example/***)\n"
+
+
+def test_links_and_logs_never_carry_credentials() -> None:
+    from fsa_distill.core.redact import redact_webhook
+    from fsa_distill.tasks.messages import DASHBOARD_MLFLOW_URL, mlflow_ui_url
+
+    assert mlflow_ui_url("https://bot:pw@mlflow.example:5000/?token=t") == "https://mlflow.example:5000"
+    assert mlflow_ui_url("sqlite:////work/mlflow.db") == mlflow_ui_url(None) == DASHBOARD_MLFLOW_URL
+    assert redact_webhook("https://hooks.slack.com/services/T0/B0/XYZ") == "https://hooks.slack.com/***"
+    assert redact_webhook("https://u:p@hooks.example/?sig=abc") == "https://hooks.example/***"
+    assert redact_webhook("https://hooks.example") == "https://hooks.example"
