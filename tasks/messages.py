@@ -1,19 +1,19 @@
-"""Messages when it matters: a scheduled or inbox run that fails or crashes, and a champion change, each send one
-message to the webhook named by FSA_NOTIFY_WEBHOOK (`make deploy` sets them up when the variable is present).
+"""Messages when it matters: a scheduled or inbox run that fails or crashes, and a champion change, each send
+one message to the webhook named by FSA_NOTIFY_WEBHOOK (`make deploy` sets them up when the variable is set).
 
 Both are Prefect automations evaluated by the Prefect server, not a sending loop of our own:
-- run failed or crashed: a reactive trigger on `prefect.flow-run.Failed` / `prefect.flow-run.Crashed` of runs of
-  deployments tagged `scheduled` or `inbox` (deployments/prefect.yaml). The server evaluates it, so it also sees
-  crashes the dying process cannot report: a run its worker reports Crashed, or one the zombie automation marks
-  Crashed after its heartbeats stop. A flow `on_failure` / `on_crashed` hook runs inside the process that is
-  failing, and not at all after a SIGKILL, an OOM kill or a lost machine.
-- new champion: the gate (tasks/register.py) emits `fsa-distill.champion.changed` when @champion moves to another
-  version, with both F1s and the run ids; the automation turns the event into the message.
-Both actions are `CallWebhook` on one `Webhook` block. Its URL is a SecretStr (the API and the UI show stars), and
-the action records a non-2xx answer rather than raising, so the URL never lands in an error message, a server log
-or a retry (a CustomWebhookNotificationBlock keeps its URL as plain text, and its httpx errors print the URL and are
-retried by the server). The payload is a JSON template: fields for programs, and `text` for Slack- or
-Mattermost-style incoming webhooks.
+- run failed or crashed: a reactive trigger on `prefect.flow-run.Failed` / `prefect.flow-run.Crashed` of runs
+  of deployments tagged `scheduled` or `inbox` (deployments/prefect.yaml). The server evaluates it, so it also
+  sees crashes the dying process cannot report: a run its worker reports Crashed, or one the zombie automation
+  marks Crashed after its heartbeats stop. A flow `on_failure` / `on_crashed` hook runs inside the process
+  that is failing, and not at all after a SIGKILL, an OOM kill or a lost machine.
+- new champion: the gate (tasks/register.py) emits `fsa-distill.champion.changed` when @champion moves to
+  another version, with both F1s and the run ids; the automation turns the event into the message.
+Both actions are `CallWebhook` on one `Webhook` block. Its URL is a SecretStr (the API and the UI show stars),
+and the action records a non-2xx answer rather than raising, so the URL never lands in an error message, a
+server log or a retry (a CustomWebhookNotificationBlock keeps its URL as plain text, and its httpx errors
+print the URL and are retried by the server). The payload is a JSON template: fields for programs, and `text`
+for Slack- or Mattermost-style incoming webhooks.
 """
 
 from __future__ import annotations
@@ -70,7 +70,9 @@ def run_failed_payload(mlflow_url: str) -> str:
   "state": {{ event.payload.validated_state.name|tojson }},
   "reason": {{ event.payload.validated_state.message|tojson }},
   "links": {"prefect": {{ (flow_run|ui_url)|tojson }},
-            "mlflow": [{% for tag in flow_run.tags if tag.startswith("mlflow:") %}{{ ("RUNS" ~ tag[7:])|tojson }}{% if not loop.last %}, {% endif %}{% endfor %}]}
+            "mlflow": [{% for tag in flow_run.tags if tag.startswith("mlflow:") -%}
+                         {{ ("RUNS" ~ tag[7:])|tojson }}{% if not loop.last %}, {% endif %}
+                       {%- endfor %}]}
 }""".replace("RUNS", runs)
 
 
@@ -81,7 +83,8 @@ def new_champion_payload(mlflow_url: str) -> str:
   "text": {{ ("fsa-distill: new champion " ~ event.payload.model ~ " v" ~ event.payload.version
               ~ " (mean F1 " ~ event.payload.mean_f1 ~ "), was "
               ~ (("v" ~ event.payload.previous_version ~ " (mean F1 " ~ event.payload.previous_mean_f1 ~ ")")
-                 if event.payload.previous_version else "no champion") ~ "; run " ~ (flow_run.name if flow_run else "?")
+                 if event.payload.previous_version else "no champion")
+              ~ "; run " ~ (flow_run.name if flow_run else "?")
               ~ " " ~ (((flow_run|ui_url) or "") if flow_run else ""))|tojson }},
   "deployment": {% if deployment %}{{ (flow.name ~ "/" ~ deployment.name)|tojson }}{% else %}null{% endif %},
   "flow_run": {% if flow_run %}{{ flow_run.name|tojson }}{% else %}null{% endif %},
@@ -117,18 +120,19 @@ def automations(block_id: Any, mlflow_url: str) -> list[Any]:
     champion = EventTrigger(expect={CHAMPION_EVENT}, match={"prefect.resource.id": "fsa-distill.model.*"},
                             posture=Posture.Reactive, threshold=1)
     return [
-        Automation(name=RUN_FAILED, description="A scheduled or inbox run failed or crashed: one webhook message.",
-                   trigger=failed,
+        Automation(name=RUN_FAILED, trigger=failed,
+                   description="A scheduled or inbox run failed or crashed: one webhook message.",
                    actions=[CallWebhook(block_document_id=block_id, payload=run_failed_payload(mlflow_url))]),
-        Automation(name=NEW_CHAMPION, description="@champion moved to another version: one webhook message.",
-                   trigger=champion,
-                   actions=[CallWebhook(block_document_id=block_id, payload=new_champion_payload(mlflow_url))]),
+        Automation(name=NEW_CHAMPION, trigger=champion,
+                   description="@champion moved to another version: one webhook message.",
+                   actions=[CallWebhook(block_document_id=block_id,
+                                        payload=new_champion_payload(mlflow_url))]),
     ]
 
 
 def set_up_messages(webhook_url: str, mlflow_url: str) -> list[str]:
-    """Save the webhook block and (re)create both automations on the Prefect server of PREFECT_API_URL; returns
-    the automations' names. Re-running replaces them (the URL or the MLflow URL may have changed)."""
+    """Save the webhook block and (re)create both automations on the Prefect server of PREFECT_API_URL;
+    returns the automations' names. Re-running replaces them (the URL or the MLflow URL may have changed)."""
     from prefect.automations import Automation
     from prefect.blocks.webhook import Webhook
 
@@ -147,8 +151,8 @@ def set_up_messages(webhook_url: str, mlflow_url: str) -> list[str]:
 def announce_champion(model_name: str, version: str, mean_f1: float, previous_version: str | None,
                       previous_f1: float | None, mlflow_run_id: str, experiment_id: str) -> None:
     """Emit the champion-change event from the running flow (its flow run, deployment and tags ride along as
-    related resources). Outside a flow run there is nothing to link and emitting would start a temporary Prefect
-    server, so nothing is sent."""
+    related resources). Outside a flow run there is nothing to link and emitting would start a temporary
+    Prefect server, so nothing is sent."""
     from prefect.context import FlowRunContext
     from prefect.events import emit_event
 

@@ -116,14 +116,16 @@ def _deploy_inbox_poll(inbox: Path) -> None:
         parameters={"inbox": str(inbox), "profile": "no-such-profile"}).apply()
 
 
-def _crash(flow_run_id: Any) -> None:
-    """What a worker reports when the run's process dies (exit -9, say): Running, then Crashed."""
+def _crash(flow_run: Any, mlflow_run_id: str) -> None:
+    """A run that started (and tagged itself with its MLflow run, as flows/distill.py does), then what a worker
+    reports when the run's process dies (exit -9, say): Crashed."""
     from prefect import get_client
     from prefect.states import Crashed, Running
 
     with get_client(sync_client=True) as client:
-        client.set_flow_run_state(flow_run_id, Running())
-        client.set_flow_run_state(flow_run_id, Crashed(message="Flow run infrastructure exited with status -9."))
+        client.set_flow_run_state(flow_run.id, Running())
+        client.update_flow_run(flow_run.id, tags=[*flow_run.tags, f"mlflow:{mlflow_run_id}"])
+        client.set_flow_run_state(flow_run.id, Crashed(message="Flow run infrastructure exited with status -9."))
 
 
 @pytest.fixture()
@@ -222,7 +224,7 @@ def test_failed_crashed_runs_and_a_new_champion_each_send_one_message(
     failed, failed_run = _run_deployment(retrain_on_new_corpus, "retrain-on-new-corpus/inbox-poll")
     assert failed.is_failed()
     crashed_run = _new_run("retrain-on-new-corpus/inbox-poll")
-    _crash(crashed_run.id)
+    _crash(crashed_run, parent)
     gate_flow = flow(name="gate-check")(gate)
     gate_flow.to_deployment(name="registry-gate", tags=["fsa-distill"]).apply()
     gated, _ = _run_deployment(gate_flow, "gate-check/registry-gate",
@@ -242,7 +244,8 @@ def test_failed_crashed_runs_and_a_new_champion_each_send_one_message(
     assert failure["links"]["prefect"].endswith(f"/runs/flow-run/{failed_run.id}")
     crash = by_run[str(crashed_run.id)]
     assert crash["state"] == "Crashed" and "exited with status -9" in crash["reason"]
-    assert crash["deployment"] == "retrain-on-new-corpus/inbox-poll"
+    assert crash["deployment"] == "retrain-on-new-corpus/inbox-poll" and failure["links"]["mlflow"] == []
+    assert crash["links"]["mlflow"] == [f"http://mlflow.example:5000/#/runs/{parent}"]
 
     (champion,) = [message for message in receiver.messages if message["kind"] == "new-champion"]
     assert champion["deployment"] == "gate-check/registry-gate"
