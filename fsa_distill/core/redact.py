@@ -59,3 +59,12 @@ def redact_secrets(value: Any) -> Any:
     if isinstance(value, str):
         return redact_text(value)
     return value
+
+
+def redact_typed_value(value: Any) -> Any:
+    """A config value as a user typed it, for an error message: URLs redacted, and in a string that is no URL
+    but holds an `@` (a mistyped one, `postgresql:u:pw@db`) everything up to the last `@` hidden too."""
+    value = redact_secrets(value)
+    if isinstance(value, str) and "@" in value and "://" not in value:
+        return f"{REDACTED}@{value.rsplit('@', 1)[1]}"
+    return value
