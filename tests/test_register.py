@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import mlflow
@@ -115,8 +116,10 @@ def test_loading_the_model_in_process_leaves_fsa_distill_whole_for_spawned_proce
     mlflow.set_tracking_uri(registry[1])
     before = list(sys.path)
     mlflow.pyfunc.load_model("models:/student@champion")
-    with multiprocessing.get_context("spawn").Pool(1) as pool:  # the child starts with this sys.path
-        child_config = pool.apply(_config_module_file)
+    # The child starts with this sys.path. An executor, not a Pool: a worker that dies importing is an error
+    # (BrokenProcessPool) rather than a Pool respawning it forever.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        child_config = pool.submit(_config_module_file).result(timeout=300)
     assert Path(child_config).parent.parent == Path(fsa_distill.__file__).parent
     added = [Path(entry) for entry in sys.path if entry not in before]
     assert added and all((entry / "fsa_distill_serving").is_dir() for entry in added), added
