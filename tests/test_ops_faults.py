@@ -7,7 +7,8 @@
 - a corrupt corpus in the inbox: moved aside with its reason, the good corpus still trains (tests/test_ops_inbox.py
   covers the variants; here the end-to-end with the real inbox flow and a recording distill)
 - PostgreSQL restarted mid-generate (a private server): the run reconnects and carries on; no answer is lost,
-  asked twice or stored twice; a rerun completes from the store alone
+  asked twice or stored twice; a rerun completes from the store alone; a server down for longer than the store
+  waits is one clean StoreError
 - two flow runs at once: the shared teacher cache and the model registry stay consistent
 - a full artifact disk (a 1 MiB tmpfs): logging the model fails with ENOSPC, no model version points at it
 """
@@ -210,6 +211,7 @@ def test_postgres_restart_during_generation_loses_and_duplicates_nothing(
     tmp_path: Path, private_postgres: PrivatePostgres  # noqa: F811
 ) -> None:
     from fsa_distill.tasks.generate import generate_responses
+    from fsa_distill.tasks.generation_cache import AnswerStoreUnreachable, PostgresAnswerStore
 
     work, n_reviews = tmp_path / "work", 15
     answers = 2 * n_reviews  # analysis + rewrite per review
@@ -243,6 +245,14 @@ def test_postgres_restart_during_generation_loses_and_duplicates_nothing(
     assert teacher.n_requests == 0 and again["cached"] == again["rows"] == answers
     assert private_postgres.scalar("SELECT COUNT(*) FROM responses") == answers
     assert private_postgres.scalar("SELECT COUNT(*) FROM rejected") == 0
+
+    # Down for longer than the store waits for it: one StoreError naming the store (no password), no hang.
+    with PostgresAnswerStore(private_postgres.url, reconnect_s=2) as store:
+        private_postgres.stop()
+        started = time.monotonic()
+        with pytest.raises(AnswerStoreUnreachable, match=r"^answer store postgresql://\*\*\*@127\.0\.0\.1:\d+/"):
+            store.lookup(["any-key"])
+        assert time.monotonic() - started < 30
 
 
 # --- two flow runs at once --------------------------------------------------------------------------------------
