@@ -177,13 +177,13 @@ _SENTENCE_2016 = ('<sentence id="x:1"><text>Judging from previous posts this use
 MIXED_MARKUP = {
     # a 2016-style sentence after 2014-style ones: its aspects would have been read as none
     "2016_sentence_in_2014_file": (SEMEVAL_2014.replace("</sentences>", _SENTENCE_2016 + "</sentences>"),
-                                   r"sentence id=x:1: SemEval-2016 markup \(<Opinions>\) in a file whose "
-                                   r"sentence id=813 uses SemEval-2014 markup"),
+                                   (r"sentence id=x:1: SemEval-2016 markup \(<Opinions>\) in a file whose "
+                                    r"sentence id=813 uses SemEval-2014 markup")),
     "2014_sentence_in_2016_file": (SEMEVAL_2016.replace(
-        "</sentences>", '<sentence id="y"><text>Great steak.</text><aspectTerms><aspectTerm term="steak" '
-        'polarity="positive" from="6" to="11"/></aspectTerms></sentence></sentences>'),
-        r"sentence id=y: SemEval-2014 markup \(<aspectTerms>, <aspectCategories>\) in a file whose sentence "
-        r"id=1004293:0 uses SemEval-2016"),
+        "</sentences>", ('<sentence id="y"><text>Great steak.</text><aspectTerms><aspectTerm term="steak" '
+                         'polarity="positive" from="6" to="11"/></aspectTerms></sentence></sentences>')),
+        (r"sentence id=y: SemEval-2014 markup \(<aspectTerms>, <aspectCategories>\) in a file whose sentence "
+         r"id=1004293:0 uses SemEval-2016")),
     "both_in_one_sentence": (SEMEVAL_2014.replace("</aspectCategories>\n  </sentence>",
                                                   "</aspectCategories>" + _OPINION_2016 + "</sentence>", 1),
                              r"sentence id=813: mixes SemEval-2014 .* and 2015/2016 \(<Opinions>\) markup"),
