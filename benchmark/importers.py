@@ -5,6 +5,8 @@ SemEval-2014 Task 4:  <sentences><sentence id><text/><aspectTerms><aspectTerm te
 SemEval-2015/2016:    <Reviews><Review rid><sentences><sentence id><text/><Opinions>
                       <Opinion target category polarity from to/></Opinions></sentence>...</Reviews>
 
+The root says where the sentences are; each sentence's own children say which markup its aspects use. A file
+mixing the two markups (or with sentences outside its root's layout) is an error, never aspects silently lost.
 Every problem is an InputError naming the file and the element (`sentence id=...`) or line, because users fix
 their files from that message.
 """
@@ -135,6 +137,38 @@ def _aspects_2016(path: Path, where: str, sentence: ElementTree.Element, text: s
     return aspects
 
 
+_MARKUP = {2014: ("aspectTerms", "aspectCategories"), 2016: ("Opinions",)}
+
+
+def _markup(path: Path, where: str, sentence: ElementTree.Element) -> int | None:
+    """Which SemEval markup a sentence's aspects are written in (None: it has none). Read from the sentence
+    itself, not from the root: a file's root says where its sentences are, and nothing about their aspects."""
+    years = [year for year, tags in _MARKUP.items() if any(sentence.find(tag) is not None for tag in tags)]
+    if len(years) > 1:
+        raise InputError(path, where, "mixes SemEval-2014 (<aspectTerms>, <aspectCategories>) and 2015/2016 "
+                         "(<Opinions>) markup in one sentence; keep one")
+    return years[0] if years else None
+
+
+def _sentence_elements(path: Path, root: ElementTree.Element) -> list[ElementTree.Element]:
+    """The sentences where the root's format keeps them; a <sentence> anywhere else is an error, never dropped."""
+    if root.tag == "sentences":
+        found = root.findall("sentence")
+    elif root.tag == "Reviews":
+        found = root.findall("Review/sentences/sentence")
+    else:
+        raise InputError(path, f"<{root.tag}>", "root element is neither <sentences> (SemEval-2014) nor "
+                         "<Reviews> (SemEval-2015/2016)")
+    if len(found) != sum(1 for _ in root.iter("sentence")):
+        kept = {id(element) for element in found}
+        stray = next(element for element in root.iter("sentence") if id(element) not in kept)
+        layout = "<sentences><sentence>" if root.tag == "sentences" else "<Reviews><Review><sentences><sentence>"
+        raise InputError(path, f"sentence id={stray.get('id')}", f"outside {layout}, where a <{root.tag}> file "
+                         "keeps its sentences; it would be lost (a file mixing SemEval-2014 and 2015/2016 "
+                         "layouts?)")
+    return found
+
+
 def convert_semeval_xml(path: Path, task: str) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Convert a SemEval-2014 or 2015/2016 ABSA XML file into benchmark sentences for `task`.
 
@@ -145,26 +179,25 @@ def convert_semeval_xml(path: Path, task: str) -> tuple[list[dict[str, Any]], li
     """
     check_task(task)
     path = Path(path)
-    root = _parse_xml(path)
-    if root.tag == "sentences":
-        sentence_elements, year = root.findall("sentence"), 2014
-    elif root.tag == "Reviews":
-        sentence_elements, year = root.findall("Review/sentences/sentence"), 2016
-    else:
-        raise InputError(path, f"<{root.tag}>", "root element is neither <sentences> (SemEval-2014) nor "
-                         "<Reviews> (SemEval-2015/2016)")
     sentences: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    for index, element in enumerate(sentence_elements):
+    file_markup: tuple[int, str] | None = None  # (year, where first seen): one markup per file
+    for index, element in enumerate(_sentence_elements(path, _parse_xml(path))):
         sentence_id = element.get("id")
         where = f"sentence id={sentence_id}" if sentence_id else f"sentence #{index + 1} (no id attribute)"
         text = element.findtext("text")
         if text is None:
             raise InputError(path, where, "no <text> element")
-        if year == 2014:
-            aspects = _aspects_2014(path, where, element, text, task)
-        else:
+        year = _markup(path, where, element)
+        if year is not None and file_markup is not None and year != file_markup[0]:
+            raise InputError(path, where, f"SemEval-{year} markup (<{'>, <'.join(_MARKUP[year])}>) in a file whose "
+                             f"{file_markup[1]} uses SemEval-{file_markup[0]} markup; a mixed file's aspects and "
+                             "categories do not fit one dataset: convert each part on its own")
+        file_markup = file_markup or ((year, where) if year is not None else None)
+        if year == 2016:
             aspects = _aspects_2016(path, where, element, text, task)
+        else:  # 2014 markup, or a sentence without aspects
+            aspects = _aspects_2014(path, where, element, text, task)
         if task == "atsa":
             for aspect in aspects:
                 if aspect["target"] in IMPLICIT_TARGETS:

@@ -365,7 +365,7 @@ def write_datasets(plan: JobPlan, cache: AnswerStore, out_dir: Path) -> tuple[in
                 ArrowWriter(features=_features(), path=str(paths["rejected"])) as rejected_writer:
             for block in plan.blocks():
                 jobs = [job for job, _ in block]
-                done = cache.lookup(job.key for job in jobs)
+                done = cache.lookup([job.key for job in jobs])  # a list: replayable after a reconnect
                 jobs_by_key: dict[str, list[Job]] = {}
                 for job in jobs:
                     jobs_by_key.setdefault(job.key, []).append(job)

@@ -11,6 +11,7 @@ their parameter mark and how table creation is serialised.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -24,12 +25,14 @@ from typing import Any, Self
 from urllib.parse import unquote
 
 from filelock import FileLock
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from fsa_distill.core.digests import sha256_json, sha256_text
 from fsa_distill.core.errors import StoreError
 from fsa_distill.core.redact import REDACTED, redact_text, redact_url
 from fsa_distill.core.urls import POSTGRES, libpq_url, store_target, url_password
 
+_log = logging.getLogger(__name__)
 _LOOKUP_CHUNK = 500
 _EXPORT_BATCH = 5000
 
@@ -112,12 +115,11 @@ class CacheEntry:
 
 
 def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a store method inside `AnswerStore.guard`."""
+    """Run a store method through `AnswerStore._call` (inside `guard`; PostgreSQL also reconnects)."""
 
     @wraps(method)
     def wrapper(self: AnswerStore, *args: Any, **kwargs: Any) -> Any:
-        with self.guard():
-            return method(self, *args, **kwargs)
+        return self._call(method, *args, **kwargs)
 
     return wrapper
 
@@ -146,6 +148,10 @@ class AnswerStore:
 
     def _fault(self, error: Exception) -> StoreError | None:
         return None
+
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with self.guard():
+            return method(self, *args, **kwargs)
 
     def _execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
         return self.conn.execute(sql.replace("?", self.mark), list(params))
@@ -200,7 +206,8 @@ class AnswerStore:
                         stored += self._executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
                                                     f" ON CONFLICT ({conflict}) DO NOTHING", rows)
         except BaseException:
-            self.conn.rollback()
+            if not getattr(self.conn, "closed", False):  # a lost PostgreSQL connection has nothing to roll back
+                self.conn.rollback()
             raise
         self.conn.commit()
         return stored
@@ -295,20 +302,56 @@ class PostgresAnswerStore(AnswerStore):
 
     mark = "%s"
 
-    def __init__(self, url: str, timeout_s: float = 60.0) -> None:
-        import psycopg  # only when a postgresql:// store is configured
-        from psycopg.rows import dict_row
-
+    def __init__(self, url: str, timeout_s: float = 60.0, reconnect_s: float = 120.0) -> None:
         super().__init__()
         self.location = redact_url(url)
+        self._url, self._timeout_s, self.reconnect_s = url, timeout_s, reconnect_s
+        self.reconnects = 0
         password = url_password(url)
         self._secrets = sorted({password, unquote(password)} - {""}, key=len, reverse=True) if password else []
         with self.guard():
-            self.conn = psycopg.connect(libpq_url(url), row_factory=dict_row, connect_timeout=int(timeout_s))
-            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK_ID])
-            for table in _TABLES:
-                self.conn.execute(table)
-            self.conn.commit()
+            self._connect()
+
+    def _connect(self) -> None:
+        import psycopg  # only when a postgresql:// store is configured
+        from psycopg.rows import dict_row
+
+        self.conn = psycopg.connect(libpq_url(self._url), row_factory=dict_row, connect_timeout=int(self._timeout_s))
+        self.conn.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK_ID])
+        for table in _TABLES:
+            self.conn.execute(table)
+        self.conn.commit()
+
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A connection lost mid-call (the server restarted or failed over) is reopened and the whole call run
+        again, for up to `reconnect_s`. Safe: a call is one transaction and every write is ON CONFLICT DO
+        NOTHING, so a replay neither loses nor duplicates an answer (an insert whose commit was acknowledged
+        only by the lost connection counts as "already there"). A one-shot iterator argument cannot be replayed:
+        that call fails with the StoreError at once."""
+        if any(isinstance(arg, Iterator) for arg in (*args, *kwargs.values())):
+            return super()._call(method, *args, **kwargs)
+        retrying = Retrying(retry=retry_if_exception_type(AnswerStoreUnreachable), reraise=True,
+                            stop=stop_after_delay(self.reconnect_s), wait=wait_exponential(0.2, max=5),
+                            before_sleep=self._log_reconnect)
+        for attempt in retrying:
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    self._reopen()
+                return super()._call(method, *args, **kwargs)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def _reopen(self) -> None:
+        """Roll back a live connection's failed transaction, or open a new connection for a lost one."""
+        with self.guard():
+            if self.conn is not None and not self.conn.closed:
+                self.conn.rollback()
+                return
+            self._connect()
+            self.reconnects += 1
+
+    def _log_reconnect(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        _log.warning("%s; reconnecting (attempt %d)", error, state.attempt_number)
 
     def _fault(self, error: Exception) -> StoreError | None:
         import psycopg

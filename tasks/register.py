@@ -4,9 +4,10 @@ Every run's model becomes the `challenger`; `champion` moves only when the new m
 current champion's. The decision and both numbers are recorded on the run and as tags on the model version
 (`gate_decision`, `gate.new_mean_f1`, `gate.champion_mean_f1`, `gate.champion_version_before`); when @champion
 moves to another version, the run announces it (tasks/messages.py: a webhook message, where set up). The model is
-logged (a pyfunc over the HF folder and its CTranslate2 export, models/serving.py, carrying the fsa_distill
-modules it imports and its pinned requirements) before a version is created, so a tracking outage leaves no half-registered
-version behind; re-registering the same weights (same digest) reuses the existing version. The MLflow registry
+logged (a pyfunc over the HF folder and its CTranslate2 export, models/serving.py, carrying a copy of the
+fsa_distill modules it imports, as `fsa_distill_serving`, and its pinned requirements) before a version is
+created, so a tracking outage leaves no half-registered version behind; re-registering the same weights (same
+digest) reuses the existing version. The MLflow registry
 has no compare-and-set, so registrations of one model are serialised by a machine-wide file lock: two runs
 finishing together cannot both read "no champion" and leave the worse model holding the alias.
 """
@@ -15,8 +16,11 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import shutil
+import re
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -97,10 +101,20 @@ def _is_module(name: str) -> bool:
         return False
 
 
+# The name the served model's copy of the fsa_distill modules it imports goes under (see serving_code).
+SERVING_PACKAGE = "fsa_distill_serving"
+_FSA_IMPORT = re.compile(r"^(\s*(?:from|import)\s+)fsa_distill(?=[.\s])", re.MULTILINE)
+
+
 def serving_code(out_dir: Path) -> Path:
-    """`out_dir/fsa_distill`: the modules models/serving.py reaches (and their packages' __init__ files), laid
-    out as installed, for the model's `code_paths`, so the model loads where fsa-distill is not installed.
-    Walked with `ast` rather than `modulefinder`, which would follow every import into torch and transformers."""
+    """`out_dir/fsa_distill_serving`: the modules models/serving.py reaches (and their packages' __init__ files),
+    for the model's `code_paths`, so the model loads where fsa-distill is not installed.
+
+    Under a package name of their own, with their `fsa_distill` imports renamed: loading a model puts its code
+    folder first on sys.path (spawned processes inherit that), and a partial `fsa_distill` there would shadow the
+    installed package for the rest of the process and its children. Only these few modules, not the whole
+    package: the model stays small and needs only its serving requirements. Walked with `ast` rather than
+    `modulefinder`, which would follow every import into torch and transformers."""
     seen: set[str] = set()
     pending = ["fsa_distill.models.serving"]
     while pending:
@@ -115,12 +129,28 @@ def serving_code(out_dir: Path) -> Path:
             if spec is None or spec.origin is None:
                 raise RuntimeError(f"cannot find {module}, which the served model imports")
             source = Path(spec.origin)
-            target = out_dir.joinpath(*module.split("."))
+            target = out_dir.joinpath(SERVING_PACKAGE, *module.split(".")[1:])
             target = target / "__init__.py" if spec.submodule_search_locations is not None else target.with_suffix(".py")
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+            target.write_text(_FSA_IMPORT.sub(rf"\g<1>{SERVING_PACKAGE}", source.read_text(encoding="utf-8")),
+                              encoding="utf-8")
+            if _fsa_imports(target):  # e.g. `import fsa_distill.x` used as `fsa_distill.x.f()`: rename by hand
+                raise RuntimeError(f"{source}: an fsa_distill import the served copy could not rename")
             pending.extend(_fsa_imports(source))
-    return out_dir / "fsa_distill"
+    return out_dir / SERVING_PACKAGE
+
+
+@contextmanager
+def _importable(code: Path) -> Iterator[None]:
+    """MLflow runs the model's code file while logging it, without its `code_paths` on sys.path: the served copy
+    is importable for that while only, and leaves nothing behind in sys.path or sys.modules."""
+    sys.path.insert(0, str(code.parent))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(code.parent))
+        for name in [name for name in sys.modules if name.split(".")[0] == SERVING_PACKAGE]:
+            del sys.modules[name]
 
 
 def log_student_model(model_dir: Path, run_id: str, tracking_uri: str, task: str = "atsa",
@@ -145,16 +175,18 @@ def log_student_model(model_dir: Path, run_id: str, tracking_uri: str, task: str
     quantization = default_quantization()
     with tempfile.TemporaryDirectory(prefix="fsa-register-") as temp, mlflow.start_run(run_id=run_id):
         ct2_dir = export_ct2(model_dir, Path(temp) / f"ct2-{quantization}", quantization)
-        info = mlflow.pyfunc.log_model(
-            name="student",
-            python_model=str(Path(serving.__file__)),
-            artifacts={serving.HF_ARTIFACT: str(model_dir), serving.CT2_ARTIFACT: str(ct2_dir)},
-            model_config={"task": task, "engine": engine, "ct2_quantization": quantization},
-            signature=signature,
-            input_example=example,
-            code_paths=[str(serving_code(Path(temp) / "code"))],
-            pip_requirements=pinned_requirements(),
-        )
+        code = serving_code(Path(temp) / "code")
+        with _importable(code):
+            info = mlflow.pyfunc.log_model(
+                name="student",
+                python_model=str(code / "models" / "serving.py"),  # the copy that imports fsa_distill_serving
+                artifacts={serving.HF_ARTIFACT: str(model_dir), serving.CT2_ARTIFACT: str(ct2_dir)},
+                model_config={"task": task, "engine": engine, "ct2_quantization": quantization},
+                signature=signature,
+                input_example=example,
+                code_paths=[str(code)],
+                pip_requirements=pinned_requirements(),
+            )
     return info.model_uri
 
 

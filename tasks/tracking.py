@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.core.redact import redact_secrets, redact_text
+from fsa_distill.core.urls import SQLITE, parse_url
 
 MetricsLogger = Callable[[dict[str, float], "int | None"], None]
 
@@ -25,8 +26,9 @@ MetricsLogger = Callable[[dict[str, float], "int | None"], None]
 def configure_tracking(config: DistillConfig) -> str:
     """Point MLflow at the configured server, or a SQLite file + artifact folder in the work dir; returns the
     experiment id."""
-    uri = config.mlflow_uri
-    if uri.startswith("sqlite:"):
+    uri = config.mlflow_uri  # checked and normalised when the config was read (core.urls.tracking_uri)
+    dialect = parts.dialect if (parts := parse_url(uri)) else None  # None: a local folder (MLflow's file store)
+    if dialect == SQLITE:
         config.work_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
@@ -34,7 +36,7 @@ def configure_tracking(config: DistillConfig) -> str:
     if experiment is not None:
         return experiment.experiment_id
     artifact_location = None
-    if uri.startswith(("sqlite:", "file:")):
+    if dialect in (SQLITE, "file"):  # artifacts beside a local store, in the work dir
         artifact_location = (config.work_dir / "mlartifacts").resolve().as_uri()
     try:
         return client.create_experiment(config.tracking.experiment_name, artifact_location=artifact_location)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,17 +36,6 @@ def _stop_prefect_server_while_output_is_open():
     from fsa_distill.cli.lifecycle import stop_prefect_server
 
     stop_prefect_server()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _sys_path_left_as_it_was() -> Iterator[None]:
-    """Loading a registered model in-process (mlflow.pyfunc.load_model) puts the model's code_paths folder, which
-    holds a partial `fsa_distill`, in front of sys.path; left there, every process spawned by a later test imports
-    that partial package and fails (`No module named 'fsa_distill.core.config'`). Module scope: autouse fixtures
-    set up before a module's other fixtures, so a model loaded by a module-scoped fixture is covered too."""
-    saved = list(sys.path)
-    yield
-    sys.path[:] = saved
 
 
 @pytest.fixture(autouse=True)

@@ -170,6 +170,45 @@ def test_bad_files_name_file_and_element(tmp_path, case):
     assert caught.value.path == str(path)
 
 
+_OPINION_2016 = ('<Opinions><Opinion target="place" category="RESTAURANT#GENERAL" polarity="negative" from="51" '
+                 'to="56"/></Opinions>')
+_SENTENCE_2016 = ('<sentence id="x:1"><text>Judging from previous posts this used to be a good place, but not any '
+                  f'longer.</text>{_OPINION_2016}</sentence>')
+MIXED_MARKUP = {
+    # a 2016-style sentence after 2014-style ones: its aspects would have been read as none
+    "2016_sentence_in_2014_file": (SEMEVAL_2014.replace("</sentences>", _SENTENCE_2016 + "</sentences>"),
+                                   (r"sentence id=x:1: SemEval-2016 markup \(<Opinions>\) in a file whose "
+                                    r"sentence id=813 uses SemEval-2014 markup")),
+    "2014_sentence_in_2016_file": (SEMEVAL_2016.replace(
+        "</sentences>", ('<sentence id="y"><text>Great steak.</text><aspectTerms><aspectTerm term="steak" '
+                         'polarity="positive" from="6" to="11"/></aspectTerms></sentence></sentences>')),
+        (r"sentence id=y: SemEval-2014 markup \(<aspectTerms>, <aspectCategories>\) in a file whose sentence "
+         r"id=1004293:0 uses SemEval-2016")),
+    "both_in_one_sentence": (SEMEVAL_2014.replace("</aspectCategories>\n  </sentence>",
+                                                  "</aspectCategories>" + _OPINION_2016 + "</sentence>", 1),
+                             r"sentence id=813: mixes SemEval-2014 .* and 2015/2016 \(<Opinions>\) markup"),
+    # 2014-layout sentences (no <Review>) under a 2016 root: not found where the root says they are
+    "2014_layout_in_2016_file": (SEMEVAL_2016.replace("</Reviews>", _SENTENCE_2016 + "</Reviews>"),
+                                 r"sentence id=x:1: outside <Reviews><Review><sentences><sentence>"),
+}
+
+
+@pytest.mark.parametrize("task", ["atsa", "acsa"])
+@pytest.mark.parametrize("case", list(MIXED_MARKUP))
+def test_mixed_semeval_markup_is_an_error_not_lost_aspects(tmp_path, case, task):
+    content, message = MIXED_MARKUP[case]
+    with pytest.raises(InputError, match=message):
+        convert_semeval_xml(write(tmp_path, f"{case}.xml", content), task)
+
+
+def test_2016_markup_under_a_2014_root_keeps_its_aspects(tmp_path):
+    """The root says where sentences are; each sentence's own markup says how its aspects are written."""
+    path = write(tmp_path, "opinions.xml", f"<sentences>{_SENTENCE_2016}</sentences>")
+    sentences, _ = convert_semeval_xml(path, "atsa")
+    assert sentences[0]["aspects"] == [{"from": "51", "to": "56", "target": "place",
+                                        "category": "RESTAURANT#GENERAL", "polarity": "negative"}]
+
+
 ENTITY_ATTACKS = {
     "billion_laughs": '<?xml version="1.0"?><!DOCTYPE s [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;'
                       '&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><sentences><sentence id="1"><text>'

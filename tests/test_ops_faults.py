@@ -6,6 +6,9 @@
 - killed during generation (SIGKILL): the answers finished before the kill are kept and not asked again
 - a corrupt corpus in the inbox: moved aside with its reason, the good corpus still trains (tests/test_ops_inbox.py
   covers the variants; here the end-to-end with the real inbox flow and a recording distill)
+- PostgreSQL restarted mid-generate (a private server): the run reconnects and carries on; no answer is lost,
+  asked twice or stored twice; a rerun completes from the store alone; a server down for longer than the store
+  waits is one clean StoreError
 - two flow runs at once: the shared teacher cache and the model registry stay consistent
 - a full artifact disk (a 1 MiB tmpfs): logging the model fails with ENOSPC, no model version points at it
 """
@@ -21,11 +24,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from fsa_distill.core.config import DistillConfig
+from tests.postgres_fixtures import PrivatePostgres, private_postgres  # noqa: F401 - a fixture
 from tests.teacher_fixtures import FakeTeacher, free_port, kill_once_cached, make_reviews
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,7 +146,7 @@ def test_tracking_server_down_then_back(tmp_path: Path, tiny_student_dir: Path, 
 
 _SLOW_GENERATION = textwrap.dedent(
     """
-    import sys, time
+    import json, sys, time
     from pathlib import Path
     from fsa_distill.core.config import DistillConfig
     from fsa_distill.tasks.generate import generate_responses
@@ -152,10 +157,14 @@ _SLOW_GENERATION = textwrap.dedent(
             time.sleep(0.4)
             return super().generate(requests)
 
-    work = Path(sys.argv[1])
+    work, n_reviews = Path(sys.argv[1]), int(sys.argv[2])
+    store = sys.argv[3] if len(sys.argv) > 3 else None  # default: the work dir's SQLite store
     config = DistillConfig(work_dir=work)
     config.generation.batch_size = 2
-    generate_responses(make_reviews(40), config, work / "out", teacher=SlowTeacher(), progress=False)
+    teacher = SlowTeacher()
+    stats = generate_responses(make_reviews(n_reviews), config, work / "out", teacher=teacher, progress=False,
+                               cache_path=store)
+    print(json.dumps({"rows": stats["rows"], "generated": stats["generated"], "asked": teacher.n_requests}))
     """
 )
 
@@ -165,7 +174,7 @@ def test_kill_during_generation_keeps_finished_answers(tmp_path: Path) -> None:
 
     work = tmp_path / "work"
     cache_path = work / "cache" / "teacher_responses.sqlite"
-    child = subprocess.Popen([sys.executable, "-c", _SLOW_GENERATION, str(work)], cwd=ROOT,
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_GENERATION, str(work), "40"], cwd=ROOT,
                              env={**os.environ, "PYTHONPATH": str(ROOT)})
     kill_once_cached(child, cache_path, at_least=6, timeout_s=120)
     kept = _cache_rows(cache_path)
@@ -179,6 +188,71 @@ def test_kill_during_generation_keeps_finished_answers(tmp_path: Path) -> None:
     assert teacher.n_requests == 80 - stats["cached"], "only the unfinished answers were asked again"
     keys = [key for key, _ in _cache_rows(cache_path)]
     assert len(keys) == len(set(keys))
+
+
+# --- PostgreSQL restarted during generation ---------------------------------------------------------------------
+
+
+def _poll(condition: Callable[[], bool], child: subprocess.Popen, timeout_s: float, what: str) -> None:
+    """Wait until `condition()` holds; fail at once if the child exits first, or at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if child.poll() is not None:
+            pytest.fail(f"the generating process exited ({child.returncode}) before {what}:\n"
+                        f"{child.stderr.read() if child.stderr else ''}")
+        if time.monotonic() > deadline:
+            child.kill()
+            pytest.fail(f"no {what} within {timeout_s} s")
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_postgres_restart_during_generation_loses_and_duplicates_nothing(
+    tmp_path: Path, private_postgres: PrivatePostgres  # noqa: F811
+) -> None:
+    from fsa_distill.tasks.generate import generate_responses
+    from fsa_distill.tasks.generation_cache import AnswerStoreUnreachable, PostgresAnswerStore
+
+    work, n_reviews = tmp_path / "work", 15
+    answers = 2 * n_reviews  # analysis + rewrite per review
+
+    def stored() -> int:
+        try:
+            return private_postgres.scalar("SELECT COUNT(*) FROM responses")
+        except Exception:  # noqa: BLE001 - the table does not exist until the run has opened the store
+            return 0
+
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_GENERATION, str(work), str(n_reviews),
+                              private_postgres.url], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _poll(lambda: stored() >= 4, child, 120, "answer committed")
+    private_postgres.restart()  # a fast shutdown cuts the run's session mid-generate
+    before_restart = stored()
+    out, err = child.communicate(timeout=180)
+
+    assert child.returncode == 0, f"the run did not carry on after the restart:\n{err[-3000:]}"
+    assert before_restart < answers, "the restart came while answers were still being generated"
+    assert "reconnecting" in err, "the run met the restart (its connection was cut) and reconnected"
+    run = json.loads(out.strip().splitlines()[-1])
+    assert run == {"rows": answers, "generated": answers, "asked": answers}, "every answer asked exactly once"
+    assert private_postgres.scalar("SELECT COUNT(*) FROM responses") == answers, "no answer lost"
+
+    # A rerun completes from the store alone: nothing asked again, nothing stored twice.
+    config = DistillConfig(work_dir=work)
+    teacher = FakeTeacher()
+    again = generate_responses(make_reviews(n_reviews), config, work / "out2", teacher=teacher, progress=False,
+                               cache_path=private_postgres.url)
+    assert teacher.n_requests == 0 and again["cached"] == again["rows"] == answers
+    assert private_postgres.scalar("SELECT COUNT(*) FROM responses") == answers
+    assert private_postgres.scalar("SELECT COUNT(*) FROM rejected") == 0
+
+    # Down for longer than the store waits for it: one StoreError naming the store (no password), no hang.
+    with PostgresAnswerStore(private_postgres.url, reconnect_s=2) as store:
+        private_postgres.stop()
+        started = time.monotonic()
+        with pytest.raises(AnswerStoreUnreachable, match=r"^answer store postgresql://\*\*\*@127\.0\.0\.1:\d+/"):
+            store.lookup(["any-key"])
+        assert time.monotonic() - started < 30
 
 
 # --- two flow runs at once --------------------------------------------------------------------------------------

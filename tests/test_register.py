@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import mlflow
@@ -92,6 +94,36 @@ def test_registered_champion_serves_predictions(registry, tiny_student: Path) ->
     assert all(isinstance(answer["targets"], list) for answer in predictions)
     assert model.metadata.get_input_schema().input_names() == ["text"]
     assert model.metadata.get_output_schema().input_names() == ["raw", "targets"]
+
+
+def _config_module_file() -> str:
+    from fsa_distill.core import config
+
+    return config.__file__
+
+
+def test_loading_the_model_in_process_leaves_fsa_distill_whole_for_spawned_processes(
+    registry, tiny_student: Path
+) -> None:
+    """The model's code folder goes first on sys.path when it is loaded (spawned processes inherit it): it holds
+    its modules under `fsa_distill_serving`, so the installed `fsa_distill` stays whole here and in children.
+    (With a partial `fsa_distill` there, the child's import of fsa_distill.core.config failed.)"""
+    import multiprocessing
+
+    import fsa_distill
+
+    _register(registry, tiny_student, "digest-a", 0.5)
+    mlflow.set_tracking_uri(registry[1])
+    before = list(sys.path)
+    mlflow.pyfunc.load_model("models:/student@champion")
+    # The child starts with this sys.path. An executor, not a Pool: a worker that dies importing is an error
+    # (BrokenProcessPool) rather than a Pool respawning it forever.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        child_config = pool.submit(_config_module_file).result(timeout=300)
+    assert Path(child_config).parent.parent == Path(fsa_distill.__file__).parent
+    added = [Path(entry) for entry in sys.path if entry not in before]
+    assert added and all((entry / "fsa_distill_serving").is_dir() for entry in added), added
+    assert not any((entry / "fsa_distill").exists() for entry in added)
 
 
 @pytest.mark.parametrize("name", ["it's", 'say "hi"', "x' OR name LIKE '%"])

@@ -174,8 +174,8 @@ def test_the_champion_answers_alike_in_a_venv_without_fsa_distill(registered_cha
              "assert importlib.util.find_spec('fsa_distill') is None, 'fsa_distill is installed'\n"
              "import mlflow.pyfunc, pandas\n"
              "model = mlflow.pyfunc.load_model(sys.argv[1])\n"
-             "import fsa_distill\n"
-             "print(fsa_distill.__file__)\n"
+             "import fsa_distill_serving\n"
+             "print(fsa_distill_serving.__file__)\n"
              "print(json.dumps(model.predict(pandas.DataFrame({'text': json.loads(sys.argv[2])}))))")
     env = {"PATH": f"{venv / 'bin'}:{os.environ['PATH']}", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1",
            "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
@@ -183,6 +183,6 @@ def test_the_champion_answers_alike_in_a_venv_without_fsa_distill(registered_cha
                           check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     where, answers = done.stdout.strip().splitlines()[-2:]
-    assert where == str(model_dir / "code" / "fsa_distill" / "__init__.py")
+    assert where == str(model_dir / "code" / "fsa_distill_serving" / "__init__.py")
     assert json.loads(answers) == invoke(served_champion, texts)
     assert [answer["raw"] for answer in json.loads(answers)] == [*TAUGHT_ATSA.values(), ""]

@@ -98,3 +98,36 @@ def test_json_dump_of_config_hides_password() -> None:
     config = resolve_config("demo", overrides=[f"generation.cache_url={url}"], environ={})
     dumped = json.dumps(config.model_dump(mode="json"))
     assert HEAD not in dumped and TAIL not in dumped and "postgres://***@db/x" in dumped
+
+
+@pytest.mark.parametrize(("uri", "problem"), [
+    ("htp://fsa:s3cr3t@mlflow.example:5000", "unknown scheme 'htp'"),
+    ("mlflow.example:5000", "no scheme; did you mean http://mlflow.example:5000?"),
+    ("http://fsa:s3#cr3t@mlflow.example:50x0", "port '50x0' is not a number"),
+    ("https://", "no host"),
+    ("sqlite://mlflow.db", "a sqlite URI names a local file"),
+    ("postgresql:fsa:s3cr3t@db/mlflow", "a URI needs `://` after its scheme"),
+])
+def test_bad_tracking_uri_is_one_error_line_without_the_password(uri: str, problem: str, tmp_path: Path) -> None:
+    """Read with the config, from `--set` or MLFLOW_TRACKING_URI: one line naming the key and the problem, exit 2,
+    before anything runs (MLflow would take `mlflow.example:5000` as a folder to create)."""
+    runner = CliRunner()
+    for args, env in (([ "--set", f"tracking.mlflow_tracking_uri={uri}"], {}), ([], {"MLFLOW_TRACKING_URI": uri})):
+        result = runner.invoke(app, ["config", "show", "--set", f"work_dir={tmp_path}", *args], env=env)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith(f"error: invalid config: tracking.mlflow_tracking_uri: {problem}")
+        assert len(result.output.strip().splitlines()) == 1 and "s3" not in result.output, result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tracking_uri_scheme_case_and_driver_suffix_reach_mlflow(tmp_path: Path) -> None:
+    """`SQLITE:///` (MLflow's SQLAlchemy store refuses the upper case) is normalised; a driver suffix is kept."""
+    from fsa_distill.core.config import resolve_config
+    from fsa_distill.tasks.tracking import configure_tracking
+
+    for uri in (f"SQLITE:///{tmp_path}/a.db", f"sqlite+pysqlite:///{tmp_path}/b.db"):
+        config = resolve_config("demo", overrides=[f"tracking.mlflow_tracking_uri={uri}",
+                                                   f"work_dir={tmp_path / 'work'}"], environ={})
+        assert config.mlflow_uri == uri.replace("SQLITE", "sqlite")
+        assert configure_tracking(config)
+    assert (tmp_path / "a.db").is_file() and (tmp_path / "b.db").is_file()

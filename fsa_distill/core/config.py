@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from fsa_distill.core.digests import sha256_json
 from fsa_distill.core.paths import package_data
-from fsa_distill.core.redact import redact_url
+from fsa_distill.core.redact import redact_typed_value, redact_url
+from fsa_distill.core.urls import tracking_uri
 
 PROFILE_DIR = package_data("fsa_distill", "profiles")
 PROFILES = ("demo", "study", "paper")
@@ -282,6 +283,11 @@ class TrackingConfig(Section):
     prefect_api_url: str | None = Field(
         None, description="Prefect server API (PREFECT_API_URL sets it too); null: Prefect's ephemeral server")
 
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _mlflow_takes_it(cls, uri: str | None) -> str | None:
+        return tracking_uri(uri) if uri is not None else None
+
     @field_serializer("mlflow_tracking_uri", "prefect_api_url", when_used="json")
     def _no_credentials_in_json(self, url: str | None) -> str | None:
         """JSON copies of the config never hold a password (see TeacherConfig)."""
@@ -458,7 +464,8 @@ def _format_validation_error(error: ValidationError, layers: list[tuple[str, dic
         else:
             message = _one_line(problem["msg"]).removeprefix("Value error, ")
             source = f", from {origin}" if origin else ""
-            lines.append(f"{where}: {message} (got {problem.get('input')!r}{source})")
+            got = redact_typed_value(problem.get("input"))  # a URL's password never reaches the terminal
+            lines.append(f"{where}: {message} (got {got!r}{source})")
     if len(lines) == 1:
         return f"invalid config: {lines[0]}"
     return f"invalid config ({len(lines)} problems):\n  " + "\n  ".join(lines)

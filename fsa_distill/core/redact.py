@@ -69,3 +69,12 @@ def redact_webhook(url: str) -> str:
         return REDACTED
     where = f"{parts.scheme}://{parts.host}"  # the userinfo, if any, is left out
     return f"{where}/{REDACTED}" if parts.path.strip("/") or parts.query or parts.fragment else where
+
+
+def redact_typed_value(value: Any) -> Any:
+    """A config value as a user typed it, for an error message: URLs redacted, and in a string that is no URL
+    but holds an `@` (a mistyped one, `postgresql:u:pw@db`) everything up to the last `@` hidden too."""
+    value = redact_secrets(value)
+    if isinstance(value, str) and "@" in value and "://" not in value:
+        return f"{REDACTED}@{value.rsplit('@', 1)[1]}"
+    return value

@@ -106,3 +106,51 @@ def store_target(location: str | Path) -> tuple[str, str]:
     shown = parts.unparse("***" if parts.userinfo is not None else None, "")
     raise InputError(None, None, f"answer store {shown}: not a store URL; use a SQLite file path (or "
                                  "sqlite:///path) or a postgresql:// URL")
+
+
+# What MLflow's tracking and registry stores take (mlflow.tracking._tracking_service.utils): its REST server,
+# a file store, or a SQLAlchemy database (driver suffixes such as `postgresql+psycopg2` allowed).
+TRACKING_SCHEMES = ("http", "https", "file", SQLITE, POSTGRES, "mysql", "mssql", "databricks", "databricks-uc")
+_HOST_PORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]]*)(?::(?P<port>[^:]*))?")
+_PLAIN_HOST_PORT = re.compile(r"[A-Za-z0-9.-]+:\d+")
+
+
+def tracking_uri(uri: str) -> str:
+    """The MLflow tracking URI as MLflow must get it (scheme in lower case: its SQLAlchemy stores refuse
+    `SQLITE:///`), or ValueError naming what is wrong, without ever quoting the password.
+
+    Checked here, when the config is read, so a typo is one `error:` line rather than an MLflow traceback after
+    the teacher ran, or a local folder named after a server (MLflow takes any scheme-less text as a path)."""
+    parts = parse_url(uri)
+    if parts is None:
+        if _PLAIN_HOST_PORT.fullmatch(uri):
+            raise ValueError(f"no scheme; did you mean http://{uri}?")
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", uri) and not re.match(r"[A-Za-z]:[\\/]", uri):
+            raise ValueError("a URI needs `://` after its scheme (e.g. sqlite:///mlflow.db, http://host:5000)")
+        if not uri.strip():
+            raise ValueError("empty; leave it unset for the work dir's sqlite:///mlflow.db")
+        return uri  # a local folder: MLflow's file store
+    scheme = parts.scheme.lower()
+    if parts.dialect not in TRACKING_SCHEMES:
+        raise ValueError(f"unknown scheme {parts.scheme!r}; MLflow takes {', '.join(TRACKING_SCHEMES)}")
+    if parts.dialect in (SQLITE, "file") and (parts.host or parts.userinfo is not None or not parts.path[1:]):
+        raise ValueError(f"a {parts.dialect} URI names a local file: {parts.dialect}:///relative/path or "
+                         f"{parts.dialect}:////absolute/path, with no host or user")
+    if parts.dialect in ("http", "https", POSTGRES, "mysql", "mssql"):
+        problem = _host_port_problem(parts.host, required=parts.dialect.startswith("http"))
+        if problem:
+            raise ValueError(problem)
+    return replace(parts, scheme=scheme).unparse(parts.userinfo)
+
+
+def _host_port_problem(authority: str, required: bool) -> str | None:
+    """What is wrong with `host[:port]`, or None."""
+    match = _HOST_PORT.fullmatch(authority)
+    if match is None:
+        return f"cannot read the host and port {authority!r}"
+    if required and not match["host"]:
+        return "no host (e.g. http://127.0.0.1:5000)"
+    port = match["port"]
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        return f"port {port!r} is not a number from 1 to 65535"
+    return None
