@@ -83,5 +83,5 @@ def test_pipeline_corpus_comes_from_the_generate_stage(tmp_path: Path) -> None:
 def test_default_student_is_the_demo_profiles() -> None:
     from fsa_distill.perf.bench_train import demo_config
 
-    assert demo_config(Path("w")).student.model == "minilm-l6-d3"
+    assert demo_config(Path("w")).student.model == "minilm-l6"
     assert demo_config(Path("w")).work_dir == Path("w") / "bench-train"
