@@ -85,29 +85,16 @@ def test_champion_moves_only_up_and_decision_is_recorded(registry, tiny_student:
     assert len(client.search_model_versions("name='student'")) == 3
 
 
-def test_registered_champion_serves_predictions(registry, tiny_student: Path) -> None:
-    _register(registry, tiny_student, "digest-a", 0.5)
-    mlflow.set_tracking_uri(registry[1])
-    model = mlflow.pyfunc.load_model("models:/student@champion")
-    predictions = model.predict(pd.DataFrame({"text": ["the food was great", "bad battery"]}), params={"max_new_tokens": 4})
-    assert len(predictions) == 2 and all(isinstance(answer["raw"], str) for answer in predictions)
-    assert all(isinstance(answer["targets"], list) for answer in predictions)
-    assert model.metadata.get_input_schema().input_names() == ["text"]
-    assert model.metadata.get_output_schema().input_names() == ["raw", "targets"]
-
-
 def _config_module_file() -> str:
     from fsa_distill.core import config
 
     return config.__file__
 
 
-def test_loading_the_model_in_process_leaves_fsa_distill_whole_for_spawned_processes(
-    registry, tiny_student: Path
-) -> None:
-    """The model's code folder goes first on sys.path when it is loaded (spawned processes inherit it): it holds
-    its modules under `fsa_distill_serving`, so the installed `fsa_distill` stays whole here and in children.
-    (With a partial `fsa_distill` there, the child's import of fsa_distill.core.config failed.)"""
+def test_registered_champion_serves_in_process_and_leaves_fsa_distill_whole(registry, tiny_student: Path) -> None:
+    """Loaded in-process, the champion predicts; its code folder goes first on sys.path (spawned processes inherit
+    it) and holds its modules under `fsa_distill_serving`, so the installed `fsa_distill` stays whole here and in
+    children. (With a partial `fsa_distill` there, the child's import of fsa_distill.core.config failed.)"""
     import multiprocessing
 
     import fsa_distill
@@ -115,7 +102,12 @@ def test_loading_the_model_in_process_leaves_fsa_distill_whole_for_spawned_proce
     _register(registry, tiny_student, "digest-a", 0.5)
     mlflow.set_tracking_uri(registry[1])
     before = list(sys.path)
-    mlflow.pyfunc.load_model("models:/student@champion")
+    model = mlflow.pyfunc.load_model("models:/student@champion")
+    predictions = model.predict(pd.DataFrame({"text": ["the food was great", "bad battery"]}), params={"max_new_tokens": 4})
+    assert len(predictions) == 2 and all(isinstance(answer["raw"], str) for answer in predictions)
+    assert all(isinstance(answer["targets"], list) for answer in predictions)
+    assert model.metadata.get_input_schema().input_names() == ["text"]
+    assert model.metadata.get_output_schema().input_names() == ["raw", "targets"]
     # The child starts with this sys.path. An executor, not a Pool: a worker that dies importing is an error
     # (BrokenProcessPool) rather than a Pool respawning it forever.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
