@@ -1,0 +1,53 @@
+"""`fsa-distill bench quality` on a tiny warm-started student: the full-data figure's JSON, its dev curve and
+test views (the real run fine-tunes the 37M MiniLM-BART on every train sentence, ~30 min per dataset)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from fsa_distill.perf.bench_quality import run_quality_bench
+
+WORDS = ["the", "food", "service", "was", "great", "bad", "but", "and", "staff", "positive", "negative", "neutral"]
+
+
+def _tiny_pretrained_student(folder: Path) -> Path:
+    """A 1-layer, hidden-32 BERT warm-started into BART the way `minilm-l6` is, saved as an HF folder."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from fsa_distill.models.student.warm_start import warm_start_bart
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"!'-.;|,", *WORDS]
+    tokenizer = BertTokenizerFast(vocab={token: index for index, token in enumerate(vocab)}, do_lower_case=True)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128), add_pooling_layer=False
+              ).save_pretrained(folder / "bert")
+    tokenizer.save_pretrained(folder / "bert")
+    model, bart_tokenizer = warm_start_bart(folder / "bert", decoder_layers=1)
+    model.save_pretrained(folder / "bart")
+    bart_tokenizer.save_pretrained(folder / "bart")
+    return folder / "bart"
+
+
+def test_quality_bench_writes_dev_curve_and_test_views(tmp_path: Path, shared_dir: Path) -> None:
+    student = _tiny_pretrained_student(tmp_path)
+    results = tmp_path / "quality.json"
+    overrides = [f"student.model={student}", "data.max_train_sentences=16", "data.max_dev_sentences=8",
+                 "data.max_test_sentences=12", "finetune.epochs=2", "finetune.batch_size=8",
+                 "finetune.max_new_tokens=8", "finetune.eval_batch_size=8"]
+    output = run_quality_bench(["atsa/rest14"], overrides, tmp_path / "work", shared_dir / "fsa_datasets", results)
+
+    assert json.loads(results.read_text(encoding="utf-8")) == output
+    assert output["seed"] == 42 and output["student"].startswith("pretrained checkpoint")
+    assert output["recipe"]["epochs"] == 2 and output["machine"]
+    run = output["runs"]["atsa/rest14"]
+    assert (run["n_train"], run["n_dev"], run["n_test"]) == (16, 8, 12)
+    assert [point["epoch"] for point in run["dev_curve"]] == [1, 2]
+    assert run["best_dev_f1_x100"] == round(100 * max(point["dev_f1"] for point in run["dev_curve"]), 2)
+    assert set(run["test_f1_x100"]) == {"normal", "implicit", "multi"}
+    assert all(0 <= value <= 100 for value in run["test_f1_x100"].values())
+    assert run["test_f1_x100"]["normal"] == round(100 * run["test_scores"]["normal"]["f1"], 2)
+    assert 1 <= run["variety"]["distinct_outputs"] <= 12 and run["wall_s"] > 0
