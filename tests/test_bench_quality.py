@@ -51,3 +51,20 @@ def test_quality_bench_writes_dev_curve_and_test_views(tmp_path: Path, shared_di
     assert all(0 <= value <= 100 for value in run["test_f1_x100"].values())
     assert run["test_f1_x100"]["normal"] == round(100 * run["test_scores"]["normal"]["f1"], 2)
     assert 1 <= run["variety"]["distinct_outputs"] <= 12 and run["wall_s"] > 0
+
+
+def test_dtype_bench_compares_bf16_with_float32_at_the_same_recipe(tmp_path: Path, shared_dir: Path) -> None:
+    from fsa_distill.perf.bench_dtype import MAX_DEV_F1_DROP_X100, bench_dtype
+
+    student = _tiny_pretrained_student(tmp_path)
+    result = bench_dtype(str(student), tmp_path / "work", shared_dir / "fsa_datasets", n_train=16, n_dev=8, epochs=1)
+
+    fp32, bf16 = result["runs"]["float32"], result["runs"]["bfloat16"]
+    for run in (fp32, bf16):
+        assert run["train_tokens_per_s"] > 0 and run["peak_matmul_gflops"] > 0 and 0 < run["mfu"] < 1
+    assert result["bf16_speedup"] == round(bf16["train_tokens_per_s"] / fp32["train_tokens_per_s"], 3)
+    assert result["dev_f1_drop_x100"] == round(fp32["dev_f1_x100"] - bf16["dev_f1_x100"], 2)
+    assert result["bf16_is_cpu_default"] == (result["bf16_speedup"] > 1
+                                             and result["dev_f1_drop_x100"] <= MAX_DEV_F1_DROP_X100)
+    assert result["n_params"] == sum(p.numel() for p in
+                                     __import__("transformers").AutoModelForSeq2SeqLM.from_pretrained(student).parameters())

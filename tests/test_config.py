@@ -308,3 +308,11 @@ def test_registry_gate_metric_is_gone() -> None:
     """It was accepted and never read; the gate compares the flow's one metric (mean normal-view F1)."""
     with pytest.raises(ConfigError, match="registry.gate_metric: unknown key"):
         resolve_config("demo", overrides=["registry.gate_metric=mean_f1"], environ={})
+
+
+def test_bare_on_and_off_are_words_for_the_bf16_switches() -> None:
+    """YAML reads `off` as false; `--set finetune.bf16=off` must still mean "off" (bench train --part dtype sets it)."""
+    config = resolve_config("demo", overrides=["finetune.bf16=off", "pretrain.bf16=on"], environ={})
+    assert (config.finetune.bf16, config.pretrain.bf16) == ("off", "on")
+    with pytest.raises(ConfigError, match="finetune.bf16"):
+        resolve_config("demo", overrides=["finetune.bf16=maybe"], environ={})

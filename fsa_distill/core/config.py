@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer, field_validator
 
 from fsa_distill.core.digests import sha256_json
 from fsa_distill.core.paths import package_data
@@ -30,6 +30,14 @@ class ConfigError(ValueError):
 
 
 SEED_BOUNDS: dict[str, int] = {"ge": 0, "lt": 2**32}  # numpy and `datasets` refuse seeds outside [0, 2^32)
+
+
+def _on_off(value: Any) -> Any:
+    """YAML reads a bare `on` / `off` (as in `--set finetune.bf16=off`) as a boolean: take it as the word."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
+Switch = Annotated[Literal["auto", "on", "off"], BeforeValidator(_on_off)]
 
 
 class Section(BaseModel):
@@ -180,7 +188,7 @@ class PretrainConfig(Section):
     warmup_steps: int = Field(0, ge=0, description="Linear warmup steps before the cosine decay")
     checkpoint_every: int = Field(50, ge=1, description="Steps between resumable checkpoints")
     eval_every: int = Field(50, ge=1, description="Steps between validation-loss evaluations")
-    bf16: Literal["auto", "on", "off"] = Field("auto", description="bfloat16 autocast; auto: where it is fast")
+    bf16: Switch = Field("auto", description="bfloat16 autocast; auto: where it is fast")
     group_by_length: bool = Field(True, description="Batch examples of similar length (less padding)")
     pad_to_max_length: bool = Field(
         False, description="The paper code's fixed padding to the max lengths; only for the padding benchmark")
@@ -216,9 +224,9 @@ class FinetuneConfig(Section):
     eval_every_epochs: int = Field(1, ge=1, description="Epochs between dev evaluations (the last always is)")
     group_by_length: bool = Field(
         False, description="Batch sentences of similar length (less padding, faster steps); false: random batches")
-    bf16: Literal["auto", "on", "off"] = Field(
-        "auto", description="bfloat16 autocast of training steps; auto: on CUDA GPUs with bf16 only (on this "
-                            "project's CPUs float32 was faster: `fsa-distill bench train --part dtype`)")
+    bf16: Switch = Field(
+        "auto", description="bfloat16 autocast of training steps; auto: on CUDA GPUs with bf16 only (CPUs: "
+                            "compare with `fsa-distill bench train --part dtype`)")
 
 
 class TrainConfig(Section):
