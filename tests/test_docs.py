@@ -42,11 +42,14 @@ def _figures() -> dict[str, str]:
     def load(name: str) -> dict:
         return json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
 
-    scorer, teacher, train, serve, scale = (load(name) for name in ("scorer", "teacher", "train", "serve", "scale"))
+    scorer, teacher, train, serve, scale, quality = (
+        load(name) for name in ("scorer", "teacher", "train", "serve", "scale", "quality"))
+    rest14 = quality["runs"]["atsa/rest14"]["test_f1_x100"]
     inference = train["inference"]
     tiny = serve["speed"]["t5-tiny"]
     return {
         "scorer": f"**{scorer['seconds']:.1f} s**",
+        "quality": f"**{rest14['normal']:.1f}** / {rest14['implicit']:.1f} / {rest14['multi']:.1f}",
         "vllm": f"**{teacher['ratio']:.2f}×** ({teacher['vllm_tokens_per_s']} vs {teacher['hf_tokens_per_s']} tok/s)",
         "padding": f"**{train['pretrain_padding']['ratio']:.2f}×**",
         "student": f"**{inference['ratio']:.1f}×** ({inference['student_reviews_per_s']:.1f} vs "
