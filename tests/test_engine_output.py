@@ -52,3 +52,14 @@ def test_spawned_engine_output_goes_to_the_log_unless_verbose(tmp_path: Path, mo
     else:
         assert all(line in done.stderr for line in engine_lines), done.stderr
         assert not log.exists()
+
+
+def test_an_engine_that_fails_to_start_points_at_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM's start-up error says "See root cause above"; the root cause is in the file, so the error names it."""
+    from fsa_distill.core.engine_output import ENGINE_LOG_ENV, engine_processes_write_to_log
+
+    log = tmp_path / "engines.log"
+    monkeypatch.setenv(ENGINE_LOG_ENV, str(log))
+    with pytest.raises(RuntimeError) as raised, engine_processes_write_to_log():
+        raise RuntimeError("Engine core initialization failed. See root cause above.")
+    assert raised.value.__notes__ == [f"The engine processes' output is in {log}"]

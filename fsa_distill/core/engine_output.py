@@ -35,6 +35,9 @@ def engine_processes_write_to_log() -> Iterator[None]:
             os.dup2(log.fileno(), fd)
     try:
         yield
+    except Exception as error:  # vLLM's "Engine core initialization failed. See root cause above": it is there
+        error.add_note(f"The engine processes' output is in {path}")
+        raise
     finally:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
