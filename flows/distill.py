@@ -6,7 +6,6 @@ Wiring only: every stage is a cached Prefect task from tasks/stages.py, which de
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -122,29 +121,28 @@ def _link_prefect_and_mlflow(mlflow_run_id: str, config: DistillConfig) -> None:
 
 
 def fanout_runner(config: DistillConfig) -> Any:
-    """The Prefect task runner the fine-tuning runs are submitted to (`train.task_runner`).
+    """prefect-ray's RayTaskRunner on `train.ray_address` (or the Ray this process already started, or a new local
+    one), for `train.task_runner: ray`: each run asks Ray for `train.cpus_per_run` / `gpus_per_run`, so a cluster
+    runs as many at once as it has room for."""
+    from prefect_ray import RayTaskRunner
 
-    thread: one worker thread of this process, so runs train one at a time as the model-heavy lock
-    (tasks/stages.py) would make them anyway, and a queued run's timeout starts only when it does (with a thread
-    each, every queued run's clock would tick while it waited for the lock). ray: prefect-ray's RayTaskRunner on `train.ray_address` (or the Ray this process already
-    started, or a new local one); each run asks Ray for `train.cpus_per_run` / `gpus_per_run`, so a cluster
-    runs as many at once as it has room for.
-    """
-    if config.train.task_runner == "ray":
-        from prefect_ray import RayTaskRunner
-
-        return RayTaskRunner(address=config.train.ray_address)
-    from prefect.task_runners import ThreadPoolTaskRunner
-
-    return ThreadPoolTaskRunner(max_workers=1)
+    return RayTaskRunner(address=config.train.ray_address)
 
 
 def _finetune_all(
     run_stage: StageRunner, label: str, model: ModelResult, config: DistillConfig
 ) -> list[FinetuneResult]:
-    """Every (dataset, seed) run submitted at once through `fanout_runner`; results in submission order, so
-    the table is the same whichever runner ran them."""
+    """Every (dataset, seed) run; results in submission order, so the table is the same whichever way they ran.
+
+    `train.task_runner: thread` runs them one after another in the flow's own thread, as the model-heavy lock
+    (tasks/stages.py) would serialise them anyway. There, Prefect enforces a stage's timeout with an alarm, which
+    also interrupts a blocking call; in a task runner's worker thread it can only raise between two Python
+    instructions, and says so with a warning on every run. `ray` submits them all at once to Ray workers."""
     runs = [(dataset, seed) for dataset in config.data.datasets for seed in config.finetune.seeds]
+    if config.train.task_runner != "ray":
+        return [run_stage(f"{label}/{dataset}/seed-{seed}", stages.finetune_stage, live_metrics=True,
+                          model=model, dataset=dataset, seed=seed, config=config)
+                for dataset, seed in runs]
     with fanout_runner(config) as runner, _resource_requests(config):
         pending = [run_stage.submit(runner, f"{label}/{dataset}/seed-{seed}", stages.finetune_stage,
                                     live_metrics=True, model=model, dataset=dataset, seed=seed, config=config)
@@ -153,11 +151,8 @@ def _finetune_all(
 
 
 def _resource_requests(config: DistillConfig) -> Any:
-    """What each fine-tuning run asks Ray for (nothing for the thread runner), and the Prefect API the Ray
-    worker reports to: this flow's, even when it is the ephemeral one (without it each worker would start an
-    ephemeral server of its own)."""
-    if config.train.task_runner != "ray":
-        return contextlib.nullcontext()
+    """What each fine-tuning run asks Ray for, and the Prefect API the Ray worker reports to: this flow's, even
+    when it is the ephemeral one (without it each worker would start an ephemeral server of its own)."""
     from prefect_ray.context import remote_options
 
     with get_client(sync_client=True) as client:

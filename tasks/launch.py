@@ -58,8 +58,8 @@ def _failure_summary(log_text: str) -> str:
 def _wait_interruptibly(process: subprocess.Popen) -> int:
     """The launcher's exit code, waited for in short polls.
 
-    Prefect enforces a task's timeout (and a cancellation) in a worker thread, where the fan-out's thread
-    runner runs the stages, by raising an exception in that thread between two Python instructions; one
+    Prefect enforces a task's timeout (and a cancellation) in a worker thread (a task runner's, or a flow
+    called off the main thread) by raising an exception in that thread between two Python instructions; one
     blocking `wait()` holds it off until the launcher exits by itself, so a hung run would never time out.
     """
     while True:

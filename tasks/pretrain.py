@@ -348,7 +348,7 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
             torch.cuda.synchronize()
         train_seconds += time.perf_counter() - started
         progress.update(1)
-        progress.set_postfix(loss=f"{train_loss:.3f}")
+        progress.set_postfix(loss=f"{train_loss:.3f}", refresh=False)  # redrawn with the next update, not now
         record = {"step": position.step, "loss": train_loss, "lr": lr}
 
         if validation and (position.step % cfg.eval_every == 0 or position.step == cfg.max_steps):

@@ -1,5 +1,6 @@
-"""The fine-tuning fan-out: every (dataset × seed) run submitted at once through a Prefect task runner (threads,
-or prefect-ray's RayTaskRunner on a real local Ray with 2 CPUs) gives the table the sequential runs give."""
+"""The fine-tuning fan-out: every (dataset × seed) run submitted at once through prefect-ray's RayTaskRunner on a
+real local Ray with 2 CPUs, or run by `_finetune_all` in the flow's thread, gives the table the sequential runs
+give."""
 
 from __future__ import annotations
 

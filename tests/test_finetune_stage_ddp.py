@@ -1,5 +1,5 @@
 """The Prefect fine-tuning stage with `train.finetune_num_processes: 2` (2 ranks over gloo, started by the
-stage's launcher), reached the way the distill flow reaches it: submitted through the fan-out's thread runner."""
+stage's launcher), reached the way the distill flow reaches it (`_finetune_all`, `train.task_runner: thread`)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def _config(work_dir: Path, benchmark_dir: Path) -> DistillConfig:
 
 @flow(name="finetune-ddp-test")
 def fine_tune(config: DistillConfig, model: ModelResult) -> tuple[list[FinetuneResult], dict[str, str]]:
-    """The distill flow's fine-tuning step alone (`_finetune_all`, thread runner) under one MLflow run."""
+    """The distill flow's fine-tuning step alone (`_finetune_all`, `train.task_runner: thread`) under one MLflow
+    run."""
     tracker = RunTracker(config)
     parent = tracker.start_parent(run_name="ft-ddp", tags={})
     run_stage = StageRunner(config, tracker, parent)

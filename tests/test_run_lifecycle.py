@@ -129,6 +129,13 @@ def test_generate_keeps_engine_logs_off_the_terminal(tmp_path: Path, tiny_llama_
     # Libraries' own progress bars and deprecation notices stay off the terminal too.
     for noise in ("Saving the dataset", "FutureWarning", "DeprecationWarning"):
         assert noise not in done.stderr, done.stderr[-3000:]
+    # vLLM's warnings, from this process and from its engine processes (pids differ), those printed before its
+    # logging config applies ("Triton is installed, but ..."), torch's C++ warnings ("[W... ] Warning: ...") and
+    # the engine's own "Loading safetensors checkpoint shards" bar: all in the file, none on the terminal.
+    assert " WARNING vllm" in engine_log and "Loading safetensors" in engine_log, engine_log[-3000:]
+    for noise in ("WARNING", "Warning:", "Triton", "Loading safetensors"):
+        assert noise not in done.stderr, done.stderr[-3000:]
+    assert done.stderr == "", done.stderr  # --json: no bar either, so nothing at all besides stdout's JSON line
 
 
 def test_a_test_session_with_a_flow_exits_quietly() -> None:

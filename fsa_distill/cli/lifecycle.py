@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from fsa_distill.core.engine_output import ENGINE_LOG_ENV
 from fsa_distill.core.reaper import TOKENS_ENV, run_tag
 
 _token: str | None = None
@@ -73,8 +74,10 @@ WEIGHT_CAST_LOGGER = "vllm.model_executor.models.utils"  # "Attempted to load we
 @contextmanager
 def engine_logs(work_dir: Path, verbose: bool = False) -> Iterator[Path | None]:
     """Engine logs (vLLM's processes, Prefect, Ray) go to `<work_dir>/logs/engines.log` while the block runs; the
-    terminal keeps WARNING and above (less vLLM's per-weight cast warnings), next to our own progress bars and
-    results. `verbose`: everything on the terminal too. Yields the log file (None when verbose).
+    terminal keeps our own progress bars and results, vLLM's errors, and Prefect's warnings (ours: a retry, a
+    failed stage). vLLM's warnings are about its own set-up on this machine (no Triton, eager mode, LD_PRELOAD
+    hints), so they go to the file only. `verbose`: everything on the terminal too. Yields the log file (None
+    when verbose).
 
     Set through environment variables before vLLM or Prefect is imported, because vLLM's engine processes and
     Prefect's server configure their logging from the environment they inherit. A variable the user exported
@@ -94,19 +97,22 @@ def engine_logs(work_dir: Path, verbose: bool = False) -> Iterator[Path | None]:
         "handlers": {
             "file": {"class": "logging.FileHandler", "filename": str(log_file), "level": "DEBUG",
                      "formatter": "plain"},
-            "terminal": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "level": "WARNING",
+            "terminal": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "level": "ERROR",
                          "formatter": "plain"},
         },
         "loggers": {
             "vllm": {"handlers": ["file", "terminal"], "level": "INFO", "propagate": False},
             # One warning per weight cast while loading (e.g. float32 weights into a bfloat16 model: 244 lines
-            # for SmolLM2 on a bf16 CPU): about vLLM's own set-up, so into the file only. The terminal keeps
-            # vLLM's other warnings at WARNING.
+            # for SmolLM2 on a bf16 CPU): into the file only, like vLLM's other warnings; its own logger name
+            # keeps them out of the terminal even if the terminal's level is lowered again.
             WEIGHT_CAST_LOGGER: {"handlers": ["file"], "level": "INFO", "propagate": False},
         },
     }, indent=2), encoding="utf-8")
     settings = {
         "VLLM_LOGGING_CONFIG_PATH": str(vllm_config.resolve()),
+        # What vLLM's engine processes print before that config applies, and torch's C++ warnings in them: their
+        # stdout and stderr are this file (fsa_distill/core/engine_output.py).
+        ENGINE_LOG_ENV: str(log_file),
         # Prefect: INFO still reaches the API (the UI's run logs); its console handler shows WARNING and above.
         "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
@@ -120,6 +126,7 @@ def engine_logs(work_dir: Path, verbose: bool = False) -> Iterator[Path | None]:
         "MLFLOW_LOGGING_LEVEL": "WARNING",  # e.g. "Creating initial MLflow database tables..." on every new work dir
         # Deprecation notices from inside libraries (vLLM's engine process warns about torch APIs it uses).
         "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
+        **progress_settings(),
     }
     added = [name for name in settings if name not in os.environ]
     os.environ.update({name: settings[name] for name in added})
@@ -139,6 +146,19 @@ def engine_logs(work_dir: Path, verbose: bool = False) -> Iterator[Path | None]:
         warnings_file.close()
         for name in added:
             os.environ.pop(name, None)
+
+
+NOT_A_TERMINAL_MININTERVAL_S = "30"
+
+
+def progress_settings() -> dict[str, str]:
+    """tqdm's own environment defaults (read when tqdm is imported, so before the stages import it; they apply to
+    every bar that does not set them itself: ours, transformers' GGUF conversion, vLLM's processes). On a terminal
+    a bar redraws in place; into a file or a pipe (`make demo > log`, CI) every redraw is one more `\\r` record
+    that log viewers show as a line, so there a bar redraws at most every 30 s and once at its end."""
+    if sys.stderr.isatty():
+        return {}
+    return {"TQDM_MININTERVAL": NOT_A_TERMINAL_MININTERVAL_S}
 
 
 @contextmanager

@@ -246,8 +246,8 @@ class TrainConfig(Section):
     accelerate_config: Path | None = Field(
         None, description="`accelerate launch --config_file` for launcher accelerate; null: plain DDP")
     task_runner: Literal["thread", "ray"] = Field(
-        "thread", description="Runs the fine-tuning fan-out: thread (this machine; the model-heavy lock keeps one "
-                              "run at a time) or ray (prefect-ray: each run on a Ray worker with its own resources)")
+        "thread", description="Runs the fine-tuning fan-out: thread (this machine: one run after another in the "
+                              "flow's thread) or ray (prefect-ray: each run on a Ray worker with its own resources)")
     ray_address: str | None = Field(
         None, description="Ray cluster for task_runner ray (ray://host:10001 or auto); null: a local Ray")
     cpus_per_run: float = Field(1.0, gt=0, description="CPUs one fine-tuning run asks Ray for")

@@ -58,6 +58,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
         # separators ("|", ";") never occur in teacher responses, and an <unk> there would make every
         # predicted pair unparseable.
         initial_alphabet=sorted(set(string.printable) - set(string.whitespace)),
+        # The library's own bar: two empty lines when stderr is not a terminal, and a few seconds at most.
+        show_progress=False,
     )
     raw.train_from_iterator(pieces(), trainer)
     if raw.get_vocab_size() <= len(SPECIAL_TOKENS) + 1:

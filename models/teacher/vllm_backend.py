@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from fsa_distill.core.engine_output import engine_processes_write_to_log
 from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend, TokenizerMixin
 
 logger = logging.getLogger(__name__)
@@ -82,12 +83,13 @@ class VLLMBackend(TokenizerMixin, TeacherBackend):
         revision: str | None = None,
         seed: int = 0,
     ) -> None:
-        from vllm import LLM  # heavy: only when this backend is chosen
-
         self.model_id = model_id
         self.weights_digest = weights_digest
         self.max_model_len = max_model_len
-        with all_cores_for_cpu_worker():
+        # The import too: vLLM warns while importing, before its logging config applies.
+        with all_cores_for_cpu_worker(), engine_processes_write_to_log():
+            from vllm import LLM  # heavy: only when this backend is chosen
+
             self.llm: Any = LLM(
                 model=model_path,
                 revision=revision,

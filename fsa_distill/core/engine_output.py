@@ -1,0 +1,46 @@
+"""Where the output of engine processes (vLLM's EngineCore and worker) goes: `<work_dir>/logs/engines.log`.
+
+vLLM's logging config (VLLM_LOGGING_CONFIG_PATH, set by fsa_distill/cli/lifecycle.py) reaches its processes only
+once they apply it, after their imports. What they print before that (vLLM's import-time warnings through
+Python's last-resort handler), torch's C++ warnings (`[W... utils.cpp] Warning: NUMA binding ...`) and their own
+progress bars are written straight to the stdout and stderr they inherited from us. vLLM starts them with
+multiprocessing `spawn` on CPUs, so there is no hook to run first in them; the file descriptors they inherit are
+the one setting that covers all of it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+ENGINE_LOG_ENV = "FSA_ENGINE_LOG"  # set by the CLI while a command runs, unless --verbose
+
+
+@contextmanager
+def engine_processes_write_to_log() -> Iterator[None]:
+    """Processes started inside the block inherit `$FSA_ENGINE_LOG` as their stdout and stderr; without it
+    (`--verbose`, a library call) nothing changes. Keep the block to the engine's start: until it ends, this
+    process's own stdout and stderr go to the file too, and the descriptors are process-wide."""
+    path = os.environ.get(ENGINE_LOG_ENV)
+    if not path:
+        yield
+        return
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    with open(path, "ab") as log:
+        for fd in saved:
+            os.dup2(log.fileno(), fd)
+    try:
+        yield
+    except Exception as error:  # vLLM's "Engine core initialization failed. See root cause above": it is there
+        error.add_note(f"The engine processes' output is in {path}")
+        raise
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
