@@ -12,14 +12,20 @@ written file opens from a mail or an archive with nothing else beside it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import html
 import json
 import re
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
+from fsa_distill.core.errors import InputError, StoreError
+from fsa_distill.core.urls import SQLITE, parse_url
 from fsa_distill.tasks.cost import COST_PREFIX, DEVICE_TAG
 
 F1_METRIC = re.compile(r"^distilled\.(?P<dataset>[^.]+)\.(?P<view>[^.]+)\.f1_mean$")
@@ -225,14 +231,34 @@ def render_page(title: str, runs: Sequence[RunPoint], versions: Sequence[Mapping
             + "<h2>Registered versions</h2>" + versions_table(versions, links) + "</body></html>")
 
 
+def check_sqlite_store(tracking_uri: str) -> None:
+    """The page only reads, so a SQLite store is checked before MLflow opens it: MLflow would create a missing
+    file (and its folders) with empty tables, and retries a folder or a non-database for about 100 s before a
+    traceback. Missing: InputError (no run yet); a folder or not a database: StoreError."""
+    parts = parse_url(tracking_uri)
+    if parts is None or parts.dialect != SQLITE or parts.path in ("", "/", "/:memory:"):
+        return  # a server, PostgreSQL, or an in-memory store
+    path = Path(unquote(parts.path[1:]))  # sqlite:///rel.db -> rel.db, sqlite:////abs.db -> /abs.db
+    if not path.exists():
+        raise InputError(path, None, "no tracking store here: no run has been tracked with this work dir or "
+                                     "tracking.mlflow_tracking_uri yet")
+    if path.is_dir():
+        raise StoreError(f"tracking store {path}", "is a folder, not an SQLite file")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            conn.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as error:
+        raise StoreError(f"tracking store {path}", f"cannot be read as an SQLite database ({error})") from None
+
+
 def history_page(tracking_uri: str, experiment_name: str, model_name: str, mlflow_url: str,
                  report_base: str) -> str:
     """Read the experiment's runs and the model's versions from the tracking store and render the page."""
     from mlflow.tracking import MlflowClient
 
-    from fsa_distill.core.errors import InputError
     from fsa_distill.core.redact import redact_url
 
+    check_sqlite_store(tracking_uri)
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
