@@ -1,5 +1,5 @@
-"""`fsa-distill history` on a tracking store that is not there or not a database: one error line, exit 2, and
-nothing created (the page only reads; MLflow would create the file and its folders, or retry for 100 s)."""
+"""`fsa-distill history` on a tracking store that is not there, not a database or not reachable: one error line,
+exit 2, nothing created (the page only reads; MLflow would create the file and its folders, or retry for 100 s)."""
 
 from __future__ import annotations
 
@@ -42,3 +42,14 @@ def test_a_taken_or_impossible_serve_port_is_refused(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         result = _history("--serve", str(port), "--set", f"work_dir={tmp_path / 'work'}")
     assert result.exit_code == 2 and f"error: --serve: cannot listen on 127.0.0.1:{port}" in result.output
+
+
+def test_an_unreachable_postgresql_store_is_one_error_line_without_its_password(tmp_path: Path) -> None:
+    from tests.teacher_fixtures import free_port
+
+    uri = f"postgresql://bot:pa#ss/w0rd@127.0.0.1:{free_port()}/mlflow"  # nothing listens there
+    result = _history("--out", str(tmp_path / "h.html"), "--set", f"tracking.mlflow_tracking_uri={uri}")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: tracking store postgresql://***@127.0.0.1:")
+    assert "pa#ss" not in result.output and "w0rd" not in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "h.html").exists()

@@ -17,15 +17,19 @@ DASHBOARD_MLFLOW_URL = "http://127.0.0.1:5050"  # deployments/dashboard.sh's MLf
 
 
 def _page_or_reason(render: Callable[[], str]) -> str:
-    """The served page; before the first run there is no experiment yet, and the page says so."""
+    """The served page; before the first run there is no experiment yet, and the page says so, as it says that
+    the store went away (a server restarting) rather than dropping the visit with a traceback."""
     import html
 
-    from fsa_distill.core.errors import InputError
+    from fsa_distill.core.errors import InputError, StoreError
 
     try:
         return render()
     except InputError as error:
         return f"<!doctype html><title>fsa-distill history</title><p>No runs to show yet: {html.escape(str(error))}</p>"
+    except StoreError as error:  # its message is already redacted
+        return (f"<!doctype html><title>fsa-distill history</title><p>The tracking store cannot be read: "
+                f"{html.escape(str(error))}</p>")
 
 
 def serve_history(host: str, port: int, render: Callable[[], str], reports_dir: Path) -> None:
@@ -79,7 +83,7 @@ def history(
     from fsa_distill.core.paths import check_input_file, check_output_file
     from fsa_distill.core.errors import InputError
     from fsa_distill.core.redact import redact_url
-    from fsa_distill.tasks.history import check_sqlite_store, history_page
+    from fsa_distill.tasks.history import check_tracking_store, history_page
 
     with user_errors():
         if (out is None) == (serve is None):
@@ -95,7 +99,7 @@ def history(
                                    resolved.registry.model_name, mlflow_url, base)
         if out is None:
             with contextlib.suppress(InputError):  # no store yet: the page says so until the first run
-                check_sqlite_store(resolved.mlflow_uri)  # a folder or a non-database: one error line now
+                check_tracking_store(resolved.mlflow_uri)  # a folder or a non-database: one error line now
             reports.mkdir(parents=True, exist_ok=True)
             serve_history("127.0.0.1", serve, functools.partial(_page_or_reason, render), reports)
             return
