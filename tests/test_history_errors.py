@@ -53,3 +53,15 @@ def test_an_unreachable_postgresql_store_is_one_error_line_without_its_password(
     assert result.output.startswith("error: tracking store postgresql://***@127.0.0.1:")
     assert "pa#ss" not in result.output and "w0rd" not in result.output and "Traceback" not in result.output
     assert not (tmp_path / "h.html").exists()
+
+
+def test_the_served_page_says_when_the_store_cannot_be_read(tmp_path: Path) -> None:
+    import functools
+
+    from fsa_distill.cli.commands.history import _page_or_reason
+    from fsa_distill.tasks.history import history_page
+
+    (tmp_path / "mlflow.db").mkdir()
+    render = functools.partial(history_page, f"sqlite:///{tmp_path / 'mlflow.db'}", "fsa-distill", "m",
+                               "http://127.0.0.1:5050", "/reports/")
+    assert "The tracking store cannot be read: tracking store" in _page_or_reason(render)
