@@ -79,9 +79,9 @@ def history(
                            ] = None,
 ) -> None:
     """Write the history page of the configured tracking store's experiment (SQLite or PostgreSQL)."""
+    from fsa_distill.core.errors import InputError
     from fsa_distill.core.files import atomic_file
     from fsa_distill.core.paths import check_input_file, check_output_file
-    from fsa_distill.core.errors import InputError
     from fsa_distill.core.redact import redact_url
     from fsa_distill.tasks.history import check_tracking_store, history_page
 
