@@ -12,14 +12,20 @@ written file opens from a mail or an archive with nothing else beside it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import html
 import json
 import re
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
+from fsa_distill.core.errors import InputError, StoreError
+from fsa_distill.core.urls import POSTGRES, SQLITE, libpq_url, parse_url, url_password
 from fsa_distill.tasks.cost import COST_PREFIX, DEVICE_TAG
 
 F1_METRIC = re.compile(r"^distilled\.(?P<dataset>[^.]+)\.(?P<view>[^.]+)\.f1_mean$")
@@ -225,14 +231,53 @@ def render_page(title: str, runs: Sequence[RunPoint], versions: Sequence[Mapping
             + "<h2>Registered versions</h2>" + versions_table(versions, links) + "</body></html>")
 
 
+def check_tracking_store(tracking_uri: str) -> None:
+    """The page only reads, so the store is checked before MLflow opens it: MLflow creates a missing SQLite file
+    (and its folders) with empty tables, and retries a store it cannot open for about 100 s before a traceback.
+    A missing SQLite file: InputError (no run yet); a folder, a non-database, a PostgreSQL server that is down
+    or refuses the login: StoreError, its password never quoted."""
+    parts = parse_url(tracking_uri)
+    if parts is not None and parts.dialect == POSTGRES:
+        _check_postgres(tracking_uri)
+    if parts is None or parts.dialect != SQLITE or parts.path in ("", "/", "/:memory:"):
+        return  # a server, a folder (MLflow's file store), or an in-memory store
+    path = Path(unquote(parts.path[1:]))  # sqlite:///rel.db -> rel.db, sqlite:////abs.db -> /abs.db
+    if not path.exists():
+        raise InputError(path, None, "no tracking store here: no run has been tracked with this work dir or "
+                                     "tracking.mlflow_tracking_uri yet")
+    if path.is_dir():
+        raise StoreError(f"tracking store {path}", "is a folder, not an SQLite file")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            conn.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as error:
+        raise StoreError(f"tracking store {path}", f"cannot be read as an SQLite database ({error})") from None
+
+
+def _check_postgres(tracking_uri: str) -> None:
+    """One connection attempt (10 s at most) to a PostgreSQL tracking store."""
+    import psycopg
+
+    from fsa_distill.core.redact import REDACTED, redact_text, redact_url
+
+    try:
+        psycopg.connect(libpq_url(tracking_uri), connect_timeout=10).close()
+    except psycopg.Error as error:
+        problem = redact_text(" ".join(str(error).split()))
+        password = url_password(tracking_uri) or ""
+        for secret in sorted({password, unquote(password)} - {""}, key=len, reverse=True):
+            problem = problem.replace(secret, REDACTED)  # libpq may quote a piece of the conninfo
+        raise StoreError(f"tracking store {redact_url(tracking_uri)}", problem) from None
+
+
 def history_page(tracking_uri: str, experiment_name: str, model_name: str, mlflow_url: str,
                  report_base: str) -> str:
     """Read the experiment's runs and the model's versions from the tracking store and render the page."""
     from mlflow.tracking import MlflowClient
 
-    from fsa_distill.core.errors import InputError
     from fsa_distill.core.redact import redact_url
 
+    check_tracking_store(tracking_uri)
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:

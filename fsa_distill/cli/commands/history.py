@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -16,15 +17,19 @@ DASHBOARD_MLFLOW_URL = "http://127.0.0.1:5050"  # deployments/dashboard.sh's MLf
 
 
 def _page_or_reason(render: Callable[[], str]) -> str:
-    """The served page; before the first run there is no experiment yet, and the page says so."""
+    """The served page; before the first run there is no experiment yet, and the page says so, as it says that
+    the store went away (a server restarting) rather than dropping the visit with a traceback."""
     import html
 
-    from fsa_distill.core.errors import InputError
+    from fsa_distill.core.errors import InputError, StoreError
 
     try:
         return render()
     except InputError as error:
         return f"<!doctype html><title>fsa-distill history</title><p>No runs to show yet: {html.escape(str(error))}</p>"
+    except StoreError as error:  # its message is already redacted
+        return (f"<!doctype html><title>fsa-distill history</title><p>The tracking store cannot be read: "
+                f"{html.escape(str(error))}</p>")
 
 
 def serve_history(host: str, port: int, render: Callable[[], str], reports_dir: Path) -> None:
@@ -48,7 +53,12 @@ def serve_history(host: str, port: int, render: Callable[[], str], reports_dir: 
             else:
                 self.send_error(404)
 
-    server = ThreadingHTTPServer((host, port), functools.partial(Handler, directory=str(reports_dir)))
+    from fsa_distill.core.errors import InputError
+
+    try:
+        server = ThreadingHTTPServer((host, port), functools.partial(Handler, directory=str(reports_dir)))
+    except OSError as error:  # the port is taken, or below 1024 for a normal user
+        raise InputError(None, "--serve", f"cannot listen on {host}:{port} ({error.strerror or error})") from None
     typer.echo(f"history page: http://{host}:{port}/")
     server.serve_forever()
 
@@ -56,7 +66,7 @@ def serve_history(host: str, port: int, render: Callable[[], str], reports_dir: 
 def history(
     out: Annotated[Path | None, typer.Option("--out", help="The HTML file to write (one file, charts included).")
                    ] = None,
-    serve: Annotated[int | None, typer.Option(help="Instead of --out: serve the page on 127.0.0.1:PORT, fresh on "
+    serve: Annotated[int | None, typer.Option(min=1, max=65535, help="Instead of --out: serve the page on 127.0.0.1:PORT, fresh on "
                                                    "every visit, with the reports (make dashboard does).")] = None,
     profile: Annotated[str, typer.Option(help=f"One of {', '.join(PROFILES)}.")] = "demo",
     config: Annotated[Path | None, typer.Option("--config", help="YAML file merged over the profile.")] = None,
@@ -69,10 +79,11 @@ def history(
                            ] = None,
 ) -> None:
     """Write the history page of the configured tracking store's experiment (SQLite or PostgreSQL)."""
+    from fsa_distill.core.errors import InputError
     from fsa_distill.core.files import atomic_file
     from fsa_distill.core.paths import check_input_file, check_output_file
     from fsa_distill.core.redact import redact_url
-    from fsa_distill.tasks.history import history_page
+    from fsa_distill.tasks.history import check_tracking_store, history_page
 
     with user_errors():
         if (out is None) == (serve is None):
@@ -87,6 +98,8 @@ def history(
         render = functools.partial(history_page, resolved.mlflow_uri, resolved.tracking.experiment_name,
                                    resolved.registry.model_name, mlflow_url, base)
         if out is None:
+            with contextlib.suppress(InputError):  # no store yet: the page says so until the first run
+                check_tracking_store(resolved.mlflow_uri)  # a folder or a non-database: one error line now
             reports.mkdir(parents=True, exist_ok=True)
             serve_history("127.0.0.1", serve, functools.partial(_page_or_reason, render), reports)
             return
