@@ -136,7 +136,11 @@ def test_demo_flow_through_a_worker_lands_in_postgres_mlflow(servers: dict, tmp_
         assert flow_run.state.is_completed(), f"{flow_run.state}\n{log_text[-4000:]}"
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=180)  # a bounded wait for it to end: on a loaded machine its shutdown took over 60 s
+        try:  # a bounded wait for it to end: on a loaded machine its shutdown took over 60 s, once over 180 s
+            worker.wait(timeout=180)
+        except subprocess.TimeoutExpired:  # this test checks the flow's wiring, not the worker's shutdown: stop it
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=60)
         worker_log.close()
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
