@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+)
 
 from fsa_distill.core.digests import sha256_json
 from fsa_distill.core.paths import package_data
@@ -34,7 +43,7 @@ SEED_BOUNDS: dict[str, int] = {"ge": 0, "lt": 2**32}  # numpy and `datasets` ref
 
 def _on_off(value: Any) -> Any:
     """YAML reads a bare `on` / `off` (as in `--set finetune.bf16=off`) as a boolean: take it as the word."""
-    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+    return ("on" if value else "off") if isinstance(value, bool) else value
 
 
 Switch = Annotated[Literal["auto", "on", "off"], BeforeValidator(_on_off)]
