@@ -54,6 +54,8 @@ def test_quality_bench_writes_dev_curve_and_test_views(tmp_path: Path, shared_di
 
 
 def test_dtype_bench_compares_bf16_with_float32_at_the_same_recipe(tmp_path: Path, shared_dir: Path) -> None:
+    from transformers import AutoModelForSeq2SeqLM
+
     from fsa_distill.perf.bench_dtype import MAX_DEV_F1_DROP_X100, bench_dtype
 
     student = _tiny_pretrained_student(tmp_path)
@@ -66,5 +68,5 @@ def test_dtype_bench_compares_bf16_with_float32_at_the_same_recipe(tmp_path: Pat
     assert result["dev_f1_drop_x100"] == round(fp32["dev_f1_x100"] - bf16["dev_f1_x100"], 2)
     assert result["bf16_is_cpu_default"] == (result["bf16_speedup"] > 1
                                              and result["dev_f1_drop_x100"] <= MAX_DEV_F1_DROP_X100)
-    assert result["n_params"] == sum(p.numel() for p in
-                                     __import__("transformers").AutoModelForSeq2SeqLM.from_pretrained(student).parameters())
+    model = AutoModelForSeq2SeqLM.from_pretrained(student)
+    assert result["n_params"] == sum(parameter.numel() for parameter in model.parameters())
