@@ -52,6 +52,9 @@ def test_default_tracking_is_sqlite_in_work_dir(tmp_path: Path) -> None:
         ("finetune.epoch=3", "finetune.epoch: unknown key"),
         ("finetune.epochs=three", "finetune.epochs"),
         ("data.datasets=[atsa/rest15]", "unknown dataset"),
+        ("student.model=minilm-l6-d9", (r"student\.model: unknown student 'minilm-l6-d9': use one of "
+                                        r"\['minilm-l6', 'minilm-l6-d3', 't5-tiny', 't5-mini', 't5-small'\].*"
+                                        r"did you mean minilm-l6-d3")),
         ("teacher.backend=ollama", "teacher.backend"),
         ("nonsense", "expected key=value"),
     ],
@@ -59,6 +62,20 @@ def test_default_tracking_is_sqlite_in_work_dir(tmp_path: Path) -> None:
 def test_bad_values_are_named(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         resolve_config("demo", overrides=[override], environ={})
+
+
+def test_student_names_hub_ids_and_folders_are_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #23: only a bare name is checked against the known ones; what the build loads (a hub id, a folder,
+    relative or absolute) is checked when it is loaded."""
+    from fsa_distill.models.student.build import SIZES
+    from fsa_distill.models.student.warm_start import PRETRAINED
+
+    assert set(config_module.STUDENT_NAMES) == set(PRETRAINED) | set(SIZES)
+    (tmp_path / "my-student").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for spec in (*config_module.STUDENT_NAMES, "google-t5/t5-base", "my-student", str(tmp_path / "my-student"),
+                 "./not-yet-built", "~/students/x"):
+        assert resolve_config("demo", overrides=[f"student.model={spec}"], environ={}).student.model == spec
 
 
 def test_unknown_profile_and_missing_file(tmp_path: Path) -> None:
@@ -294,6 +311,7 @@ def test_a_folder_as_config_file_is_a_config_error(tmp_path: Path) -> None:
         (["--set", "pretrain.max_steps=-5"], "pretrain.max_steps: Input should be greater than or equal to 1"),
         (["--set", "finetune.seeds=[1, 2"], "value is not valid YAML"),
         (["--config", "{latin1}"], "not UTF-8 text"),
+        (["--set", "student.model=minilm-l6-d9"], "student.model: unknown student 'minilm-l6-d9': use one of ["),
     ],
 )
 def test_cli_bad_config_is_one_error_line_exit_2_no_work(tmp_path: Path, args: list[str], problem: str) -> None:

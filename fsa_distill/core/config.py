@@ -31,6 +31,9 @@ from fsa_distill.core.urls import tracking_uri
 PROFILE_DIR = package_data("fsa_distill", "profiles")
 PROFILES = ("demo", "study", "paper")
 DATASETS = ("atsa/rest14", "atsa/laptop14", "acsa/rest16", "acsa/laptop16")
+# The bare student names the build knows (models/student/: warm_start.PRETRAINED, build.SIZES; core cannot import
+# them, so tests/test_config.py keeps the two lists equal).
+STUDENT_NAMES = ("minilm-l6", "minilm-l6-d3", "t5-tiny", "t5-mini", "t5-small")
 PAPER_SEEDS = [42, 52, 62, 72, 82, 142, 152, 162, 172, 182]
 
 
@@ -180,6 +183,18 @@ class StudentConfig(Section):
                                    "(HF generate, float32) or ctranslate2 (CTranslate2; int8 weights on CPUs, "
                                    "float16 on GPUs); the default is the faster one in `fsa-distill bench serve` "
                                    "on the 2-core CPU machine")
+
+    @field_validator("model")
+    @classmethod
+    def _known_student(cls, value: str) -> str:
+        """A bare name the build does not know fails here, before any work, rather than when the student is
+        built; a hub id (owner/name) or a folder is checked when it is loaded."""
+        if value in STUDENT_NAMES or "/" in value or value.startswith((".", "~")) or (value and Path(value).exists()):
+            return value
+        close = difflib.get_close_matches(value, STUDENT_NAMES, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ValueError(f"unknown student {value!r}: use one of {list(STUDENT_NAMES)}, a hub id (owner/name) or "
+                         f"a model folder{hint}")
 
 
 class PretrainConfig(Section):
