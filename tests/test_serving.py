@@ -1,11 +1,13 @@
-"""`mlflow models serve` answers real HTTP requests for the registered champion, with structured answers.
+"""The served champion answers real HTTP requests with structured answers, and refuses bad ones with a 4xx.
 
-The champion is registered in a temporary MLflow (SQLite); the server is started as users start it, as a
+The champion is registered in a temporary MLflow (SQLite); the server is started as users start it, with
+`fsa-distill serve` (MLflow's own scoring app, what `mlflow models serve` runs, behind the request guard), as a
 subprocess in its own process group, polled on /ping until healthy, and its whole group is stopped at the end.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.models.serving import MAX_BATCH_SIZE, MAX_NEW_TOKENS, MAX_TEXT_CHARS, MAX_TEXTS
+from fsa_distill.models.serving_guard import MAX_BODY_BYTES, MAX_JSON_DEPTH
 from fsa_distill.tasks.register import register_student
 from tests.serving_fixtures import TAUGHT_ATSA
 from tests.teacher_fixtures import free_port, stop_group, wait_until_healthy
@@ -44,15 +47,15 @@ def registered_champion(tmp_path_factory: pytest.TempPathFactory, talking_studen
 
 @pytest.fixture(scope="module")
 def served_champion(registered_champion: tuple[str, Path]) -> Iterator[str]:
-    """The base URL of `mlflow models serve -m models:/student@champion` on a free local port."""
+    """The base URL of `fsa-distill serve -m models:/student@champion` on a free local port."""
     uri, tmp = registered_champion
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)  # the server's `uvicorn` must be this environment's
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
     log = open(tmp / "server.log", "w+b")  # noqa: SIM115 - read back on failure
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/student@champion",
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "fsa_distill.cli", "serve", "-m", "models:/student@champion",
+         "-h", "127.0.0.1", "-p", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -102,6 +105,49 @@ def test_bad_requests_are_400_with_a_readable_message(served_champion: str, reco
     assert response.status_code == 400, response.text
     assert message in response.json()["message"]
     assert "stack_trace" not in response.json() and "Traceback" not in response.text
+
+
+def _nested(depth: int, text: str = "x") -> bytes:
+    """A valid request whose params hold a list nested `depth` deep in all."""
+    return (b'{"dataframe_records": [' + json.dumps({"text": text}).encode() + b'], "params": {"x": '
+            + b"[" * (depth - 2) + b"]" * (depth - 2) + b"}}")
+
+
+def _chunks(size: int) -> Iterator[bytes]:
+    """A body streamed without Content-Length (chunked), so the limit is found while it is read."""
+    yield b'{"dataframe_records": [{"text": "'
+    for _ in range(size // 2**20):
+        yield b"x" * 2**20
+    yield b'"}]}'
+
+
+@pytest.mark.parametrize(("body", "status", "message"), [
+    (b"[" * 100_000 + b"]" * 100_000, 400, (f"the JSON body nests 100000 levels deep; the server takes at most "
+                                            f"{MAX_JSON_DEPTH}")),
+    (_nested(MAX_JSON_DEPTH + 1), 400, f"nests {MAX_JSON_DEPTH + 1} levels deep"),
+    (b" " * (MAX_BODY_BYTES + 1), 413, f"larger than the server's limit of {MAX_BODY_BYTES} bytes"),
+    ("chunked", 413, f"larger than the server's limit of {MAX_BODY_BYTES} bytes"),
+])
+def test_bodies_too_large_or_too_deep_are_4xx(served_champion: str, body: bytes | str, status: int,
+                                              message: str) -> None:
+    """Issue #23: a body past the size limit is a 413 (never read whole), a JSON body nested past the depth limit
+    a 400 (MLflow alone answers 500: its parser recurses); one JSON message, no stack trace."""
+    content = _chunks(MAX_BODY_BYTES + 2**20) if body == "chunked" else body
+    response = httpx.post(f"{served_champion}/invocations", content=content, timeout=120,
+                          headers={"Content-Type": "application/json"})
+    assert response.status_code == status, response.text
+    assert message in response.json()["message"]
+    assert "stack_trace" not in response.json() and "Traceback" not in response.text
+
+
+def test_a_body_within_the_limits_reaches_the_model(served_champion: str) -> None:
+    """The guard hands an allowed body on unchanged: nested to the limit, with brackets and escaped quotes inside
+    its text (not counted), it gets the model's own answer."""
+    text = 'Nice screen. "' + "[{" * MAX_JSON_DEPTH
+    response = httpx.post(f"{served_champion}/invocations", content=_nested(MAX_JSON_DEPTH, text), timeout=120,
+                          headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == invoke(served_champion, [text])
 
 
 def test_a_100_kb_review(served_champion: str, talking_student_dir: Path) -> None:
@@ -159,8 +205,6 @@ def test_the_champion_answers_alike_in_a_venv_without_fsa_distill(registered_cha
                                                                    served_champion: str, tmp_path: Path) -> None:
     """The registered model carries the fsa_distill modules it imports and pinned requirements: loaded in a venv
     that holds only those requirements, it gives the answers the server in the project's venv gives."""
-    import json
-
     import mlflow
 
     uri, _ = registered_champion

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from fsa_distill.cli.commands import (
-    bench, cache, config, data, finetune, generate, history, predict, pretrain, run, score, study,
+    bench, cache, config, data, finetune, generate, history, predict, pretrain, run, score, serve, study,
 )
 
 # The ephemeral Prefect server's telemetry ping logs an ERROR on every offline run; set the variable to opt in.
@@ -57,6 +57,7 @@ app.command("pretrain")(pretrain.pretrain)
 app.command("finetune")(finetune.finetune)
 app.command("predict")(predict.predict)
 app.command("zeroshot")(predict.zeroshot)
+app.command("serve")(serve.serve)
 app.command("run")(run.run)
 app.command("study")(study.study)
 app.command("history")(history.history)
