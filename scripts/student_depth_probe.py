@@ -3,9 +3,11 @@
     .venv/bin/python scripts/student_depth_probe.py minilm-l6 300 150,300
     .venv/bin/python scripts/student_depth_probe.py minilm-l6-d3 300 150,300
     .venv/bin/python scripts/student_depth_probe.py bert2bert 300 150,300   # HF EncoderDecoderModel, for reference
+    .venv/bin/python scripts/student_depth_probe.py minilm-l6 300 100,200,300 --dropout 0 --lr 2e-4 --warmup 30
 
 A plain loop, not the pipeline's fine-tuning stage: all rest14 train sentences in a seeded random order, batch 16,
-AdamW at a constant lr 1e-4, no distillation pretraining, greedy decoding of the first 150 dev sentences, scored
+AdamW at a constant lr (1e-4 unless --lr; --warmup: linear warm-up steps), the student's own dropout unless
+--dropout, no distillation pretraining, greedy decoding of the first 150 dev sentences, scored
 by the benchmark scorer (normal view). It isolates the student's shape from the recipe (docs/benchmarks.md,
 "Which student"). `bert2bert` is transformers' generic encoder-decoder from the same checkpoint: CTranslate2 does
 not convert it, so it is a yardstick, not a candidate.
@@ -13,8 +15,8 @@ not convert it, so it is a yardstick, not a candidate.
 
 from __future__ import annotations
 
+import argparse
 import random
-import sys
 import time
 
 import torch
@@ -40,7 +42,7 @@ def bert2bert() -> tuple[object, object]:
     return model, tokenizer
 
 
-def main(student: str, steps: int, evals: list[int]) -> None:
+def main(student: str, steps: int, evals: list[int], lr: float, warmup: int, dropout: float | None) -> None:
     torch.manual_seed(0)
     order_rng = random.Random(0)
     splits = load_task_data("atsa", "rest14", resolve_config("demo", overrides=["data.max_dev_sentences=150"]))
@@ -48,11 +50,16 @@ def main(student: str, steps: int, evals: list[int]) -> None:
         model, tokenizer = bert2bert()
     else:
         model, tokenizer = warm_start_bart(packaged_checkpoint(PRETRAINED[student][0]), PRETRAINED[student][1])
+    if dropout is not None:  # as load_student(dropout=...) does for the pipeline's fine-tuning
+        for module in model.modules():
+            if isinstance(getattr(module, "dropout", None), float):
+                module.dropout = dropout
     train = tokenize_pairs(tokenizer, [s["sentence"] for s in splits["train"]],
                            [linearise(s, "atsa") for s in splits["train"]], 128, 128)
     if student == "bert2bert":  # its decoder starts from [CLS], so the labels leave it out
         train = [(source, target[1:]) for source, target in train]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, fused=True)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: min(1.0, (done + 1) / max(1, warmup)))
     dev, order, started = splits["dev"], [], time.perf_counter()
     for step in range(1, steps + 1):
         if not order:
@@ -63,6 +70,7 @@ def main(student: str, steps: int, evals: list[int]) -> None:
         model.train()
         model(**batch).loss.backward()
         optimizer.step()
+        schedule.step()
         optimizer.zero_grad()
         if step in evals:
             outputs = (greedy_decode(model, tokenizer, [s["sentence"] for s in dev], 50, 40, 128)
@@ -82,4 +90,12 @@ def _decode_bert2bert(model, tokenizer, dev: list[dict]) -> list[str]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), [int(step) for step in sys.argv[3].split(",")])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("student", help="minilm-l6, minilm-l6-d3 or bert2bert")
+    parser.add_argument("steps", type=int)
+    parser.add_argument("evals", help="steps to score dev at, comma-separated")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--warmup", type=int, default=0)
+    parser.add_argument("--dropout", type=float, default=None)
+    args = parser.parse_args()
+    main(args.student, args.steps, [int(step) for step in args.evals.split(",")], args.lr, args.warmup, args.dropout)

@@ -118,7 +118,7 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
     procs.local_batch_size(ft.batch_size, "finetune.batch_size")  # refuses a batch that does not split evenly
     device = procs.device
     seed_everything(seed + procs.rank)  # rank 0 draws what a single process draws
-    model, tokenizer = load_student(model_dir, device=device)
+    model, tokenizer = load_student(model_dir, device=device, dropout=ft.dropout)
     train = tokenize_pairs(tokenizer, [s["sentence"] for s in splits["train"]],
                            [linearise(s, task) for s in splits["train"]], ft.max_source_length, ft.max_target_length)
     lengths = [len(source) for source, _ in train]  # the sort key when group_by_length (targets are short)
@@ -140,7 +140,7 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
             shutil.rmtree(best_dir, ignore_errors=True)  # a best model from another run must not survive
         model, optimizer = procs.prepare(model, optimizer)
     else:  # resume after the last finished epoch
-        model, _ = load_student(last_dir, device=device)
+        model, _ = load_student(last_dir, device=device, dropout=ft.dropout)
         optimizer = adamw(model.parameters(), lr=ft.learning_rate, fused=True)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total_steps))
         model, optimizer = procs.prepare(model, optimizer)

@@ -14,6 +14,7 @@ import torch
 
 from fsa_distill.benchmark.variety import collapse_warning, output_variety
 from fsa_distill.core.errors import InputError
+from fsa_distill.models.student import load_student
 from fsa_distill.models.student.respell import finish_outputs, respell_output, source_span
 from fsa_distill.models.student.text import NL_TOKEN, from_model_text, to_model_text
 from fsa_distill.models.student.warm_start import packaged_checkpoint, warm_start_bart
@@ -179,3 +180,20 @@ def test_a_damaged_checkpoint_is_an_input_error_naming_the_folder(tiny_bert_dir,
     with pytest.raises(InputError, match="cannot load the BERT checkpoint.*reinstall") as raised:
         warm_start_bart(folder, decoder_layers=1)
     assert raised.value.path == str(folder)
+
+
+def test_finetune_dropout_replaces_every_dropout_rate(warm_started, tiny_student_dir, tmp_path):
+    """`finetune.dropout: 0` makes training steps deterministic for BART and T5 students alike."""
+    model, tokenizer = warm_started
+    folder = tmp_path / "bart"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    batch = tokenizer(["Great food but the service was dreadful!"], return_tensors="pt", return_token_type_ids=False)
+    labels = tokenizer(["food | positive"], return_tensors="pt", return_token_type_ids=False).input_ids
+    for dropout, same in ((None, False), (0.0, True)):
+        loaded, _ = load_student(folder, dropout=dropout)
+        loaded.train()
+        losses = [float(loaded(**batch, labels=labels).loss) for _ in range(2)]
+        assert (losses[0] == losses[1]) is same
+    t5, _ = load_student(tiny_student_dir, dropout=0.0)
+    assert t5.config.dropout_rate == 0.0

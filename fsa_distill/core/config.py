@@ -238,6 +238,8 @@ class FinetuneConfig(Section):
     learning_rate: float = Field(3e-4, gt=0.0, description="Initial learning rate (linear decay to 0)")
     batch_size: int = Field(16, ge=1, description="Sentences per training batch")
     epochs: int = Field(20, ge=0, description="Training epochs; 0: score the (pre)trained student as it is")
+    dropout: float | None = Field(None, ge=0.0, lt=1.0, description="Dropout rate while fine-tuning (every "
+                                                                   "dropout of the model); null: the student's own")
     seeds: list[Annotated[int, Field(**SEED_BOUNDS)]] = Field(
         default_factory=lambda: [42], min_length=1, description="One fine-tuning run per seed")
     max_source_length: int = Field(128, ge=1, description="Sentence tokens kept")

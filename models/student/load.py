@@ -64,8 +64,13 @@ def load_tokenizer(model_dir: str | Path):
         raise InputError(source, "tokenizer", f"cannot load the tokenizer: {error}") from None
 
 
-def load_student(model_dir: str | Path, device: str = "cpu", dtype: Any = None):
-    """(model, tokenizer) in eval mode on `device`; float32 unless `dtype` is given (exact-resume relies on it)."""
+# The config keys that hold a dropout rate, across the seq2seq families a student can be (BART, T5, ...).
+DROPOUT_KEYS = ("dropout", "attention_dropout", "activation_dropout", "dropout_rate")
+
+
+def load_student(model_dir: str | Path, device: str = "cpu", dtype: Any = None, dropout: float | None = None):
+    """(model, tokenizer) in eval mode on `device`; float32 unless `dtype` is given (exact-resume relies on it).
+    `dropout` replaces every dropout rate the model's config has (None: the checkpoint's own)."""
     import torch
     from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
@@ -78,9 +83,13 @@ def load_student(model_dir: str | Path, device: str = "cpu", dtype: Any = None):
     if not getattr(config, "is_encoder_decoder", False):
         raise InputError(source, None, f"is a {config.model_type!r} checkpoint; the student must be a "
                                        "seq2seq encoder-decoder model such as T5")
+    if dropout is not None:
+        for key in DROPOUT_KEYS:
+            if hasattr(config, key):
+                setattr(config, key, dropout)
     tokenizer = load_tokenizer(source)
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=dtype or torch.float32)
+        model = AutoModelForSeq2SeqLM.from_pretrained(source, config=config, dtype=dtype or torch.float32)
     except Exception as error:  # noqa: BLE001
         raise InputError(source, "weights", f"cannot load the model weights: {error}") from None
     model.to(device)
