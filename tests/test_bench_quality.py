@@ -35,15 +35,20 @@ def _tiny_pretrained_student(folder: Path) -> Path:
 def test_quality_bench_writes_dev_curve_and_test_views(tmp_path: Path, shared_dir: Path) -> None:
     student = _tiny_pretrained_student(tmp_path)
     results = tmp_path / "quality.json"
+    earlier = {"acsa/rest16": {"recipe": {"epochs": 4}, "test_f1_x100": {"normal": 50.0}},
+               "atsa/laptop14": {"test_f1_x100": {"normal": 1.0}}, "atsa/rest14": {"recipe": {"epochs": 9}}}
+    results.write_text(json.dumps({"seed": 42, "runs": earlier}), encoding="utf-8")
     overrides = [f"student.model={student}", "data.max_train_sentences=16", "data.max_dev_sentences=8",
                  "data.max_test_sentences=12", "finetune.epochs=2", "finetune.batch_size=8",
                  "finetune.max_new_tokens=8", "finetune.eval_batch_size=8"]
     output = run_quality_bench(["atsa/rest14"], overrides, tmp_path / "work", shared_dir / "fsa_datasets", results)
 
     assert json.loads(results.read_text(encoding="utf-8")) == output
-    assert output["seed"] == 42 and output["student"].startswith("pretrained checkpoint")
-    assert output["recipe"]["epochs"] == 2 and output["machine"]
     run = output["runs"]["atsa/rest14"]
+    assert output["seed"] == 42 and run["student"].startswith("pretrained checkpoint")
+    assert run["recipe"]["epochs"] == 2 and run["machine"]
+    # the other dataset's run stays; a run without its recipe (an older file's) does not
+    assert output["runs"]["acsa/rest16"] == earlier["acsa/rest16"] and "atsa/laptop14" not in output["runs"]
     assert (run["n_train"], run["n_dev"], run["n_test"]) == (16, 8, 12)
     assert [point["epoch"] for point in run["dev_curve"]] == [1, 2]
     assert run["best_dev_f1_x100"] == round(100 * max(point["dev_f1"] for point in run["dev_curve"]), 2)

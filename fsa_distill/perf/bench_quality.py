@@ -3,7 +3,8 @@
 The one full-data quality figure of the offline student, rerunnable by anyone: one seed (the study gives the
 seed-to-seed spread), the demo profile's fine-tuning recipe unless overridden, the whole train / dev / test splits.
 Each dataset's dev curve (the numbers the recipe is chosen on) and its test F1 per view are written to
-benchmark/perf/results/quality.json, with the wall time of each run and the machine's load.
+benchmark/perf/results/quality.json, with the recipe, the wall time of each run and the machine's load; a run of
+one dataset replaces that dataset's entry and keeps the others.
 """
 
 from __future__ import annotations
@@ -52,11 +53,21 @@ def run_quality_bench(datasets: list[str], overrides: list[str], work_dir: Path,
             "best_dev_f1_x100": round(100 * result["best_dev_f1"], 2), "dev_curve": result["dev_history"],
             "variety": result["variety"], "n_train": result["n_train"], "n_dev": result["n_dev"],
             "n_test": result["n_test"], "wall_s": round(time.perf_counter() - started, 1),
+            "student": student_origin(config.student.model), "recipe": config.finetune.model_dump(mode="json"),
+            "machine": machine(),
         }
-    output = {"student": student_origin(config.student.model), "seed": 42,
-              "recipe": config.finetune.model_dump(mode="json"), "runs": runs, "machine": machine()}
+    output = {"seed": 42, "runs": {**_earlier_runs(results_path), **runs}}
     if results_path is not None:
         Path(results_path).parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(Path(results_path)) as handle:
             json.dump(output, handle, indent=2)
     return output
+
+
+def _earlier_runs(results_path: Path | None) -> dict[str, Any]:
+    """The other datasets' runs already in the results file (each carries its own recipe), so one dataset can be
+    rerun alone; a file from before runs carried their recipe is not merged."""
+    if results_path is None or not Path(results_path).is_file():
+        return {}
+    runs = json.loads(Path(results_path).read_text(encoding="utf-8")).get("runs", {})
+    return {name: run for name, run in runs.items() if "recipe" in run}
