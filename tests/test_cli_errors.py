@@ -261,3 +261,15 @@ def test_predict_data_dir_flag_wins_over_fsa_data_dir(place: Path, tiny_student_
     done = cli("predict", "--model", tiny_student_dir, "--input", "atsa/rest14/test", "--out", place / "p.jsonl",
                "--data-dir", missing, env={"FSA_DATA_DIR": str(place)})
     assert_one_clean_error(done, missing, "benchmark folder (from --data-dir) not found")
+
+
+@pytest.mark.parametrize(("args", "option", "problem"), [
+    (["--part", "nope"], "--part", "expected all, engines or http"),
+    (["--part", "http", "--clients", "0,4"], "--clients", "comma-separated numbers from 1 to 256"),
+    (["--part", "http", "--clients", "1,x"], "--clients", "comma-separated numbers from 1 to 256"),
+])
+def test_bench_serve_bad_part_or_levels(place: Path, args: list[str], option: str, problem: str) -> None:
+    """Checked before any model is built or server started: nothing is written."""
+    done = cli("bench", "serve", *args, "--work-dir", place / "work")
+    assert_one_clean_error(done, option, problem)
+    assert files_under(place) == []

@@ -21,13 +21,14 @@ from mlflow.tracking import MlflowClient
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.models.serving import MAX_BATCH_SIZE, MAX_NEW_TOKENS, MAX_TEXT_CHARS, MAX_TEXTS
 from fsa_distill.models.serving_guard import MAX_BODY_BYTES, MAX_JSON_DEPTH
+from fsa_distill.perf.bench_serve_http import drive, engine_speed, percentile, served_model
 from fsa_distill.tasks.register import register_student
 from tests.serving_fixtures import TAUGHT_ATSA
-from tests.teacher_fixtures import free_port, stop_group, wait_until_healthy
 
 pytestmark = pytest.mark.slow
 
 STARTUP_TIMEOUT_S = 300  # model load + uvicorn start on a loaded 2-core machine
+CHAMPION_URI = "models:/student@champion"
 
 
 @pytest.fixture(scope="module")
@@ -47,23 +48,11 @@ def registered_champion(tmp_path_factory: pytest.TempPathFactory, talking_studen
 
 @pytest.fixture(scope="module")
 def served_champion(registered_champion: tuple[str, Path]) -> Iterator[str]:
-    """The base URL of `fsa-distill serve -m models:/student@champion` on a free local port."""
+    """The base URL of `fsa-distill serve -m models:/student@champion` on a free local port, started and stopped by
+    `bench serve`'s own server helper (the one its HTTP part starts `mlflow models serve` with)."""
     uri, tmp = registered_champion
-    port = free_port()
-    bin_dir = str(Path(sys.executable).parent)  # the server's `uvicorn` must be this environment's
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
-    log = open(tmp / "server.log", "w+b")  # noqa: SIM115 - read back on failure
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fsa_distill.cli", "serve", "-m", "models:/student@champion",
-         "-h", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(process, f"{base}/ping", STARTUP_TIMEOUT_S, tmp / "server.log")
+    with served_model(CHAMPION_URI, uri, tmp / "server.log", STARTUP_TIMEOUT_S, server="fsa-distill") as base:
         yield base
-    finally:
-        stop_group(process)
-        log.close()
 
 
 def invoke(base: str, texts: list[str]) -> list[dict]:
@@ -230,3 +219,33 @@ def test_the_champion_answers_alike_in_a_venv_without_fsa_distill(registered_cha
     assert where == str(model_dir / "code" / "fsa_distill_serving" / "__init__.py")
     assert json.loads(answers) == invoke(served_champion, texts)
     assert [answer["raw"] for answer in json.loads(answers)] == [*TAUGHT_ATSA.values(), ""]
+
+
+def test_bench_load_level_over_http(served_champion: str) -> None:
+    """`bench serve --part http`'s load driver on the real server: two clients, a bounded number of requests,
+    every answer the taught one, and latency figures that are ordered."""
+    texts = list(TAUGHT_ATSA)
+    level = drive(served_champion, texts, clients=2, max_requests=6, max_seconds=120, max_new_tokens=24)
+    assert (level["requests"], level["errors"], level["clients"]) == (6, 0, 2)
+    assert {index % len(texts): raw for index, raw in level["raws"].items()} == dict(enumerate(TAUGHT_ATSA.values()))
+    assert 0 < level["p50_ms"] <= level["p99_ms"] and level["requests_per_s"] > 0
+    capped = drive(served_champion, texts, clients=1, max_requests=10_000, max_seconds=1, max_new_tokens=24)
+    assert 0 < capped["requests"] < 10_000 and capped["seconds"] < 60  # the time cap ends a level
+
+
+def test_bench_engine_speed_is_the_served_engine(registered_champion: tuple[str, Path]) -> None:
+    """The engine figures beside the HTTP ones come from the logged model's own engine, which answers as the
+    server does."""
+    uri, _ = registered_champion
+    result = engine_speed(CHAMPION_URI, uri, list(TAUGHT_ATSA), one_per_call=4, max_new_tokens=24)
+    assert result["engine"] == DistillConfig().student.engine
+    assert result["outputs"] == list(TAUGHT_ATSA.values())
+    assert result["one_per_call"]["reviews_per_s"] > 0 and result["batched"]["reviews"] == 4
+
+
+def test_percentile_matches_numpy() -> None:
+    import numpy as np
+
+    values = [0.3, 0.1, 0.9, 0.5, 0.2, 0.7, 0.4]
+    for q in (0, 50, 99, 100):
+        assert percentile(values, q) == pytest.approx(np.percentile(values, q))

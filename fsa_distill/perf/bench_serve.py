@@ -16,13 +16,15 @@ split.
   gets for the teacher), so the three share the hardware alike. The teacher runs first and its engine is
   closed before any student timing. The load average is recorded: the machine is shared.
 
-Writes benchmark/perf/results/serve.json (runs of the full 2,000 sentences only).
+Writes benchmark/perf/results/serve.json (runs of the full 2,000 sentences only), keeping its `http` part: the
+default student behind `mlflow models serve` (bench_serve_http.py, `--part http`).
 
     OMP_NUM_THREADS=2 fsa-distill bench serve --json
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -209,6 +211,7 @@ def run_serve_bench(n_sentences: int = FULL_RUN, sizes: tuple[str, ...] = ("t5-t
         "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
                     "platform": platform.platform()},
     }
-    if results_path is not None and len(texts) >= FULL_RUN:
-        write_json_atomically(Path(results_path), result)
+    if results_path is not None and len(texts) >= FULL_RUN:  # the `http` part (bench_serve_http.py) stays
+        previous = json.loads(Path(results_path).read_text(encoding="utf-8")) if Path(results_path).exists() else {}
+        write_json_atomically(Path(results_path), {**previous, **result})
     return result

@@ -254,7 +254,8 @@ def serve(
                                                     "(instead of fine-tuning --quality-sizes).")] = None,
     finetune_epochs: Annotated[int, typer.Option(min=1, help="Fine-tuning epochs (ATSA rest14 train).")] = 1,
     output_tokens: Annotated[int, typer.Option(min=1, help="New tokens per review, forced for every engine "
-                                                           "in the speed runs.")] = 32,
+                                                           "in the speed runs; the HTTP part's "
+                                                           "max_new_tokens.")] = 32,
     threads: Annotated[int | None, typer.Option(min=1, help="Threads of torch and CTranslate2 (default: as "
                                                             "many cores as the teacher's vLLM worker).")] = None,
     skip_teacher: Annotated[bool, typer.Option("--skip-teacher", help="No teacher: student engines only.")] = False,
@@ -262,31 +263,79 @@ def serve(
                                                "here.")] = "work",
     data_dir: Annotated[Path | None, typer.Option(help="Benchmark data folder (default: FSA_DATA_DIR, then the "
                                                        "usual search).")] = None,
+    part: Annotated[str, typer.Option(help="engines: the engines, the teacher and F1; http: the demo profile's "
+                                           "student behind `mlflow models serve` (requests/s, p50/p99 latency per "
+                                           "level of concurrent clients, beside its engine in-process); all: both. "
+                                           "Each is written into its section of the results file.")] = "all",
+    clients: Annotated[str, typer.Option(help="HTTP part: concurrent clients per level, comma-separated (saved "
+                                              "for 1,4,16 only).")] = "1,4,16",
+    requests_per_level: Annotated[int, typer.Option(min=1, help="HTTP part: requests per level, at most (saved "
+                                                                "for 200 or more).")] = 200,
+    seconds_per_level: Annotated[float, typer.Option(min=1, help="HTTP part: seconds per level, at most.")] = 30.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
 ) -> None:
-    """Student torch vs CTranslate2 int8 vs the teacher on vLLM (reviews/s), and F1 of each engine; writes
-    benchmark/perf/results/serve.json."""
+    """Student torch vs CTranslate2 int8 vs the teacher on vLLM (reviews/s), and F1 of each engine; the default
+    student served over HTTP (requests/s, latency); writes benchmark/perf/results/serve.json."""
     from fsa_distill.cli.console import user_errors
     from fsa_distill.cli.inputs import benchmark_data_dir
+    from fsa_distill.core.errors import InputError
     from fsa_distill.core.paths import check_output_dir
     from fsa_distill.perf.bench_serve import RESULTS_PATH, run_serve_bench
+    from fsa_distill.perf.bench_serve_http import run_http_bench
 
     def names(text: str) -> tuple[str, ...]:
         return tuple(name.strip() for name in text.split(",") if name.strip())
 
     with user_errors():
+        if part not in ("all", "engines", "http"):
+            raise InputError(None, "--part", f"expected all, engines or http, got {part!r}")
+        levels = client_levels(clients)
         check_output_dir(work_dir, "work dir")
         if model is not None:
             from fsa_distill.models.student.load import check_student_dir
 
             check_student_dir(model)
-        result = run_serve_bench(n_sentences=n_sentences, sizes=names(sizes), quality_sizes=names(quality_sizes),
-                                 model=model, finetune_epochs=finetune_epochs, output_tokens=output_tokens,
-                                 threads=threads, with_teacher=not skip_teacher, work_dir=Path(work_dir),
-                                 data_dir=benchmark_data_dir(data_dir), results_path=RESULTS_PATH)
+        result = {} if part == "http" else run_serve_bench(
+            n_sentences=n_sentences, sizes=names(sizes), quality_sizes=names(quality_sizes), model=model,
+            finetune_epochs=finetune_epochs, output_tokens=output_tokens, threads=threads,
+            with_teacher=not skip_teacher, work_dir=Path(work_dir), data_dir=benchmark_data_dir(data_dir),
+            results_path=RESULTS_PATH)
+        if part != "engines":
+            result["http"] = run_http_bench(levels, requests_per_level, seconds_per_level, output_tokens,
+                                            work_dir=Path(work_dir), data_dir=benchmark_data_dir(data_dir),
+                                            results_path=RESULTS_PATH)
     if as_json:
         print_json(result)
         return
+    if part != "http":
+        print_engines(result)
+    if part != "engines":
+        print_http(result["http"])
+
+
+def client_levels(text: str) -> tuple[int, ...]:
+    """`--clients 1,4,16` as numbers; anything else is bad input."""
+    from fsa_distill.core.errors import InputError
+
+    try:
+        levels = tuple(int(level) for level in text.split(","))
+    except ValueError:
+        levels = ()
+    if not levels or min(levels) < 1 or max(levels) > 256:
+        raise InputError(None, "--clients", f"expected comma-separated numbers from 1 to 256, got {text!r}")
+    return levels
+
+
+def print_http(http: dict) -> None:
+    engine = http["engine"]
+    typer.echo(f"{http['student']} ({engine['engine']}) in-process: {engine['one_per_call']['reviews_per_s']} "
+               f"reviews/s one per call, {engine['batched']['reviews_per_s']} batched")
+    for clients, level in http["levels"].items():
+        typer.echo(f"HTTP, {clients} client(s): {level['requests_per_s']} requests/s, p50 {level['p50_ms']} ms, "
+                   f"p99 {level['p99_ms']} ms, {level['errors']} errors of {level['requests']}")
+
+
+def print_engines(result: dict) -> None:
     teacher = result["teacher"]
     for size, speed in result["speed"].items():
         torch_, ct2 = speed["torch"], speed["ctranslate2_int8"]
