@@ -7,7 +7,9 @@ the engine, and the server adds JSON, pandas, structuring and one request per re
   on training), is logged as the project's pyfunc model (tasks/register.log_student_model) in a throwaway SQLite
   MLflow, with the profile's engine.
 - The engine's own reviews/s: the logged model loaded in-process (the very engine the server runs), the same
-  reviews decoded one per call (what one request carries) and in batches, before the server starts.
+  reviews decoded one per call (what one request carries) and in batches, before the server starts and again
+  after it stops (`engine_after_server`): on a shared machine the two show how far a figure moves by itself;
+  `http_vs_engine_one_client` is against their mean.
 - The server: `mlflow models serve --env-manager local` on a free loopback port (one uvicorn worker, MLflow's
   default), polled on /ping; then 1, 4 and 16 concurrent clients (threads, one httpx client each), one review per
   request, each level bounded by a request count and a time cap. Requests/s, p50 / p99 latency and errors per
@@ -259,6 +261,27 @@ def load_levels(base: str, texts: list[str], clients: tuple[int, ...], max_reque
 FULL_REQUESTS = 200  # requests per level of a run that is saved
 
 
+def measure(model_dir: Path, engine: str, texts: list[str], work: Path, clients: tuple[int, ...],
+            max_requests: int, max_seconds: float, max_new_tokens: int) -> dict[str, Any]:
+    """The engine in-process, then the server at each level, then the engine again: two engine figures bracket
+    the HTTP ones, so the spread of a shared machine shows."""
+    with tempfile.TemporaryDirectory(prefix="http-", dir=work) as temp:
+        tracking_uri, model_uri = log_model(model_dir, Path(temp), engine)
+        one_per_call = min(len(texts), 128)
+        before = engine_speed(model_uri, tracking_uri, texts, one_per_call, max_new_tokens)
+        started = time.perf_counter()
+        with served_model(model_uri, tracking_uri, Path(temp) / "server.log") as base:
+            startup_s = time.perf_counter() - started
+            levels, raws = load_levels(base, texts, clients, max_requests, max_seconds, max_new_tokens)
+        after = engine_speed(model_uri, tracking_uri, texts, one_per_call, max_new_tokens)
+    outputs = before.pop("outputs")
+    after.pop("outputs")
+    compared = [index for index in raws if index < len(outputs)]
+    return {"server_startup_s": round(startup_s, 1), "engine": before,
+            "engine_after_server": {key: after[key] for key in ("one_per_call", "batched")}, "levels": levels,
+            "same_answers_as_engine": f"{sum(raws[i] == outputs[i] for i in compared)}/{len(compared)}"}
+
+
 def run_http_bench(clients: tuple[int, ...] = LEVELS, max_requests: int = FULL_REQUESTS, max_seconds: float = 30.0,
                    max_new_tokens: int = 32, n_texts: int = 256,
                    work_dir: Path = Path("work"), data_dir: Path | None = None,
@@ -275,15 +298,8 @@ def run_http_bench(clients: tuple[int, ...] = LEVELS, max_requests: int = FULL_R
     model_dir = untrained_student(student.model, work, data_dir)
     texts = speed_sentences(n_texts, data_dir)
     load_before = [round(value, 2) for value in os.getloadavg()]
-    with tempfile.TemporaryDirectory(prefix="http-", dir=work) as temp:
-        tracking_uri, model_uri = log_model(model_dir, Path(temp), student.engine)
-        engine = engine_speed(model_uri, tracking_uri, texts, min(len(texts), 128), max_new_tokens)
-        started = time.perf_counter()
-        with served_model(model_uri, tracking_uri, Path(temp) / "server.log") as base:
-            startup_s = time.perf_counter() - started
-            levels, raws = load_levels(base, texts, clients, max_requests, max_seconds, max_new_tokens)
-    outputs = engine.pop("outputs")
-    compared = [index for index in raws if index < len(outputs)]
+    measured = measure(model_dir, student.engine, texts, work, clients, max_requests, max_seconds, max_new_tokens)
+    engine_rates = [measured[key]["one_per_call"]["reviews_per_s"] for key in ("engine", "engine_after_server")]
     result = {
         "student": student.model,
         "weights": "untrained (as built, before pretraining or fine-tuning): speed does not depend on training",
@@ -292,9 +308,8 @@ def run_http_bench(clients: tuple[int, ...] = LEVELS, max_requests: int = FULL_R
         "request": "one review per request, params max_new_tokens; texts: distinct rest14 sentences in turn",
         "max_new_tokens": max_new_tokens,
         "bounds": {"requests_per_level": max_requests, "seconds_per_level": max_seconds},
-        "server_startup_s": round(startup_s, 1), "engine": engine, "levels": levels,
-        "same_answers_as_engine": f"{sum(raws[i] == outputs[i] for i in compared)}/{len(compared)}",
-        "http_vs_engine_one_client": _ratio(levels.get("1"), engine["one_per_call"]["reviews_per_s"]),
+        **measured,
+        "http_vs_engine_one_client": _ratio(measured["levels"].get("1"), statistics.fmean(engine_rates)),
         "load_avg_before": load_before, "load_avg_after": [round(value, 2) for value in os.getloadavg()],
         "machine": machine(),
     }
