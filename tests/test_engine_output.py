@@ -63,3 +63,36 @@ def test_an_engine_that_fails_to_start_points_at_the_log(tmp_path: Path, monkeyp
     with pytest.raises(RuntimeError) as raised, engine_processes_write_to_log():
         raise RuntimeError("Engine core initialization failed. See root cause above.")
     assert raised.value.__notes__ == [f"The engine processes' output is in {log}"]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_an_engine_start_inside_a_run_leaves_the_processs_log_handlers_alone(tmp_path: Path, verbose: bool) -> None:
+    """vLLM applies its logging when an engine is created; with dictConfig that flushes and closes every handler
+    in the process, and inside a flow Prefect's API log handler then waits for a lock dictConfig holds: `make
+    demo` hung at the teacher's start. Inside `engine_logs` the same call leaves other handlers open."""
+    import logging
+
+    from vllm.config.logging import LoggingConfig
+    from vllm.logger import configure_logging
+
+    from fsa_distill.cli.lifecycle import engine_logs
+
+    closed: list[str] = []
+
+    class StandIn(logging.Handler):  # stands in for Prefect's APILogHandler: what dictConfig would close
+        def emit(self, record: logging.LogRecord) -> None:
+            pass
+
+        def close(self) -> None:
+            closed.append(self.name)
+            super().close()
+
+    with engine_logs(tmp_path / "work", verbose=verbose) as log_file:
+        stand_in = StandIn()
+        logging.getLogger("prefect.flow_runs").addHandler(stand_in)
+        configure_logging(LoggingConfig())  # what vLLM's LLM() does before starting its engine
+        logging.getLogger("vllm.engine").warning("a vLLM warning")
+        assert closed == []
+        logging.getLogger("prefect.flow_runs").removeHandler(stand_in)
+    if log_file is not None:
+        assert "a vLLM warning" in log_file.read_text(encoding="utf-8")

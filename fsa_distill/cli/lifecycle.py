@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -84,34 +83,15 @@ def engine_logs(work_dir: Path, verbose: bool = False) -> Iterator[Path | None]:
     wins; the previous environment comes back afterwards (commands also run in-process, e.g. under tests).
     """
     if verbose:
-        yield None
+        with vllm_loggers_without_dictconfig(None):
+            yield None
         return
     log_dir = Path(work_dir) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_file = (log_dir / "engines.log").resolve()
-    vllm_config = log_dir / "vllm-logging.json"
-    vllm_config.write_text(json.dumps({
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"}},
-        "handlers": {
-            "file": {"class": "logging.FileHandler", "filename": str(log_file), "level": "DEBUG",
-                     "formatter": "plain"},
-            "terminal": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "level": "ERROR",
-                         "formatter": "plain"},
-        },
-        "loggers": {
-            "vllm": {"handlers": ["file", "terminal"], "level": "INFO", "propagate": False},
-            # One warning per weight cast while loading (e.g. float32 weights into a bfloat16 model: 244 lines
-            # for SmolLM2 on a bf16 CPU): into the file only, like vLLM's other warnings; its own logger name
-            # keeps them out of the terminal even if the terminal's level is lowered again.
-            WEIGHT_CAST_LOGGER: {"handlers": ["file"], "level": "INFO", "propagate": False},
-        },
-    }, indent=2), encoding="utf-8")
     settings = {
-        "VLLM_LOGGING_CONFIG_PATH": str(vllm_config.resolve()),
-        # What vLLM's engine processes print before that config applies, and torch's C++ warnings in them: their
-        # stdout and stderr are this file (fsa_distill/core/engine_output.py).
+        # What vLLM's engine processes print (their vLLM warnings, torch's C++ warnings): their stdout and
+        # stderr are this file (fsa_distill/core/engine_output.py).
         ENGINE_LOG_ENV: str(log_file),
         # Prefect: INFO still reaches the API (the UI's run logs); its console handler shows WARNING and above.
         "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
@@ -133,12 +113,13 @@ def engine_logs(work_dir: Path, verbose: bool = False) -> Iterator[Path | None]:
     # In this process, Python warnings (libraries' UserWarnings and deprecations) go to the log file as well.
     warnings_logger = logging.getLogger("py.warnings")
     warnings_file = logging.FileHandler(log_file, encoding="utf-8")
-    warnings_file.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    warnings_file.setFormatter(logging.Formatter(LOG_FORMAT))
     warnings_logger.addHandler(warnings_file)
     warnings_logger.propagate, was_propagating = False, warnings_logger.propagate
     logging.captureWarnings(True)
     try:
-        yield log_file
+        with vllm_loggers_without_dictconfig(log_file):
+            yield log_file
     finally:
         logging.captureWarnings(False)
         warnings_logger.removeHandler(warnings_file)
@@ -146,6 +127,55 @@ def engine_logs(work_dir: Path, verbose: bool = False) -> Iterator[Path | None]:
         warnings_file.close()
         for name in added:
             os.environ.pop(name, None)
+
+
+LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+
+
+@contextmanager
+def vllm_loggers_without_dictconfig(log_file: Path | None) -> Iterator[None]:
+    """vLLM's loggers, set up here instead of by vLLM. vLLM applies its logging with `logging.config.dictConfig`
+    when an engine is created, and dictConfig flushes and closes every handler in the process first. Inside a
+    flow one of them is Prefect's API log handler, whose flush waits for a worker thread that needs the logging
+    lock dictConfig holds: the run hangs at the teacher's start. So VLLM_CONFIGURE_LOGGING=0 (also for the engine
+    processes, whose warnings reach their stderr, i.e. the log file, through Python's last-resort handler), and
+    the `vllm` logger gets plain handlers: to `log_file` and errors to the terminal; or, with no file
+    (`--verbose`), INFO and above to the terminal."""
+    if "VLLM_LOGGING_CONFIG_PATH" in os.environ or "VLLM_CONFIGURE_LOGGING" in os.environ:
+        yield  # the user's own vLLM logging set-up wins
+        return
+    handlers: dict[str, list[logging.Handler]] = {"vllm": [_handler(logging.StreamHandler(sys.stderr), "INFO")]}
+    if log_file is not None:
+        to_file = _handler(logging.FileHandler(log_file, encoding="utf-8"), "DEBUG")
+        # One warning per weight cast while loading (e.g. float32 weights into a bfloat16 model: 244 lines for
+        # SmolLM2 on a bf16 CPU): into the file only, under its own logger name, like vLLM's other warnings.
+        handlers = {"vllm": [to_file, _handler(logging.StreamHandler(sys.stderr), "ERROR")],
+                    WEIGHT_CAST_LOGGER: [to_file]}
+    saved = {name: (logging.getLogger(name).level, logging.getLogger(name).propagate) for name in handlers}
+    os.environ["VLLM_CONFIGURE_LOGGING"] = "0"
+    for name, added in handlers.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        for handler in added:
+            logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        os.environ.pop("VLLM_CONFIGURE_LOGGING", None)
+        for name, added in handlers.items():
+            logger = logging.getLogger(name)
+            logger.setLevel(saved[name][0])
+            logger.propagate = saved[name][1]
+            for handler in added:
+                logger.removeHandler(handler)
+                handler.close()
+
+
+def _handler(handler: logging.Handler, level: str) -> logging.Handler:
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    return handler
 
 
 NOT_A_TERMINAL_MININTERVAL_S = "30"

@@ -1,9 +1,9 @@
 """Where the output of engine processes (vLLM's EngineCore and worker) goes: `<work_dir>/logs/engines.log`.
 
-vLLM's logging config (VLLM_LOGGING_CONFIG_PATH, set by fsa_distill/cli/lifecycle.py) reaches its processes only
-once they apply it, after their imports. What they print before that (vLLM's import-time warnings through
-Python's last-resort handler), torch's C++ warnings (`[W... utils.cpp] Warning: NUMA binding ...`) and their own
-progress bars are written straight to the stdout and stderr they inherited from us. vLLM starts them with
+vLLM's processes run without vLLM's own logging set-up (VLLM_CONFIGURE_LOGGING=0, fsa_distill/cli/lifecycle.py
+says why), so their vLLM warnings reach stderr through Python's last-resort handler. Those, torch's C++
+warnings (`[W... utils.cpp] Warning: NUMA binding ...`) and their own progress bars are written straight to the
+stdout and stderr they inherited from us. vLLM starts them with
 multiprocessing `spawn` on CPUs, so there is no hook to run first in them; the file descriptors they inherit are
 the one setting that covers all of it.
 """

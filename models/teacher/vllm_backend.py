@@ -86,7 +86,12 @@ class VLLMBackend(TokenizerMixin, TeacherBackend):
         self.model_id = model_id
         self.weights_digest = weights_digest
         self.max_model_len = max_model_len
-        # The import too: vLLM warns while importing, before its logging config applies.
+        if "VLLM_LOGGING_CONFIG_PATH" not in os.environ:
+            # vLLM's own logging set-up is a dictConfig, which closes every handler of this process; inside a
+            # flow, Prefect's API log handler then deadlocks on the logging lock (fsa_distill/cli/lifecycle.py
+            # `vllm_loggers_without_dictconfig`, which the CLI applies; this covers flows a worker runs).
+            os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+        # The import too: vLLM warns while importing.
         with all_cores_for_cpu_worker(), engine_processes_write_to_log():
             from vllm import LLM  # heavy: only when this backend is chosen
 
