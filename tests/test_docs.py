@@ -58,6 +58,9 @@ def _figures() -> dict[str, str]:
                  f"{tiny['torch']['reviews_per_s']:.1f} reviews/s), F1 within "
                  f"{serve['quality']['t5-tiny']['f1_delta_x100']:.2f}",
         "scale": f"peak RSS **{scale['generation']['generation_peak_rss_gib']:.2f} GiB**",
+        "http": "**{:.1f}** / {:.1f} / {:.1f} requests/s, p50 {:,.0f} / {:,.0f} / {:,.0f} ms".format(
+            *(serve["http"]["levels"][level]["requests_per_s"] for level in ("1", "4", "16")),
+            *(serve["http"]["levels"][level]["p50_ms"] for level in ("1", "4", "16"))),
     }
 
 
