@@ -41,11 +41,15 @@ start() {
   if "$ROOT/deployments/servers.sh" status >/dev/null 2>&1; then
     eval "$("$ROOT/deployments/servers.sh" env)"
     log "production servers are up:"
+    launch_history "$MLFLOW_TRACKING_URI"
+    wait_healthy history "http://$HOST:$HISTORY_PORT/" "$RUN_DIR/dashboard-history.pid" "$RUN_DIR/dashboard-history.log"
     echo "MLflow UI:  $MLFLOW_TRACKING_URI"
     echo "Prefect UI: ${PREFECT_API_URL%/api}"
-    start_history "$MLFLOW_TRACKING_URI"
+    echo "History:    http://$HOST:$HISTORY_PORT"
     return
   fi
+  # The three servers start together (none needs another to be up), then each is waited for: each spends its
+  # first seconds importing and opening its database, and one after the other those waits add up.
   local pidfile="$RUN_DIR/dashboard-mlflow.pid" logfile="$RUN_DIR/dashboard-mlflow.log"
   if ! is_running "$pidfile"; then
     mkdir -p "$WORK_DIR"
@@ -54,7 +58,6 @@ start() {
       --backend-store-uri "sqlite:///$WORK_DIR/mlflow.db" >"$logfile" 2>&1 </dev/null &
     echo $! >"$pidfile"
   fi
-  wait_healthy mlflow "http://$HOST:$MLFLOW_PORT/health" "$pidfile" "$logfile"
   pidfile="$RUN_DIR/dashboard-prefect.pid"; logfile="$RUN_DIR/dashboard-prefect.log"
   if ! is_running "$pidfile"; then
     # Same PREFECT_HOME (hence the same SQLite database) as the flows' ephemeral server: their history shows.
@@ -63,21 +66,23 @@ start() {
       >"$logfile" 2>&1 </dev/null &
     echo $! >"$pidfile"
   fi
-  wait_healthy prefect "http://$HOST:$PREFECT_PORT/api/health" "$pidfile" "$logfile"
+  launch_history "http://$HOST:$MLFLOW_PORT"
+  wait_healthy mlflow "http://$HOST:$MLFLOW_PORT/health" "$RUN_DIR/dashboard-mlflow.pid" "$RUN_DIR/dashboard-mlflow.log"
+  wait_healthy prefect "http://$HOST:$PREFECT_PORT/api/health" "$RUN_DIR/dashboard-prefect.pid" \
+    "$RUN_DIR/dashboard-prefect.log"
+  wait_healthy history "http://$HOST:$HISTORY_PORT/" "$RUN_DIR/dashboard-history.pid" "$RUN_DIR/dashboard-history.log"
   echo "MLflow UI:  http://$HOST:$MLFLOW_PORT"
   echo "Prefect UI: http://$HOST:$PREFECT_PORT"
-  start_history "http://$HOST:$MLFLOW_PORT"
+  echo "History:    http://$HOST:$HISTORY_PORT"
 }
 
-start_history() {  # the history page (fsa-distill history --serve), its run links pointing at the MLflow UI $1
+launch_history() {  # the history page (fsa-distill history --serve), its run links pointing at the MLflow UI $1
   local pidfile="$RUN_DIR/dashboard-history.pid" logfile="$RUN_DIR/dashboard-history.log"
   if ! is_running "$pidfile"; then
     setsid nohup "$VENV/bin/fsa-distill" history --serve "$HISTORY_PORT" --mlflow-url "$1" \
       --set "work_dir=\"$WORK_DIR\"" >"$logfile" 2>&1 </dev/null &
     echo $! >"$pidfile"
   fi
-  wait_healthy history "http://$HOST:$HISTORY_PORT/" "$pidfile" "$logfile"
-  echo "History:    http://$HOST:$HISTORY_PORT"
 }
 
 stop() {

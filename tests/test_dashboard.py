@@ -67,6 +67,7 @@ def dashboard(demo_run: dict, tmp_path_factory: pytest.TempPathFactory):
         "FSA_WORK_DIR": str(demo_run["work_dir"]),
         "FSA_DASHBOARD_MLFLOW_PORT": str(free_port()),
         "FSA_DASHBOARD_PREFECT_PORT": str(free_port()),
+        "FSA_DASHBOARD_HISTORY_PORT": str(free_port()),
         "FSA_PREFECT_PORT": str(free_port()),  # no production servers there: the script starts its own UIs
         "FSA_MLFLOW_PORT": str(free_port()),
         "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home")),

@@ -107,6 +107,7 @@ def test_database_password_is_on_no_command_line(servers: dict) -> None:
 
 def test_demo_flow_through_a_worker_lands_in_postgres_mlflow(servers: dict, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
+    from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -119,29 +120,33 @@ def test_demo_flow_through_a_worker_lands_in_postgres_mlflow(servers: dict, tmp_
     for name in ("distill/weekly", "retrain-on-new-corpus/inbox-poll", "benchmark/champion"):
         assert name.split("/")[1] in deployed.stdout
 
+    # The flow's tiny test config, lighter still: this test checks the wiring, not the model or the teacher
+    # (imported answers: the worker's flow run starts no vLLM engine).
+    overrides = [o for o in tiny_overrides(tmp_path / "work", Path("unused"))
+                 if not o.startswith("tracking.experiment_name")]
+    overrides = with_imported_answers([*overrides, "evaluate.zero_shot=false"])
+    # Settings are read once per process: point this client at the test's server explicitly.
+    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
+        # Scheduled first (timeout=0: not waited for), so that a one-shot worker's single poll finds it.
+        flow_run = run_deployment("distill/on-demand", parameters={"profile": "demo", "overrides": overrides},
+                                  timeout=0)
+    # `--run-once`: the worker polls once, runs what it found and exits when that flow run's process has ended,
+    # with no signal to stop it (a SIGTERMed worker's shutdown took up to minutes on a loaded machine).
     worker_log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed after the worker stops
-    worker = subprocess.Popen([str(ROOT / "deployments" / "worker.sh")], env=env, stdout=worker_log,
+    worker = subprocess.Popen([str(ROOT / "deployments" / "worker.sh"), "--run-once"], env=env, stdout=worker_log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        # The flow's tiny test config, lighter still: this test checks the wiring, not the model or the teacher
-        # (imported answers: the worker's flow run starts no vLLM engine).
-        overrides = [o for o in tiny_overrides(tmp_path / "work", Path("unused"))
-                     if not o.startswith("tracking.experiment_name")]
-        overrides = with_imported_answers([*overrides, "evaluate.zero_shot=false"])
-        # Settings are read once per process: point this client at the test's server explicitly.
-        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
-            flow_run = run_deployment("distill/on-demand", parameters={"profile": "demo", "overrides": overrides},
-                                      timeout=1800, poll_interval=5)
-        log_text = (tmp_path / "worker.log").read_text(errors="replace")
-        assert flow_run.state.is_completed(), f"{flow_run.state}\n{log_text[-4000:]}"
+        worker.wait(timeout=1800)
+    except subprocess.TimeoutExpired:  # stop what the test started; the exit status check below fails with the log
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=60)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:  # a bounded wait for it to end: on a loaded machine its shutdown took over 60 s, once over 180 s
-            worker.wait(timeout=180)
-        except subprocess.TimeoutExpired:  # this test checks the flow's wiring, not the worker's shutdown: stop it
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(timeout=60)
         worker_log.close()
+    log_text = (tmp_path / "worker.log").read_text(errors="replace")
+    assert worker.returncode == 0, f"worker exit {worker.returncode}\n{log_text[-4000:]}"
+    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as prefect:
+        flow_run = prefect.read_flow_run(flow_run.id)
+    assert flow_run.state.is_completed(), f"{flow_run.state}\n{log_text[-4000:]}"
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     runs = client.search_runs(
