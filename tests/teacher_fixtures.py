@@ -4,7 +4,6 @@ the converted SmolLM2 teacher, a scriptable fake backend, and an HTTP server tha
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import sqlite3
@@ -19,6 +18,8 @@ from typing import Any, Self
 import pytest
 
 from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend
+# re-exported for the tests that start servers: the benchmark's own start and stop helpers
+from fsa_distill.perf.bench_serve_http import stop_group, wait_until_healthy  # noqa: F401
 
 
 def answers_cached_so_far(cache_path: Path) -> int:
@@ -151,35 +152,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_healthy(process: subprocess.Popen, url: str, timeout_s: float, log: Path) -> None:
-    """Poll a server started by a test until `url` answers 200; fail at once if it exits, with its log."""
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"{url}: the server exited ({process.returncode}):\n"
-                        f"{log.read_text(errors='replace')[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"{url}: not healthy within {timeout_s} s:\n{log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.5)
-
-
-def stop_group(process: subprocess.Popen, grace_s: float = 30) -> None:
-    """SIGTERM a server's process group (the server and its workers), SIGKILL it if it lingers."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=grace_s)
 
 
 class FlakyServer:

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.models.serving import MAX_BATCH_SIZE, MAX_NEW_TOKENS, MAX_TEXT_CHARS, MAX_TEXTS
 from fsa_distill.models.serving_guard import MAX_BODY_BYTES, MAX_JSON_DEPTH
-from fsa_distill.perf.bench_serve_http import drive, engine_speed, percentile, served_model
+from fsa_distill.perf.bench_serve_http import drive, engine_speed, served_model
 from fsa_distill.tasks.register import register_student
 from tests.serving_fixtures import TAUGHT_ATSA
 
@@ -241,11 +241,3 @@ def test_bench_engine_speed_is_the_served_engine(registered_champion: tuple[str,
     assert result["engine"] == DistillConfig().student.engine
     assert result["outputs"] == list(TAUGHT_ATSA.values())
     assert result["one_per_call"]["reviews_per_s"] > 0 and result["batched"]["reviews"] == 4
-
-
-def test_percentile_matches_numpy() -> None:
-    import numpy as np
-
-    values = [0.3, 0.1, 0.9, 0.5, 0.2, 0.7, 0.4]
-    for q in (0, 50, 99, 100):
-        assert percentile(values, q) == pytest.approx(np.percentile(values, q))

@@ -39,6 +39,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 LEVELS = (1, 4, 16)
 STARTUP_TIMEOUT_S = 300.0  # model load + uvicorn start on a loaded 2-core machine
 
@@ -122,14 +124,6 @@ def stop_group(process: subprocess.Popen, grace_s: float = 30) -> None:
         process.wait(timeout=grace_s)
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100), linear between ranks, as numpy's default."""
-    ranked = sorted(values)
-    position = (len(ranked) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ranked) - 1)
-    return ranked[low] + (ranked[high] - ranked[low]) * (position - low)
-
 
 def drive(base: str, texts: list[str], clients: int, max_requests: int, max_seconds: float,
           max_new_tokens: int) -> dict[str, Any]:
@@ -184,8 +178,8 @@ def level_figures(latencies: list[float], errors: list[str], wall_s: float, clie
         "clients": clients, "requests": ok + len(errors), "errors": len(errors),
         "error_kinds": sorted(set(errors)), "seconds": round(wall_s, 2),
         "requests_per_s": round(ok / wall_s, 2) if wall_s else 0.0,
-        "p50_ms": round(1000 * percentile(latencies, 50), 1) if latencies else None,
-        "p99_ms": round(1000 * percentile(latencies, 99), 1) if latencies else None,
+        "p50_ms": round(1000 * float(np.percentile(latencies, 50)), 1) if latencies else None,
+        "p99_ms": round(1000 * float(np.percentile(latencies, 99)), 1) if latencies else None,
         "mean_ms": round(1000 * statistics.fmean(latencies), 1) if latencies else None,
     }
 
