@@ -73,10 +73,11 @@ def score_views(task: str, sentences: list[dict[str, Any]], predictions: list[st
     return {view: score_predictions(task, sentences, predictions, view=view) for view in views}
 
 
-def decode_split(procs: Processes, model, tokenizer, texts: list[str], ft, progress: bool = False) -> list[str]:
+def decode_split(procs: Processes, model, tokenizer, texts: list[str], ft, progress: bool = False,
+                 desc: str = "predict") -> list[str]:
     """Greedy outputs for `texts` in their order, each process decoding every N-th text."""
     part = greedy_decode(procs.unwrap(model), tokenizer, texts[procs.rank::procs.world], ft.eval_batch_size,
-                         ft.max_new_tokens, ft.max_source_length, progress=progress and procs.is_main)
+                         ft.max_new_tokens, ft.max_source_length, progress=progress and procs.is_main, desc=desc)
     return interleave(procs.gather(part))
 
 
@@ -171,7 +172,8 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
         record: dict[str, Any] = {"epoch": epoch, "train_loss": epoch_loss / max(1, steps_per_epoch)}
         if epoch % ft.eval_every_epochs == 0 or epoch == ft.epochs:
             with rng_untouched():  # decoding must not shift the training randomness
-                dev_predictions = decode_split(procs, model, tokenizer, dev_sources, ft)
+                dev_predictions = decode_split(procs, model, tokenizer, dev_sources, ft, progress=True,
+                                               desc=f"dev {dataset} epoch {epoch}")
             dev_f1 = score_views(task, splits["dev"], dev_predictions, ["normal"])["normal"]["f1"]
             record["dev_f1"] = dev_f1
             if dev_f1 > best_f1:

@@ -18,7 +18,7 @@ import json
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,12 +248,15 @@ class JobPlan:
         self.config, self.teacher, self.ignore_eos = config, teacher, ignore_eos
         self.counts: Counter[str] = Counter()
 
-    def build(self, reviews: Iterable[dict[str, Any]], store: AnswerStore, budget: int) -> None:
+    def build(self, reviews: Iterable[dict[str, Any]], store: AnswerStore, budget: int, progress: bool = True) -> None:
         from datasets.arrow_writer import ArrowWriter
 
         indexed = enumerate(reviews)
-        with ArrowWriter(features=_plan_features(), path=str(self.path)) as writer:
+        total = len(reviews) if isinstance(reviews, Sized) else None  # a file's reviews stream: count only
+        with ArrowWriter(features=_plan_features(), path=str(self.path)) as writer, \
+                tqdm(total=total, desc="planning", unit="review", disable=not progress) as bar:
             while block := list(itertools.islice(indexed, PLAN_BLOCK)):
+                bar.update(len(block))
                 kept = []
                 for index, review in block:
                     pair, note = clean_review(index, review, self.teacher, budget)
@@ -346,7 +349,8 @@ def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return {name: [row[name] for row in rows] for name in _features()}
 
 
-def write_datasets(plan: JobPlan, cache: AnswerStore, out_dir: Path) -> tuple[int, Counter[str], str]:
+def write_datasets(plan: JobPlan, cache: AnswerStore, out_dir: Path,
+                   progress: bool = True) -> tuple[int, Counter[str], str]:
     """Accepted answers at `out_dir`, every rejected attempt at `out_dir/rejected`; swapped in atomically.
 
     Written block by block from the plan and the store through Arrow writers, so memory does not grow with the
@@ -362,8 +366,10 @@ def write_datasets(plan: JobPlan, cache: AnswerStore, out_dir: Path) -> tuple[in
     with tempfile.TemporaryDirectory(prefix=".rows-", dir=out_dir.parent) as temp:
         paths = {"accepted": Path(temp) / "accepted.arrow", "rejected": Path(temp) / "rejected.arrow"}
         with ArrowWriter(features=_features(), path=str(paths["accepted"])) as accepted_writer, \
-                ArrowWriter(features=_features(), path=str(paths["rejected"])) as rejected_writer:
+                ArrowWriter(features=_features(), path=str(paths["rejected"])) as rejected_writer, \
+                tqdm(total=plan.counts["requests"], desc="writing answers", unit="job", disable=not progress) as bar:
             for block in plan.blocks():
+                bar.update(len(block))
                 jobs = [job for job, _ in block]
                 done = cache.lookup([job.key for job in jobs])  # a list: replayable after a reconnect
                 jobs_by_key: dict[str, list[Job]] = {}
@@ -432,7 +438,7 @@ def generate_responses(
                 tempfile.TemporaryDirectory(prefix=".plan-", dir=out_dir.parent) as plan_dir:
             plan_started = time.perf_counter()
             plan = JobPlan(Path(plan_dir), prompts, config, teacher, ignore_eos)
-            plan.build(reviews, cache, budget)
+            plan.build(reviews, cache, budget, progress)
             planned = plan.counts
             counts: Counter[str] = Counter()
             store_s = 0.0
@@ -466,7 +472,7 @@ def generate_responses(
             bar.close()
             loop_s = time.perf_counter() - loop_started
             write_started = time.perf_counter()
-            rows, final_reasons, digest = write_datasets(plan, cache, out_dir)
+            rows, final_reasons, digest = write_datasets(plan, cache, out_dir, progress)
             write_s = time.perf_counter() - write_started
     finally:
         if owns_teacher:

@@ -19,7 +19,9 @@ from tests.serving_fixtures import TAUGHT_ATSA
 
 pytestmark = pytest.mark.slow
 
-N_ROWS, SHARD_SIZE = 600, 50
+# Enough rows that the decoding outlasts the test's reaction to the first committed shard (with 600 the tiny
+# student decoded every shard before the kill on a quiet machine)
+N_ROWS, SHARD_SIZE = 4000, 50
 BLANK_ROWS = {7: None, 8: "", 9: "   ", 333: None}  # one output line each too, with an empty answer (issue #23)
 
 

@@ -44,3 +44,20 @@ def engine_processes_write_to_log() -> Iterator[None]:
         for fd, copy in saved.items():
             os.dup2(copy, fd)
             os.close(copy)
+
+
+@contextmanager
+def vllm_logging_left_alone() -> Iterator[None]:
+    """While an engine starts, vLLM must not apply its logging set-up: it is a `logging.config.dictConfig`, which
+    closes every handler of this process, and inside a flow Prefect's API log handler then deadlocks on the
+    logging lock dictConfig holds. The CLI already arranges this (fsa_distill/cli/lifecycle.py
+    `vllm_loggers_without_dictconfig`); this covers flows that a Prefect worker runs. A user's own vLLM logging
+    variables win. Scoped, so the rest of the process keeps its environment."""
+    if "VLLM_LOGGING_CONFIG_PATH" in os.environ or "VLLM_CONFIGURE_LOGGING" in os.environ:
+        yield
+        return
+    os.environ["VLLM_CONFIGURE_LOGGING"] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop("VLLM_CONFIGURE_LOGGING", None)

@@ -30,7 +30,7 @@ def encode_sources(tokenizer: Any, texts: list[str], max_length: int = MAX_SOURC
 @torch.no_grad()
 def greedy_decode(model: Any, tokenizer: Any, texts: list[str], batch_size: int = 64, max_new_tokens: int = 100,
                   max_source_length: int = MAX_SOURCE_LENGTH, progress: bool = False,
-                  min_new_tokens: int = 0) -> list[str]:
+                  min_new_tokens: int = 0, desc: str = "predict") -> list[str]:
     """Greedy outputs of a loaded student, in the order of `texts` (`min_new_tokens`: benchmarks only).
 
     Texts are sorted by length before batching (so a batch pads to similar lengths) and the outputs are put
@@ -44,7 +44,7 @@ def greedy_decode(model: Any, tokenizer: Any, texts: list[str], batch_size: int 
     lengths = [len(ids) for ids in tokenizer(model_texts, max_length=max_source_length, truncation=True)["input_ids"]]
     order = sorted(range(len(texts)), key=lambda index: -lengths[index])
     outputs: list[str] = [""] * len(texts)
-    bar = tqdm(total=len(texts), desc="predict", unit="text", disable=not progress)
+    bar = tqdm(total=len(texts), desc=desc, unit="text", disable=not progress)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         batch = encode_sources(tokenizer, [texts[i] for i in chunk], max_source_length).to(device)

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from fsa_distill.core.engine_output import engine_processes_write_to_log
+from fsa_distill.core.engine_output import engine_processes_write_to_log, vllm_logging_left_alone
 from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend, TokenizerMixin
 
 logger = logging.getLogger(__name__)
@@ -86,13 +86,8 @@ class VLLMBackend(TokenizerMixin, TeacherBackend):
         self.model_id = model_id
         self.weights_digest = weights_digest
         self.max_model_len = max_model_len
-        if "VLLM_LOGGING_CONFIG_PATH" not in os.environ:
-            # vLLM's own logging set-up is a dictConfig, which closes every handler of this process; inside a
-            # flow, Prefect's API log handler then deadlocks on the logging lock (fsa_distill/cli/lifecycle.py
-            # `vllm_loggers_without_dictconfig`, which the CLI applies; this covers flows a worker runs).
-            os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
         # The import too: vLLM warns while importing.
-        with all_cores_for_cpu_worker(), engine_processes_write_to_log():
+        with all_cores_for_cpu_worker(), engine_processes_write_to_log(), vllm_logging_left_alone():
             from vllm import LLM  # heavy: only when this backend is chosen
 
             self.llm: Any = LLM(
