@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fsa_distill.core.engine_output import ENGINE_LOG_ENV
+from fsa_distill.core.engine_output import ENGINE_LOG_ENV, users_own_vllm_logging, vllm_logging_left_alone
 from fsa_distill.core.reaper import TOKENS_ENV, run_tag
 
 _token: str | None = None
@@ -141,8 +141,8 @@ def vllm_loggers_without_dictconfig(log_file: Path | None) -> Iterator[None]:
     processes, whose warnings reach their stderr, i.e. the log file, through Python's last-resort handler), and
     the `vllm` logger gets plain handlers: to `log_file` and errors to the terminal; or, with no file
     (`--verbose`), INFO and above to the terminal."""
-    if "VLLM_LOGGING_CONFIG_PATH" in os.environ or "VLLM_CONFIGURE_LOGGING" in os.environ:
-        yield  # the user's own vLLM logging set-up wins
+    if users_own_vllm_logging():
+        yield
         return
     handlers: dict[str, list[logging.Handler]] = {"vllm": [_handler(logging.StreamHandler(sys.stderr), "INFO")]}
     if log_file is not None:
@@ -152,7 +152,6 @@ def vllm_loggers_without_dictconfig(log_file: Path | None) -> Iterator[None]:
         handlers = {"vllm": [to_file, _handler(logging.StreamHandler(sys.stderr), "ERROR")],
                     WEIGHT_CAST_LOGGER: [to_file]}
     saved = {name: (logging.getLogger(name).level, logging.getLogger(name).propagate) for name in handlers}
-    os.environ["VLLM_CONFIGURE_LOGGING"] = "0"
     for name, added in handlers.items():
         logger = logging.getLogger(name)
         logger.setLevel(logging.INFO)
@@ -160,9 +159,9 @@ def vllm_loggers_without_dictconfig(log_file: Path | None) -> Iterator[None]:
         for handler in added:
             logger.addHandler(handler)
     try:
-        yield
+        with vllm_logging_left_alone():
+            yield
     finally:
-        os.environ.pop("VLLM_CONFIGURE_LOGGING", None)
         for name, added in handlers.items():
             logger = logging.getLogger(name)
             logger.setLevel(saved[name][0])

@@ -53,7 +53,7 @@ def vllm_logging_left_alone() -> Iterator[None]:
     logging lock dictConfig holds. The CLI already arranges this (fsa_distill/cli/lifecycle.py
     `vllm_loggers_without_dictconfig`); this covers flows that a Prefect worker runs. A user's own vLLM logging
     variables win. Scoped, so the rest of the process keeps its environment."""
-    if "VLLM_LOGGING_CONFIG_PATH" in os.environ or "VLLM_CONFIGURE_LOGGING" in os.environ:
+    if users_own_vllm_logging():
         yield
         return
     os.environ["VLLM_CONFIGURE_LOGGING"] = "0"
@@ -61,3 +61,8 @@ def vllm_logging_left_alone() -> Iterator[None]:
         yield
     finally:
         os.environ.pop("VLLM_CONFIGURE_LOGGING", None)
+
+
+def users_own_vllm_logging() -> bool:
+    """The user set vLLM's logging variables themselves: then neither the CLI nor the backend touches them."""
+    return "VLLM_LOGGING_CONFIG_PATH" in os.environ or "VLLM_CONFIGURE_LOGGING" in os.environ
