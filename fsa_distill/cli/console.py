@@ -35,7 +35,10 @@ def print_error(message: str) -> None:
         stderr.print("[bold red]error:[/] ", end="", highlight=False)
         stderr.print(message, highlight=False, markup=False)
     else:
-        print(f"error: {message}", file=sys.stderr, flush=True)
+        # One write: several processes (torchrun ranks) may report at once, and with unbuffered stderr `print`
+        # writes the text and its newline separately, so two ranks' lines ran together on one line.
+        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.flush()
 
 
 def _os_error_message(error: OSError) -> str | None:
