@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from fsa_distill.core.config import CorpusConfig
 from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_dir
+from fsa_distill.core.progress import counting_rows
 from fsa_distill.models.student.text import to_model_text
 
 COLUMNS = ("id", "source", "target", "prompt")
@@ -132,7 +134,8 @@ def corpus_digest(splits: dict[str, Any]) -> str:
 
 
 def build_corpus(
-    generation_dataset_dirs: list[Path], out_dir: Path, cfg: CorpusConfig, heldout_file: Path | None = None
+    generation_dataset_dirs: list[Path], out_dir: Path, cfg: CorpusConfig, heldout_file: Path | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Write the corpus DatasetDict at `out_dir`; return dataset_dir, n_train, n_validation, digest, counts.
 
@@ -149,16 +152,22 @@ def build_corpus(
             return str(Path(temp) / f"{name}.arrow")
 
         parts, n_rows = [], 0
-        for index, dataset_dir in enumerate(generation_dataset_dirs):
-            generations = _load_generations(Path(dataset_dir))
-            n_rows += len(generations)
-            checked = ["response", "valid"] if "valid" in generations.column_names else ["response"]
-            valid = generations.filter(_is_valid, batched=True, input_columns=checked,
-                                       cache_file_name=cache(f"valid-{index}"))
-            parts.append(valid.map(_to_pairs, batched=True, remove_columns=valid.column_names,
-                                   fn_kwargs={"dev_fraction": cfg.dev_fraction, "seed": cfg.seed},
-                                   cache_file_name=cache(f"pairs-{index}")))
-            del generations, valid  # unmap the generation dataset: its pages would count in this process's RSS
+        # One bar over both passes of every generation dataset: the answer check, then the pairs of the valid ones.
+        with tqdm(total=0, desc="corpus", unit="row", disable=not progress) as bar:
+            for index, dataset_dir in enumerate(generation_dataset_dirs):
+                generations = _load_generations(Path(dataset_dir))
+                n_rows += len(generations)
+                bar.total += len(generations)
+                checked = ["response", "valid"] if "valid" in generations.column_names else ["response"]
+                valid = generations.filter(counting_rows(_is_valid, bar), batched=True, input_columns=checked,
+                                           cache_file_name=cache(f"valid-{index}"),
+                                           new_fingerprint=f"{generations._fingerprint}-valid")
+                bar.total += len(valid)
+                parts.append(valid.map(counting_rows(_to_pairs, bar), batched=True, remove_columns=valid.column_names,
+                                       fn_kwargs={"dev_fraction": cfg.dev_fraction, "seed": cfg.seed},
+                                       cache_file_name=cache(f"pairs-{index}"),
+                                       new_fingerprint=f"{valid._fingerprint}-pairs"))
+                del generations, valid  # unmap the generation dataset: its pages would count in this process's RSS
         pairs = concatenate_datasets(parts) if len(parts) > 1 else parts[0] if parts else None
         n_valid = len(pairs) if pairs is not None else 0
         unique = pairs.select(_first_of_each_pair(pairs)) if n_valid else None

@@ -26,7 +26,7 @@ def _losses(out_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (out_dir / "train_log.jsonl").read_text().splitlines()]
 
 
-def test_corpus_keeps_valid_unique_pairs_with_nl(tmp_path: Path) -> None:
+def test_corpus_keeps_valid_unique_pairs_with_nl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rows = [
         {"review_id": "a", "review": "Good\nfood", "prompt": "rewrite", "response": "Nice.\nTasty.", "valid": True},
         {"review_id": "a", "review": "Good\nfood", "prompt": "rewrite", "response": "Nice.\nTasty.", "valid": True},
@@ -37,6 +37,10 @@ def test_corpus_keeps_valid_unique_pairs_with_nl(tmp_path: Path) -> None:
     cfg = CorpusConfig(dev_fraction=0.25)
     stats = build_corpus([tmp_path / "gen"], tmp_path / "corpus", cfg)
     assert stats["n_train"] + stats["n_validation"] == 41 and stats["n_duplicates"] == 1 and stats["n_invalid"] == 1
+    # one bar over both passes: 43 answers checked, then the 42 valid ones paired
+    corpus_bar = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
+                  if line.startswith("corpus:")]
+    assert corpus_bar[-1].startswith("corpus: 100%") and "85/85" in corpus_bar[-1]
     corpus = load_from_disk(str(tmp_path / "corpus"))
     assert "Nice.[NL]Tasty." in list(corpus["train"]["target"]) + list(corpus["validation"]["target"])
     again = build_corpus([tmp_path / "gen"], tmp_path / "corpus2", cfg)
@@ -146,12 +150,15 @@ def test_checkpoint_state_is_json_and_tensors_and_pickled_objects_are_refused(
 
 
 def test_corpus_is_tokenized_once_into_memory_mapped_arrow(tmp_path: Path, tiny_student_dir: Path,
-                                                           tiny_corpus_dir: Path) -> None:
+                                                           tiny_corpus_dir: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
     from fsa_distill.models.student.load import load_tokenizer
     from fsa_distill.models.student.tokenized import length_keys, tokenized_split, tokenizer_digest
 
     tokenizer, key = load_tokenizer(tiny_student_dir), tokenizer_digest(tiny_student_dir)
     data = tokenized_split(tiny_corpus_dir, "train", tokenizer, key, 32, 48, tmp_path / "cache")
+    n_rows = len(load_from_disk(str(tiny_corpus_dir))["train"])
+    assert "tokenize train: 100%" in capsys.readouterr().err and len(data) == n_rows  # progress on one line
     files = [Path(entry["filename"]) for entry in data.cache_files]
     assert files and all(tmp_path / "cache" in file.parents for file in files)  # read from the Arrow on disk
     again = tokenized_split(tiny_corpus_dir, "train", tokenizer, key, 32, 48, tmp_path / "cache")

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from fsa_distill.core.digests import sha256_file, sha256_json, sha256_tree
 from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_dir
+from fsa_distill.core.progress import counting_rows
 from fsa_distill.models.student.load import TOKENIZER_FILES
 
 MAP_BATCH = 1000  # texts per tokenizer call inside datasets.map
@@ -82,9 +84,10 @@ def tokenized_split(corpus_dir: Path, split: str, tokenizer: Any, tokenizer_key:
                 rows = corpus[split]
                 if limit is not None:
                     rows = rows.select(range(min(limit, len(rows))))
-                rows.map(_tokenize(tokenizer, max_source, max_target), batched=True, batch_size=MAP_BATCH,
-                         remove_columns=rows.column_names, features=_features(),
-                         cache_file_name=str(tmp / TOKENS_FILE), desc=f"tokenize {split}")
+                with tqdm(total=len(rows), desc=f"tokenize {split}", unit="row") as bar:
+                    rows.map(counting_rows(_tokenize(tokenizer, max_source, max_target), bar), batched=True,
+                             batch_size=MAP_BATCH, remove_columns=rows.column_names, features=_features(),
+                             cache_file_name=str(tmp / TOKENS_FILE), new_fingerprint=key)
             else:
                 with ArrowWriter(features=_features(), path=str(tmp / TOKENS_FILE)) as writer:
                     writer.finalize()
