@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from fsa_distill.core.digests import sha256_json
-from fsa_distill.core.paths import package_data
+from fsa_distill.core.paths import is_local_spec, package_data
 from fsa_distill.core.redact import redact_typed_value, redact_url
 from fsa_distill.core.urls import tracking_uri
 
@@ -189,7 +189,7 @@ class StudentConfig(Section):
     def _known_student(cls, value: str) -> str:
         """A bare name the build does not know fails here, before any work, rather than when the student is
         built; a hub id (owner/name) or a folder is checked when it is loaded."""
-        if value in STUDENT_NAMES or "/" in value or value.startswith((".", "~")) or (value and Path(value).exists()):
+        if value in STUDENT_NAMES or "/" in value or (value and is_local_spec(value)):
             return value
         close = difflib.get_close_matches(value, STUDENT_NAMES, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""

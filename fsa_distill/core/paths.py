@@ -21,6 +21,12 @@ def package_data(package: str, *parts: str) -> Path:
     return Path(str(files(package).joinpath(*parts)))
 
 
+def is_local_spec(spec: str | Path) -> bool:
+    """A model spec is a local folder when it exists or looks like a path (hub ids are `owner/name`)."""
+    text = str(spec)
+    return Path(text).exists() or text.startswith((".", "/", "~")) or text.count("/") > 1
+
+
 def check_input_file(path: str | Path, what: str = "input file") -> Path:
     """An existing, readable regular file (or FIFO such as /dev/stdin), else InputError."""
     path = Path(path).expanduser()

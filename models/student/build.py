@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fsa_distill.core.errors import InputError
-from fsa_distill.models.student.load import check_student_dir, is_local_spec
+from fsa_distill.core.paths import is_local_spec
+from fsa_distill.models.student.load import check_student_dir
 from fsa_distill.models.student.text import NL_TOKEN, to_model_text
 from fsa_distill.models.student.warm_start import PRETRAINED, packaged_checkpoint, warm_start_bart
 

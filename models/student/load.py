@@ -11,16 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from fsa_distill.core.errors import InputError
+from fsa_distill.core.paths import is_local_spec
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
-
-
-def is_local_spec(spec: str | Path) -> bool:
-    """A spec is a local folder when it exists or looks like a path (hub ids are `owner/name`)."""
-    text = str(spec)
-    return Path(text).exists() or text.startswith((".", "/", "~")) or text.count("/") > 1
 
 
 def check_student_dir(model_dir: str | Path) -> Path:
