@@ -42,7 +42,8 @@ def bert2bert() -> tuple[object, object]:
     return model, tokenizer
 
 
-def main(student: str, steps: int, evals: list[int], lr: float, warmup: int, dropout: float | None) -> None:
+def main(student: str, steps: int, evals: list[int], lr: float, warmup: int, dropout: float | None,
+         fresh_lr: float | None = None) -> None:
     torch.manual_seed(0)
     order_rng = random.Random(0)
     splits = load_task_data("atsa", "rest14", resolve_config("demo", overrides=["data.max_dev_sentences=150"]))
@@ -58,7 +59,9 @@ def main(student: str, steps: int, evals: list[int], lr: float, warmup: int, dro
                            [linearise(s, "atsa") for s in splits["train"]], 128, 128)
     if student == "bert2bert":  # its decoder starts from [CLS], so the labels leave it out
         train = [(source, target[1:]) for source, target in train]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, fused=True)
+    fresh = [p for name, p in model.named_parameters() if ".encoder_attn" in name]
+    rest = [p for name, p in model.named_parameters() if ".encoder_attn" not in name]
+    optimizer = torch.optim.AdamW([{"params": rest}, {"params": fresh, "lr": fresh_lr or lr}], lr=lr, fused=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: min(1.0, (done + 1) / max(1, warmup)))
     dev, order, started = splits["dev"], [], time.perf_counter()
     for step in range(1, steps + 1):
@@ -97,5 +100,7 @@ if __name__ == "__main__":
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--dropout", type=float, default=None)
+    parser.add_argument("--fresh-lr", type=float, default=None, help="lr of the fresh cross-attention")
     args = parser.parse_args()
-    main(args.student, args.steps, [int(step) for step in args.evals.split(",")], args.lr, args.warmup, args.dropout)
+    main(args.student, args.steps, [int(step) for step in args.evals.split(",")], args.lr, args.warmup, args.dropout,
+         args.fresh_lr)

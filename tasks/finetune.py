@@ -37,6 +37,7 @@ from fsa_distill.models.student.training import (
     bf16_autocast,
     capture_rng_state,
     load_training_state,
+    parameter_groups,
     restore_rng_state,
     rng_untouched,
     save_student,
@@ -64,6 +65,15 @@ def load_task_data(task: str, dataset: str, config: DistillConfig) -> dict[str, 
     if not splits["dev"]:
         raise InputError(f"{task}/{dataset}", "dev", "the dev split is empty: no best-dev checkpoint possible")
     return splits
+
+
+def _optimizer_and_schedule(model: torch.nn.Module, ft: Any, total_steps: int) -> tuple[Any, Any]:
+    """AdamW (the cross-attention at its own rate) with the learning rate decaying linearly to 0 at the end."""
+    from transformers import get_linear_schedule_with_warmup
+
+    groups = parameter_groups(model, ft.learning_rate, ft.cross_attention_learning_rate)
+    optimizer = adamw(groups, lr=ft.learning_rate, fused=True)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, 0, total_steps)
 
 
 def score_views(task: str, sentences: list[dict[str, Any]], predictions: list[str], views: list[str]
@@ -125,8 +135,7 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
     lengths = [len(source) for source, _ in train]  # the sort key when group_by_length (targets are short)
     steps_per_epoch = math.ceil(len(train) / ft.batch_size)
     total_steps = max(1, ft.epochs * steps_per_epoch)
-    optimizer = adamw(model.parameters(), lr=ft.learning_rate, fused=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total_steps))
+    optimizer, scheduler = _optimizer_and_schedule(model, ft, total_steps)
     epoch, best_f1, best_epoch, history = 0, -1.0, -1, []
 
     last_dir, best_dir = out_dir / "last", out_dir / "best"
@@ -142,8 +151,7 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
         model, optimizer = procs.prepare(model, optimizer)
     else:  # resume after the last finished epoch
         model, _ = load_student(last_dir, device=device, dropout=ft.dropout)
-        optimizer = adamw(model.parameters(), lr=ft.learning_rate, fused=True)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / total_steps))
+        optimizer, scheduler = _optimizer_and_schedule(model, ft, total_steps)
         model, optimizer = procs.prepare(model, optimizer)
         optimizer.load_state_dict(optimizer_state)
         scheduler.load_state_dict(state["scheduler"])

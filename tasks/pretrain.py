@@ -46,6 +46,7 @@ from fsa_distill.models.student.training import (
     bf16_autocast,
     capture_rng_state,
     load_training_state,
+    parameter_groups,
     restore_rng_state,
     save_student,
     save_training_state,
@@ -92,12 +93,13 @@ def load_corpus_split(corpus_dir: Path, split: str) -> tuple[list[str], list[str
 # ----------------------------------------------------------------------------------- optimisation
 
 def make_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, cfg.learning_rate, cfg.cross_attention_learning_rate)
     if cfg.optimizer == "adafactor":
         from transformers.optimization import Adafactor
 
-        return Adafactor(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+        return Adafactor(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                          scale_parameter=False, relative_step=False, warmup_init=False, clip_threshold=1.0)
-    return adamw(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return adamw(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
 
 def lr_factor(step: int, cfg: PretrainConfig) -> float:

@@ -91,6 +91,21 @@ def test_decoder_starts_from_the_same_layers_and_cross_attention_is_fresh(tiny_b
     assert bart.config.decoder_layers == 2 and bart.config.vocab_size == len(warm_started[1])
 
 
+def test_the_fresh_cross_attention_gets_its_own_learning_rate(warm_started):
+    from fsa_distill.models.student.training import parameter_groups
+
+    bart, _ = warm_started
+    rest, cross = parameter_groups(bart, 1e-4, 1e-3)
+    cross_ids = {id(p) for p in cross["params"]}
+    expected = {id(p) for layer in bart.model.decoder.layers for p in layer.encoder_attn.parameters()}
+    expected |= {id(p) for layer in bart.model.decoder.layers for p in layer.encoder_attn_layer_norm.parameters()}
+    assert (rest["lr"], cross["lr"]) == (1e-4, 1e-3)
+    assert cross_ids == expected  # the block and its LayerNorm: everything the warm start leaves fresh
+    every = [id(p) for p in bart.parameters()]
+    assert sorted(every) == sorted(cross_ids | {id(p) for p in rest["params"]}) and len(every) == len(set(every))
+    assert [group["lr"] for group in parameter_groups(bart, 1e-4, None)] == [1e-4, 1e-4]
+
+
 def test_a_shallower_decoder_takes_the_first_layers(tiny_bert_dir):
     bart, _ = warm_start_bart(tiny_bert_dir, decoder_layers=1)
     assert len(bart.model.decoder.layers) == 1 and len(bart.model.encoder.layers) == 2

@@ -205,6 +205,9 @@ class PretrainConfig(Section):
     max_target_length: int = Field(400, ge=1, description="Answer tokens kept (longer ones are truncated)")
     learning_rate: float = Field(3e-3, gt=0.0, description="Peak learning rate")
     min_learning_rate: float = Field(1e-5, ge=0.0, description="Floor the cosine schedule decays to")
+    cross_attention_learning_rate: float | None = Field(
+        None, gt=0.0, description="Peak learning rate of the decoder's cross-attention (the block a warm-started "
+                                  "student starts fresh); null: learning_rate")
     weight_decay: float = Field(0.0, ge=0.0, description="Decoupled weight decay")
     batch_size: int = Field(16, ge=1, description="Examples per micro-batch")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step")
@@ -236,6 +239,9 @@ class FinetuneConfig(Section):
     """Fine-tuning on the benchmark: one run per dataset and seed, the best dev-F1 epoch kept."""
 
     learning_rate: float = Field(3e-4, gt=0.0, description="Initial learning rate (linear decay to 0)")
+    cross_attention_learning_rate: float | None = Field(
+        None, gt=0.0, description="Initial learning rate of the decoder's cross-attention (the block a warm-started "
+                                  "student starts fresh); null: learning_rate")
     batch_size: int = Field(16, ge=1, description="Sentences per training batch")
     epochs: int = Field(20, ge=0, description="Training epochs; 0: score the (pre)trained student as it is")
     dropout: float | None = Field(None, ge=0.0, lt=1.0, description="Dropout rate while fine-tuning (every "

@@ -46,6 +46,26 @@ def adamw(parameters: Any, lr: float, weight_decay: float = 0.0, fused: bool = F
     return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=fused)
 
 
+# The decoder's cross-attention by its name in BART (the warm-started MiniLM student: the block and its LayerNorm,
+# both fresh) and in T5.
+CROSS_ATTENTION_NAMES = (".encoder_attn", ".EncDecAttention.")
+
+
+def parameter_groups(model: torch.nn.Module, lr: float, cross_attention_lr: float | None) -> list[dict[str, Any]]:
+    """Optimizer groups: the decoder's cross-attention at `cross_attention_lr` (None: `lr`), the rest at `lr`.
+
+    Why: a student warm-started from an encoder (warm_start.py) starts with every block pretrained except the
+    cross-attention, and at the pretrained blocks' gentle rate that fresh block learns slowly (rest14 dev F1 x 100
+    after 300 fine-tuning steps: 31.9 with 1e-4 everywhere, 41.2 with 1e-3 for the cross-attention)."""
+    named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
+    cross = [param for name, param in named if any(part in name for part in CROSS_ATTENTION_NAMES)]
+    rest = [param for name, param in named if not any(part in name for part in CROSS_ATTENTION_NAMES)]
+    groups = [{"params": rest, "lr": lr}]
+    if cross:
+        groups.append({"params": cross, "lr": cross_attention_lr if cross_attention_lr is not None else lr})
+    return groups
+
+
 # ------------------------------------------------------------------------------------------- RNG
 
 def seed_everything(seed: int) -> None:
