@@ -1,7 +1,8 @@
 """Turn messages on: save the webhook of FSA_NOTIFY_WEBHOOK as a Prefect Webhook block and (re)create the two
-automations of tasks/messages.py (a scheduled or inbox run failed or crashed; a new champion) on the Prefect server
-of PREFECT_API_URL. Called by deploy.sh when FSA_NOTIFY_WEBHOOK is set; prints the webhook redacted.
-Message links open the MLflow UI at MLFLOW_TRACKING_URI when it is a tracking server, else the dashboard's.
+automations of tasks/tracking/messages.py (a scheduled or inbox run failed or crashed; a new champion) on the
+Prefect server of PREFECT_API_URL. Called by deploy.sh when FSA_NOTIFY_WEBHOOK is set; prints the webhook
+redacted. Message links open the MLflow UI at MLFLOW_TRACKING_URI when it is a tracking server, else the
+dashboard's.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from prefect.exceptions import PrefectHTTPStatusError
 
 from fsa_distill.core.errors import InputError
 from fsa_distill.core.redact import redact_text, redact_url, redact_webhook
-from fsa_distill.tasks.messages import WEBHOOK_ENV, mlflow_ui_url, set_up_messages, webhook_from_env
+from fsa_distill.tasks.tracking.messages import WEBHOOK_ENV, mlflow_ui_url, set_up_messages, webhook_from_env
 
 
 def main() -> None:

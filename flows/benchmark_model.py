@@ -62,7 +62,7 @@ def score_dataset(model_dir: str, dataset: str, config: DistillConfig) -> dict[s
     ctranslate2 the registered export, so quantisation is part of what is scored), and score every view."""
     from fsa_distill.benchmark.data import load_sentences
     from fsa_distill.benchmark.scorer import score_predictions
-    from fsa_distill.tasks.predict import generate_predictions
+    from fsa_distill.tasks.ops.predict import generate_predictions
 
     task_name, dataset_name = dataset.split("/")
     sentences = load_sentences(task_name, dataset_name, "test", config.data.data_dir)
@@ -90,7 +90,7 @@ def benchmark(
 ) -> dict[str, Any]:
     """Score a registered model on the configured datasets and views; returns {model_uri, version, scores,
     mean_f1, mlflow_run_id}. `config`: an already resolved config, instead of profile + file + overrides."""
-    from fsa_distill.tasks.tracking import RunTracker
+    from fsa_distill.tasks.tracking.runs import RunTracker
 
     logger = get_run_logger()
     config = flow_config(config, profile, config_file, overrides)

@@ -1,7 +1,8 @@
 """The `distill` flow: reviews → teacher → corpus → student → pretrain → finetune → evaluate → register.
 
-Wiring only: every stage is a cached Prefect task from tasks/stages.py, which declares what the stage depends on
-(its cache key); this module decides the order and what each stage's nested MLflow run records.
+Wiring only: every stage is a cached Prefect task from tasks/stages/prefect_tasks.py, which declares what the
+stage depends on (its cache key); this module decides the order and what each stage's nested MLflow run
+records.
 """
 
 from __future__ import annotations
@@ -20,86 +21,25 @@ from fsa_distill.core.config import DistillConfig
 from fsa_distill.core.digests import sha256_tree
 from fsa_distill.core.redact import redact_url
 from fsa_distill.flows.config_parameter import flow_config
+from fsa_distill.flows.stage_runner import StageRunner
 from fsa_distill.models.student import student_origin
-from fsa_distill.tasks import stages
-from fsa_distill.tasks.champion import (
+from fsa_distill.tasks.stages import prefect_tasks as stages
+from fsa_distill.tasks.stages.collect import collect_reviews
+from fsa_distill.tasks.stages.records import FinetuneResult, ModelResult, Reviews, TeacherAnswersResult
+from fsa_distill.tasks.study.teacher_quality import gold_train_sentences, numeric_figures, teacher_quality
+from fsa_distill.tasks.tracking.champion import (
     comparison_metrics,
     load_test_sets,
     predictions_artifact,
     scored_set_tags,
     versus_champion,
 )
-from fsa_distill.tasks.collect import collect_reviews
-from fsa_distill.tasks.cost import DEVICE_TAG, device_kind, run_cost
-from fsa_distill.tasks.error_analysis import run_errors, teacher_samples
-from fsa_distill.tasks.evaluate import aggregate_runs, flat_metrics, gate_metric
-from fsa_distill.tasks.register import register_student
-from fsa_distill.tasks.report import build_report, curves_from_mlflow, scores_from_finetune
-from fsa_distill.tasks.results import FinetuneResult, GenerationResult, ModelResult, Reviews, StageResult
-from fsa_distill.tasks.teacher_quality import gold_train_sentences, numeric_figures, teacher_quality
-from fsa_distill.tasks.tracking import RunTracker
-
-
-class StageRunner:
-    """Runs one stage task inside a nested MLflow run and records whether it came from the cache."""
-
-    def __init__(self, config: DistillConfig, tracker: RunTracker, parent_run_id: str) -> None:
-        self.config = config
-        self.tracker = tracker
-        self.parent_run_id = parent_run_id
-        self.outcomes: dict[str, str] = {}
-        self.metric_runs: dict[str, str] = {}  # stage label → the MLflow run holding its live metrics
-        self.seconds: dict[str, float] = {}  # stage label → wall seconds in this run (cost per run)
-
-    def __call__(self, label: str, stage_task: Any, *, live_metrics: bool = False, **parameters: Any) -> Any:
-        child = self.tracker.start_child(self.parent_run_id, label)
-        if live_metrics:
-            parameters["tracking_run_id"] = child
-        task_with_storage = stage_task.with_options(result_storage=stages.result_storage(self.config))
-        started = time.perf_counter()
-        try:
-            state = task_with_storage(**parameters, return_state=True)
-            result = state.result()
-        except BaseException:
-            self.tracker.finish(child, "FAILED")
-            raise
-        return self._record(label, child, state, result, started)
-
-    def submit(self, runner: Any, label: str, stage_task: Any, *, live_metrics: bool = False,
-               **parameters: Any) -> tuple[str, str, Any, float]:
-        """Start the stage on `runner` (a started Prefect task runner) without waiting; `collect` finishes it.
-        Resource requests for Ray (`prefect_ray.context.remote_options`) come from the caller's context."""
-        child = self.tracker.start_child(self.parent_run_id, label)
-        if live_metrics:
-            parameters["tracking_run_id"] = child
-        task_with_storage = stage_task.with_options(result_storage=stages.result_storage(self.config))
-        return label, child, runner.submit(task_with_storage, parameters), time.perf_counter()
-
-    def collect(self, pending: tuple[str, str, Any, float]) -> Any:
-        """Wait for a submitted stage and record it as `__call__` does (its seconds include the queueing)."""
-        label, child, future, started = pending
-        try:
-            result = future.result()
-            state = future.state
-        except BaseException:
-            self.tracker.finish(child, "FAILED")
-            raise
-        return self._record(label, child, state, result, started)
-
-    def _record(self, label: str, child: str, state: Any, result: Any, started: float) -> Any:
-        cached = state.name == "Cached"
-        self.outcomes[label] = "cached" if cached else "ran"
-        if not isinstance(result, StageResult):  # e.g. a cached record whose class can no longer be imported
-            raise TypeError(f"stage {label} returned a {type(result).__name__}, not a typed stage result")
-        self.seconds[label] = time.perf_counter() - started
-        self.tracker.log_metrics(child, {**result.metrics(), "stage_seconds": self.seconds[label]})
-        self.tracker.set_tags(child, {"cached": cached, "digest": result.digest, "stage_key": result.key})
-        if result.trained_in_run:  # a cached stage points at the run that actually computed it
-            self.metric_runs[label] = result.trained_in_run
-            if cached:
-                self.tracker.set_tags(child, {"cached_from_run": result.trained_in_run})
-        self.tracker.finish(child)
-        return result
+from fsa_distill.tasks.tracking.cost import DEVICE_TAG, device_kind, run_cost
+from fsa_distill.tasks.tracking.error_analysis import run_errors, teacher_samples
+from fsa_distill.tasks.tracking.register import register_student
+from fsa_distill.tasks.tracking.report import build_report, curves_from_mlflow, scores_from_finetune
+from fsa_distill.tasks.tracking.runs import RunTracker
+from fsa_distill.tasks.tracking.tables import aggregate_runs, flat_metrics, gate_metric
 
 
 def _link_prefect_and_mlflow(mlflow_run_id: str, config: DistillConfig) -> None:
@@ -135,9 +75,10 @@ def _finetune_all(
     """Every (dataset, seed) run; results in submission order, so the table is the same whichever way they ran.
 
     `train.task_runner: thread` runs them one after another in the flow's own thread, as the model-heavy lock
-    (tasks/stages.py) would serialise them anyway. There, Prefect enforces a stage's timeout with an alarm, which
-    also interrupts a blocking call; in a task runner's worker thread it can only raise between two Python
-    instructions, and says so with a warning on every run. `ray` submits them all at once to Ray workers."""
+    (tasks/stages/prefect_tasks.py) would serialise them anyway. There, Prefect enforces a stage's timeout
+    with an alarm, which also interrupts a blocking call; in a task runner's worker thread it can only raise
+    between two Python instructions, and says so with a warning on every run. `ray` submits them all at once
+    to Ray workers."""
     runs = [(dataset, seed) for dataset in config.data.datasets for seed in config.finetune.seeds]
     if config.train.task_runner != "ray":
         return [run_stage(f"{label}/{dataset}/seed-{seed}", stages.finetune_stage, live_metrics=True,
@@ -166,7 +107,7 @@ def write_report(
     summary: dict[str, Any],
     distilled_runs: list[FinetuneResult],
     baseline_runs: list[FinetuneResult],
-    generation: GenerationResult,
+    generation: TeacherAnswersResult,
     metric_runs: dict[str, str],
     test_sets: dict[str, list[dict[str, Any]]],
 ) -> Path:
@@ -195,7 +136,7 @@ def write_report(
     return build_report(results, config.work_dir / "reports" / summary["mlflow_run_id"])
 
 
-def _record_cost(tracker: RunTracker, parent: str, generation: GenerationResult, stage_seconds: dict[str, float],
+def _record_cost(tracker: RunTracker, parent: str, generation: TeacherAnswersResult, stage_seconds: dict[str, float],
                  flow_seconds: float) -> dict[str, Any]:
     """The run's `cost/...` metrics and device tag on the parent run; returns them for the summary."""
     cost = run_cost(generation.model_dump(), stage_seconds, flow_seconds)
@@ -206,8 +147,38 @@ def _record_cost(tracker: RunTracker, parent: str, generation: GenerationResult,
 
 
 def _records(runs: list[FinetuneResult]) -> list[dict[str, Any]]:
-    """Fine-tuning results as the plain records tasks/evaluate.py and tasks/report.py aggregate."""
+    """Fine-tuning results as the plain records tasks/tracking/tables.py and tasks/tracking/report.py
+    aggregate."""
     return [run.model_dump(mode="json") for run in runs]
+
+
+def _teach(run_stage: StageRunner, tracker: RunTracker, parent: str, reviews: Reviews, config: DistillConfig
+           ) -> tuple[TeacherAnswersResult, dict[str, Any], Any]:
+    """The teacher's answers, how good they are (scored on gold-labelled sentences) and the corpus built from
+    them, each recorded on the parent run."""
+    generation = run_stage("generate", stages.generate_stage, live_metrics=True, reviews=reviews, config=config)
+    quality = teacher_quality([generation.dataset_dir], gold_train_sentences(config))
+    tracker.log_metrics(parent, numeric_figures(quality))
+    tracker.log_dict(parent, quality, "results/teacher_quality.json")
+    corpus = run_stage("corpus", stages.corpus_stage, generation=generation, config=config)
+    tracker.log_dataset(parent, corpus.dataset_dir, "teacher-corpus", corpus.digest, "pretraining")
+    return generation, quality, corpus
+
+
+def _baselines(run_stage: StageRunner, model: ModelResult, config: DistillConfig
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The rows beside the student's, when the config asks for them: its zero-shot polarity per dataset, and the
+    teacher's own scores."""
+    zero_shot: dict[str, Any] = {}
+    if config.evaluate.zero_shot:
+        for dataset in config.data.datasets:
+            zero_shot[dataset] = run_stage(
+                f"zero-shot/{dataset}", stages.zeroshot_stage, model=model, dataset=dataset, config=config
+            ).model_dump(mode="json")
+    teacher: dict[str, Any] = {}
+    if config.evaluate.teacher_baseline:
+        teacher = run_stage("teacher-baseline", stages.teacher_baseline_stage, config=config).datasets
+    return zero_shot, teacher
 
 
 def run_distill(config: DistillConfig) -> dict[str, Any]:
@@ -227,20 +198,11 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
         reviews = Reviews(**collect_reviews(config, config.work_dir / "stages" / "collect"))
         tracker.log_metrics(parent, {"reviews": reviews.n_reviews})
 
-        generation = run_stage("generate", stages.generate_stage, live_metrics=True, reviews=reviews, config=config)
-        quality = teacher_quality([generation.dataset_dir], gold_train_sentences(config))
-        tracker.log_metrics(parent, numeric_figures(quality))
-        tracker.log_dict(parent, quality, "results/teacher_quality.json")
-        corpus = run_stage("corpus", stages.corpus_stage, generation=generation, config=config)
-        tracker.log_dataset(parent, corpus.dataset_dir, "teacher-corpus", corpus.digest, "pretraining")
-
+        generation, quality, corpus = _teach(run_stage, tracker, parent, reviews, config)
         student = run_stage("student", stages.student_stage, corpus=corpus, config=config)
 
-        model = student
-        if config.pretrain.enabled:
-            model = run_stage(
-                "pretrain", stages.pretrain_stage, live_metrics=True, student=student, corpus=corpus, config=config
-            )
+        model = student if not config.pretrain.enabled else run_stage(
+            "pretrain", stages.pretrain_stage, live_metrics=True, student=student, corpus=corpus, config=config)
 
         distilled_runs = _finetune_all(run_stage, "finetune", model, config)
         table = aggregate_runs(_records(distilled_runs))
@@ -255,31 +217,15 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
             rows["student (undistilled)"] = baseline
             tracker.log_metrics(parent, {**flat_metrics(baseline, "undistilled"), "undistilled_mean_f1": gate_metric(baseline)})
 
-        zero_shot: dict[str, Any] = {}
-        if config.evaluate.zero_shot:
-            for dataset in config.data.datasets:
-                zero_shot[dataset] = run_stage(
-                    f"zero-shot/{dataset}", stages.zeroshot_stage, model=model, dataset=dataset, config=config
-                ).model_dump(mode="json")
-        teacher: dict[str, Any] = {}
-        if config.evaluate.teacher_baseline:
-            teacher = run_stage("teacher-baseline", stages.teacher_baseline_stage, config=config).datasets
-
+        zero_shot, teacher = _baselines(run_stage, model, config)
         best = max(distilled_runs, key=lambda run: run.best_dev_f1)
         test_sets = load_test_sets(config)
         tracker.set_tags(parent, scored_set_tags(test_sets))
         for run in distilled_runs:
             tracker.log_artifact(parent, run.predictions_path, predictions_artifact(run.dataset, run.seed))
-        registration = register_student(
-            best.model_dir,
-            sha256_tree(best.model_dir),
-            mean_f1,
-            parent,
-            config.registry.model_name,
-            config.mlflow_uri,
-            task=best.task,
-            engine=config.student.engine,
-        )
+        registration = register_student(best.model_dir, sha256_tree(best.model_dir), mean_f1, parent,
+                                        config.registry.model_name, config.mlflow_uri, task=best.task,
+                                        engine=config.student.engine)
         comparison = versus_champion(config, registration, _records(distilled_runs), test_sets)
         tracker.log_metrics(parent, comparison_metrics(comparison))
         summary = {
@@ -299,9 +245,8 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
             "seconds": time.perf_counter() - started,
             **registration,
         }
-        for name, variety in summary["variety"].items():
-            if warning := collapse_warning(name, variety):
-                logger.warning(warning)
+        for warning in filter(None, (collapse_warning(name, v) for name, v in summary["variety"].items())):
+            logger.warning(warning)
         summary.update(_record_cost(tracker, parent, generation, run_stage.seconds, summary["seconds"]))
         tracker.log_dict(parent, summary, "results/summary.json")
         report_path = write_report(config, summary, distilled_runs, baseline_runs, generation, run_stage.metric_runs,

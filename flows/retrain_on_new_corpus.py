@@ -14,7 +14,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from fsa_distill.core.config import DistillConfig, resolve_config
-from fsa_distill.tasks.inbox import LEDGER_NAME, AcceptedCorpus, Ledger, accepted_corpora, scan_inbox
+from fsa_distill.tasks.ops.inbox import LEDGER_NAME, AcceptedCorpus, Ledger, accepted_corpora, scan_inbox
 
 
 def run_distill(config: DistillConfig) -> dict[str, Any]:

@@ -9,8 +9,9 @@ recipe; every arm that pretrains gets the same number of steps:
 - D: the imported real answers (Mixtral) on their own reviews;
 - D_prime: SmolLM2 on D's reviews with the prompt D got for each: the like-for-like test of teacher quality.
 
-Wiring only: every step is a cached stage (tasks/stages.py, tasks/study_stages.py), so an interrupted study
-resumes where it stopped; the statistics live in tasks/study_stats.py and the results file in tasks/study_results.py.
+Wiring only: every step is a cached stage (tasks/stages/prefect_tasks.py, tasks/study/prefect_tasks.py), so an
+interrupted study resumes where it stopped; the statistics live in benchmark/stats.py and the results file in
+tasks/study/results.py.
 """
 
 from __future__ import annotations
@@ -23,15 +24,22 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from fsa_distill.core.config import DistillConfig, TeacherConfig, resolve_config
-from fsa_distill.flows.distill import StageRunner
-from fsa_distill.tasks import stages, study_stages
-from fsa_distill.tasks.answer_files import PROMPTS
-from fsa_distill.tasks.results import (
-    CorpusResult, FinetuneResult, GenerationResult, PretrainResult, Reviews, ZeroShotResult,
+from fsa_distill.flows.stage_runner import StageRunner
+from fsa_distill.tasks.stages import prefect_tasks as stages
+from fsa_distill.tasks.stages.records import (
+    CorpusResult,
+    FinetuneResult,
+    ModelResult,
+    PretrainResult,
+    Reviews,
+    TeacherAnswersResult,
+    ZeroShotResult,
 )
-from fsa_distill.tasks.study_results import assemble_results, report_inputs, study_metrics, write_results
-from fsa_distill.tasks.study_reviews import benchmark_reviews, imported_records, study_reviews
-from fsa_distill.tasks.tracking import RunTracker
+from fsa_distill.tasks.store.answer_files import PROMPTS
+from fsa_distill.tasks.study import prefect_tasks as study_stages
+from fsa_distill.tasks.study.results import assemble_results, report_inputs, study_metrics, write_results
+from fsa_distill.tasks.study.reviews import benchmark_reviews, imported_records, study_reviews
+from fsa_distill.tasks.tracking.runs import RunTracker
 
 ARMS = ("A", "B", "D", "D_prime", "C")  # run order: C needs the most teacher answers
 
@@ -65,6 +73,57 @@ def imported_teacher(config: DistillConfig) -> TeacherConfig:
                          max_model_len=config.teacher.max_model_len)
 
 
+def _evaluate_arm(run_stage: StageRunner, clock: StageClock, arm: str, model: Any, config: DistillConfig
+                  ) -> tuple[list[FinetuneResult], dict[str, ZeroShotResult]]:
+    """The arm's student fine-tuned on every dataset × seed, and its zero-shot polarity when the config asks."""
+    finetuned: list[FinetuneResult] = []
+    zero_shot: dict[str, ZeroShotResult] = {}
+    for dataset in config.data.datasets:
+        for seed in config.finetune.seeds:
+            finetuned.append(clock.run(run_stage, f"{arm}/finetune/{dataset}/seed-{seed}", stages.finetune_stage,
+                                       live_metrics=True, model=model, dataset=dataset, seed=seed, config=config))
+        if config.evaluate.zero_shot:
+            zero_shot[dataset] = clock.run(run_stage, f"{arm}/zero-shot/{dataset}", stages.zeroshot_stage,
+                                           model=model, dataset=dataset, config=config)
+    return finetuned, zero_shot
+
+
+def _study_report(results: dict[str, Any], run_stage: StageRunner, tracker: RunTracker, parent: str,
+                  config: DistillConfig) -> Path:
+    """The study's HTML report (tables and each arm's pretraining curves), logged on the parent run."""
+    from fsa_distill.tasks.tracking.report import build_report, curves_from_mlflow
+
+    curve_runs = {f"pretrain/{label.split('/')[0]}": run_id for label, run_id in run_stage.metric_runs.items()
+                  if label.endswith("/pretrain")}
+    curves = curves_from_mlflow(config.mlflow_uri, curve_runs, ["train/loss", "eval/loss"])
+    report = build_report(report_inputs(results, curves), config.work_dir / "reports" / parent)
+    tracker.log_artifact(parent, report.parent, "report")
+    return report
+
+
+def _shared_student(run_stage: StageRunner, clock: StageClock, records: list[Any], study_dir: Path,
+                    config: DistillConfig) -> ModelResult:
+    """One student and tokenizer for all arms, from arm-neutral text: the fine-tuning sentences and the review
+    texts."""
+    neutral = benchmark_reviews(config.model_copy(update={"study": config.study.model_copy(
+        update={"benchmark_reviews_per_dataset": config.data.max_train_sentences or 10**9})}))
+    texts = study_stages.write_reviews(neutral + [{"id": r.record_id, "text": r.review} for r in records],
+                                       study_dir / "tokenizer_texts.jsonl")
+    return clock.run(run_stage, "student", study_stages.shared_student_stage, texts=texts, config=config)
+
+
+def _plain(finetuned: dict[str, list[Any]], zero_shot: dict[str, dict[str, Any]], generations: dict[str, list[Any]],
+           corpora: dict[str, Any], pretrained: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """The stage records as the plain JSON values the results file is assembled from, in assemble_results' order."""
+    def plain(record: Any) -> dict[str, Any]:
+        return record.model_dump(mode="json")
+
+    return ({arm: [plain(r) for r in runs] for arm, runs in finetuned.items()},
+            {arm: {d: plain(z) for d, z in by_dataset.items()} for arm, by_dataset in zero_shot.items()},
+            {arm: [plain(g) for g in gens] for arm, gens in generations.items()},
+            {arm: plain(c) for arm, c in corpora.items()}, {arm: plain(p) for arm, p in pretrained.items()})
+
+
 def run_study(config: DistillConfig) -> dict[str, Any]:
     """Every arm, end to end; writes `study.results_path` and the run report; returns the results."""
     logger = get_run_logger()
@@ -77,7 +136,7 @@ def run_study(config: DistillConfig) -> dict[str, Any]:
     clock = StageClock(study_dir / "stage_seconds.json")
     started = time.perf_counter()
 
-    def generate(label: str, cfg: DistillConfig, reviews: Reviews) -> GenerationResult:
+    def generate(label: str, cfg: DistillConfig, reviews: Reviews) -> TeacherAnswersResult:
         return clock.run(run_stage, label, stages.generate_stage, reviews=reviews, config=cfg)
 
     def corpus(label: str, generations: list[Any]) -> CorpusResult:
@@ -108,12 +167,7 @@ def run_study(config: DistillConfig) -> dict[str, Any]:
             teacher = imported_teacher(config)
             return [generate(f"D/generate-{p}", with_prompt(config, p, teacher), by_prompt[p]) for p in prompts]
 
-        # One tokenizer for all arms, from arm-neutral text: the fine-tuning sentences and the review texts.
-        neutral = benchmark_reviews(config.model_copy(update={"study": config.study.model_copy(
-            update={"benchmark_reviews_per_dataset": config.data.max_train_sentences or 10**9})}))
-        texts = study_stages.write_reviews(neutral + [{"id": r.record_id, "text": r.review} for r in records],
-                                           study_dir / "tokenizer_texts.jsonl")
-        student = clock.run(run_stage, "student", study_stages.shared_student_stage, texts=texts, config=config)
+        student = _shared_student(run_stage, clock, records, study_dir, config)
 
         # Arm by arm, those needing no SmolLM2 answers first: a teacher still filling the answer store in the
         # background (or a resumed study) finds them cached by the time C and D' need them.
@@ -130,27 +184,13 @@ def run_study(config: DistillConfig) -> dict[str, Any]:
                 model = pretrained[arm] = clock.run(run_stage, f"{arm}/pretrain", stages.pretrain_stage,
                                                     live_metrics=True, student=student, corpus=corpora[arm],
                                                     config=config)
-            finetuned[arm] = []
-            for dataset in config.data.datasets:
-                for seed in config.finetune.seeds:
-                    finetuned[arm].append(clock.run(run_stage, f"{arm}/finetune/{dataset}/seed-{seed}",
-                                                    stages.finetune_stage, live_metrics=True, model=model,
-                                                    dataset=dataset, seed=seed, config=config))
-                if config.evaluate.zero_shot:
-                    zero_shot.setdefault(arm, {})[dataset] = clock.run(
-                        run_stage, f"{arm}/zero-shot/{dataset}", stages.zeroshot_stage, model=model, dataset=dataset,
-                        config=config)
+            finetuned[arm], arm_zero_shot = _evaluate_arm(run_stage, clock, arm, model, config)
+            if arm_zero_shot:
+                zero_shot[arm] = arm_zero_shot
             logger.info("study: arm %s done", arm)
 
-        def plain(record: Any) -> dict[str, Any]:
-            return record.model_dump(mode="json")
-
-        results = assemble_results(
-            config, {arm: [plain(r) for r in runs] for arm, runs in finetuned.items()},
-            {arm: {d: plain(z) for d, z in by_dataset.items()} for arm, by_dataset in zero_shot.items()},
-            {arm: [plain(g) for g in gens] for arm, gens in generations.items()},
-            {arm: plain(c) for arm, c in corpora.items()}, {arm: plain(p) for arm, p in pretrained.items()},
-            clock.seconds)
+        results = assemble_results(config, *_plain(finetuned, zero_shot, generations, corpora, pretrained),
+                                   clock.seconds)
         results["mlflow_run_id"] = parent
         results["flow_seconds_this_run"] = round(time.perf_counter() - started, 1)
         results["stages_this_run"] = dict(run_stage.outcomes)  # "ran" or "cached": what a resumed study redid
@@ -158,14 +198,7 @@ def run_study(config: DistillConfig) -> dict[str, Any]:
         results["results_path"] = str(path)
         tracker.log_artifact(parent, path, "results")
         tracker.log_metrics(parent, study_metrics(results))
-        from fsa_distill.tasks.report import build_report, curves_from_mlflow
-
-        curve_runs = {f"pretrain/{label.split('/')[0]}": run_id for label, run_id in run_stage.metric_runs.items()
-                      if label.endswith("/pretrain")}
-        curves = curves_from_mlflow(config.mlflow_uri, curve_runs, ["train/loss", "eval/loss"])
-        report = build_report(report_inputs(results, curves), config.work_dir / "reports" / parent)
-        tracker.log_artifact(parent, report.parent, "report")
-        results["report_path"] = str(report)
+        results["report_path"] = str(_study_report(results, run_stage, tracker, parent, config))
         tracker.finish(parent)
         return results
     except BaseException:

@@ -7,8 +7,8 @@ pipeline task left. The pyfunc wraps the plain HF model folder (kept verbatim as
 the engine named in its model config (models/student/engines.py: the torch path is the greedy decoder the
 benchmark scores). Each answer is structured with the scorer's own parser (core/answers.py), so a caller gets
 exactly the pairs the registry's F1 counted. It loads with or without fsa-distill installed: the fsa_distill
-modules it imports travel with it, as the package `fsa_distill_serving` (tasks/register.py logs them as
-`code_paths`, with their imports renamed).
+modules it imports travel with it, as the package `fsa_distill_serving` (tasks/tracking/register.py logs them
+as `code_paths`, with their imports renamed).
 """
 
 from __future__ import annotations

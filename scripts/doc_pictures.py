@@ -20,7 +20,7 @@ def main(work: Path, experiment: str = "fsa-distill") -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from fsa_distill.tasks.history import history_page
+    from fsa_distill.tasks.tracking.history import history_page
 
     report = max((work / "reports").glob("*/report.html"), key=lambda path: path.stat().st_mtime)
     out = ROOT / "docs" / "images"

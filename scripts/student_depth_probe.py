@@ -21,13 +21,13 @@ import time
 
 import torch
 
+from fsa_distill.benchmark.data import load_task_data
 from fsa_distill.benchmark.scorer import score_predictions
 from fsa_distill.benchmark.targets import linearise
 from fsa_distill.core.config import resolve_config
 from fsa_distill.models.student.batching import collate, tokenize_pairs
 from fsa_distill.models.student.decoding import greedy_decode
 from fsa_distill.models.student.warm_start import PRETRAINED, packaged_checkpoint, warm_start_bart
-from fsa_distill.tasks.finetune import load_task_data
 
 
 def bert2bert() -> tuple[object, object]:

@@ -9,7 +9,19 @@ from typing import Annotated
 import typer
 
 from fsa_distill.cli.commands import (
-    bench, cache, config, data, finetune, generate, history, predict, pretrain, run, score, serve, study,
+    bench,
+    cache,
+    config,
+    data,
+    finetune,
+    generate,
+    history,
+    predict,
+    pretrain,
+    run,
+    score,
+    serve,
+    study,
 )
 
 # The ephemeral Prefect server's telemetry ping logs an ERROR on every offline run; set the variable to opt in.

@@ -32,7 +32,7 @@ PROFILE_DIR = package_data("fsa_distill", "profiles")
 PROFILES = ("demo", "study", "paper")
 DATASETS = ("atsa/rest14", "atsa/laptop14", "acsa/rest16", "acsa/laptop16")
 # The bare student names the build knows (models/student/: warm_start.PRETRAINED, build.SIZES; core cannot import
-# them, so tests/test_config.py keeps the two lists equal).
+# them, so tests/core/test_config.py keeps the two lists equal).
 STUDENT_NAMES = ("minilm-l6", "minilm-l6-d3", "t5-tiny", "t5-mini", "t5-small")
 PAPER_SEEDS = [42, 52, 62, 72, 82, 142, 152, 162, 172, 182]
 
@@ -348,7 +348,7 @@ class StudyConfig(Section):
     imported_teacher_id: str = Field("mixtral-8x7b-instruct-v0.1", min_length=1,
                                      description="Teacher id the imported answers are stored under")
     bootstrap_samples: int = Field(10_000, ge=100, description="Replicates of the paired bootstrap intervals")
-    results_path: Path = Field(Path("benchmark/perf/results/study.json"), description="Where the results go")
+    results_path: Path = Field(Path("docs/results/study.json"), description="Where the results go")
 
 
 class DistillConfig(Section):

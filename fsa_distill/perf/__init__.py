@@ -1,6 +1,6 @@
 """Speed and memory benchmarks (`fsa-distill bench …`): kept apart from the evaluation protocol in benchmark/.
 
-Each writes one JSON result file into benchmark/perf/results/ and compares against a baseline measured in the
+Each writes one JSON result file into docs/results/ and compares against a baseline measured in the
 same run.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 # Relative to the working directory: run from the checkout's root it is the committed results folder; an
 # installed package writes beside wherever it is run, never into site-packages.
-RESULTS_DIR = Path("benchmark") / "perf" / "results"
+RESULTS_DIR = Path("docs") / "results"
 
 
 def machine() -> dict[str, Any]:

@@ -21,7 +21,7 @@ def bench_dtype(student: str, work: Path, data_dir: Path | None, n_train: int = 
     from fsa_distill.core.config import resolve_config
     from fsa_distill.models.student import build_student, load_student
     from fsa_distill.perf.bench_train import peak_matmul_flops
-    from fsa_distill.tasks.finetune import finetune
+    from fsa_distill.tasks.stages.finetune import finetune
 
     student_dir = work / "dtype" / "student"
     if not student_dir.exists():

@@ -1,6 +1,6 @@
-"""How fast the history page (tasks/history.py) is over many runs: a synthetic tracking store of N weekly runs
-written through MLflow's client (what a flow run logs on its parent run, two stage runs each, one registered
-version per run behind the real gate rule), then the page read and rendered from it.
+"""How fast the history page (tasks/tracking/history.py) is over many runs: a synthetic tracking store of N
+weekly runs written through MLflow's client (what a flow run logs on its parent run, two stage runs each, one
+registered version per run behind the real gate rule), then the page read and rendered from it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ STAGES = ("generate", "corpus", "student", "pretrain", "finetune")
 
 
 def _run_metrics(rng: random.Random, index: int) -> dict[str, float]:
-    """What a flow run logs on its parent run (tasks/evaluate.py, teacher_quality.py, cost.py names)."""
+    """What a flow run logs on its parent run (tasks/tracking/tables.py, teacher_quality.py, cost.py
+    names)."""
     level = 0.30 + 0.003 * index + rng.uniform(-0.04, 0.04)
     metrics = {f"distilled.{d}.{v}.f1_mean": max(0.0, level + rng.uniform(-0.08, 0.02) - 0.1 * (v != "normal"))
                for d in DATASETS for v in VIEWS}
@@ -40,13 +41,14 @@ def _run_metrics(rng: random.Random, index: int) -> dict[str, float]:
 def synthetic_store(tracking_uri: str, experiment_name: str, model_name: str, f1s: list[float | None] | None = None,
                     n_runs: int = 3, reports_dir: Path | None = None, children: int = 2, seed: int = 0) -> list[str]:
     """Write `n_runs` finished flow runs a week apart (or one per entry of `f1s`, overriding each run's gate
-    metric; None = a failed run) and register each finished one through the gate rule of tasks/register.py.
-    With `reports_dir`, each run gets a real report (tasks/report.py) at `<reports_dir>/<run id>/report.html`."""
+    metric; None = a failed run) and register each finished one through the gate rule of
+    tasks/tracking/register.py. With `reports_dir`, each run gets a real report (tasks/tracking/report.py) at
+    `<reports_dir>/<run id>/report.html`."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from fsa_distill.tasks.register import CHALLENGER, CHAMPION, gate_champion
-    from fsa_distill.tasks.report import build_report
+    from fsa_distill.tasks.tracking.register import CHALLENGER, CHAMPION, gate_champion
+    from fsa_distill.tasks.tracking.report import build_report
 
     client = MlflowClient(tracking_uri)
     experiment = client.create_experiment(experiment_name)
@@ -94,7 +96,7 @@ def run(n_runs: int = 200, work_dir: Path | None = None, out_path: Path | None =
 
     from mlflow.tracking import MlflowClient
 
-    from fsa_distill.tasks.history import read_runs, read_versions, render_page, with_links
+    from fsa_distill.tasks.tracking.history import read_runs, read_versions, render_page, with_links
 
     with tempfile.TemporaryDirectory(prefix="fsa-bench-history-", dir=work_dir) as temp:
         uri = f"sqlite:///{Path(temp) / 'mlflow.db'}"

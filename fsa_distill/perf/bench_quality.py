@@ -3,7 +3,7 @@
 The one full-data quality figure of the offline student, rerunnable by anyone: one seed (the study gives the
 seed-to-seed spread), the demo profile's fine-tuning recipe unless overridden, the whole train / dev / test splits.
 Each dataset's dev curve (the numbers the recipe is chosen on) and its test F1 per view are written to
-benchmark/perf/results/quality.json, with the recipe, the wall time of each run and the machine's load; a run of
+docs/results/quality.json, with the recipe, the wall time of each run and the machine's load; a run of
 one dataset replaces that dataset's entry and keeps the others.
 """
 
@@ -35,7 +35,7 @@ def run_quality_bench(datasets: list[str], overrides: list[str], work_dir: Path,
     """Fine-tune the configured student on each dataset's full train split; dev curve and test views each."""
     from fsa_distill.core.files import atomic_file
     from fsa_distill.models.student import build_student, student_origin
-    from fsa_distill.tasks.finetune import finetune
+    from fsa_distill.tasks.stages.finetune import finetune
 
     config = quality_config(data_dir, work_dir, overrides)
     student_dir = work_dir / "quality" / "student" / config.student.model

@@ -2,11 +2,12 @@
 
 Parts, each measured in a subprocess of its own so that its peak RSS is its own (`--part generation|training|all`):
 - generation: N answers of a synthetic teacher (instant, always valid: the pipeline is measured, not a model)
-  go through the real generate stage (`tasks.generate.generate_responses`: lazy job plan, validation, the
-  SQLite answer store, the Arrow dataset writer), then the real corpus stage (`tasks.corpus.build_corpus`)
-  builds the corpus from that dataset. Reports `answers`, `store_write_s` (time inside the store's commits),
-  `dataset_build_s` (generation dataset from the store), `corpus_build_s`, and the process's peak RSS
-  (`generation_peak_rss_gib`, VmHWM, memory-mapped pages included; `generation_peak_anonymous_rss_gib`).
+  go through the real generate stage (`tasks.stages.generate.generate_responses`: lazy job plan, validation,
+  the SQLite answer store, the Arrow dataset writer), then the real corpus stage
+  (`tasks.stages.corpus.build_corpus`) builds the corpus from that dataset. Reports `answers`, `store_write_s`
+  (time inside the store's commits), `dataset_build_s` (generation dataset from the store), `corpus_build_s`,
+  and the process's peak RSS (`generation_peak_rss_gib`, VmHWM, memory-mapped pages included;
+  `generation_peak_anonymous_rss_gib`).
 - training: a synthetic corpus of N (review, response) pairs is written as a corpus-stage dataset (Arrow, in
   chunks, by `Dataset.from_generator`; not timed, and done in its own subprocess too), then one training
   subprocess tokenizes it with `models.student.tokenized` (`tokenize_s`) and pretrains the same student with
@@ -15,7 +16,7 @@ Parts, each measured in a subprocess of its own so that its peak RSS is its own 
   peak RSS (`training_peak_rss_gib`, VmHWM: tokenization included, and the memory-mapped corpus pages it
   touched; `training_peak_anonymous_rss_gib`: heap and tensors only, sampled).
 Goals: generation_peak_rss_gib < 2; training_peak_rss_gib < 3 and large ≥ 0.9 × small steps/s. Writes
-benchmark/perf/results/scale.json (each part's result replaces only that part's entry).
+docs/results/scale.json (each part's result replaces only that part's entry).
 
     fsa-distill bench scale --pairs 2000000 --json
 """
@@ -116,7 +117,7 @@ def training_part(work: Path, n_pairs: int, steps: int, batch_size: int, student
     from fsa_distill.models.student import build_student
     from fsa_distill.models.student.load import load_tokenizer
     from fsa_distill.models.student.tokenized import tokenized_split, tokenizer_digest
-    from fsa_distill.tasks.pretrain import pretrain
+    from fsa_distill.tasks.stages.pretrain import pretrain
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads())
     anonymous = AnonymousRssPeak()
@@ -173,7 +174,7 @@ class SyntheticTeacher:
         return request.sampling_key()
 
     def generate(self, requests: list[Any]) -> list[Any]:
-        from fsa_distill.models.teacher.base import GenerationResult
+        from fsa_distill.models.teacher.base import TeacherAnswer
 
         results = []
         for request in requests:
@@ -185,7 +186,7 @@ class SyntheticTeacher:
                         f"Reasoning: The review calls the {word} {mood}, which is a clear opinion about it.")
             else:
                 text = f"In short, the {word} here was {mood}, and the reviewer says so plainly about the visit."
-            results.append(GenerationResult(text, len(text.split()), "stop"))
+            results.append(TeacherAnswer(text, len(text.split()), "stop"))
         return results
 
     def close(self) -> None:
@@ -201,8 +202,8 @@ def synthetic_reviews(n_reviews: int, seed: int):
 def generation_part(work: Path, n_pairs: int) -> dict[str, Any]:
     """Runs inside its own process: N answers through the generate stage and the store, then the corpus."""
     from fsa_distill.core.config import CorpusConfig, DistillConfig
-    from fsa_distill.tasks.corpus import build_corpus
-    from fsa_distill.tasks.generate import generate_responses
+    from fsa_distill.tasks.stages.corpus import build_corpus
+    from fsa_distill.tasks.stages.generate import generate_responses
 
     anonymous = AnonymousRssPeak()
     config = DistillConfig(work_dir=work / "gen-work")

@@ -9,14 +9,14 @@ split.
   timed with random weights (built offline, tokenizer trained on rest14 train). Model loading / engine
   start-up is timed apart and not counted.
 - Quality: a student that says something is needed, so each of `quality_sizes` is built the same way and
-  fine-tuned briefly on ATSA rest14 train with `tasks.finetune.finetune` (the recipe is in the result; cached
-  in the work dir), or `model` names an already fine-tuned folder. Both engines decode the rest14 ATSA test
-  split naturally (`max_new_tokens`) and are scored with the project's scorer (normal view).
+  fine-tuned briefly on ATSA rest14 train with `tasks.stages.finetune.finetune` (the recipe is in the result;
+  cached in the work dir), or `model` names an already fine-tuned folder. Both engines decode the rest14 ATSA
+  test split naturally (`max_new_tokens`) and are scored with the project's scorer (normal view).
 - Threads: torch and CTranslate2 get the same number (`threads`; default: as many cores as vLLM's CPU worker
   gets for the teacher), so the three share the hardware alike. The teacher runs first and its engine is
   closed before any student timing. The load average is recorded: the machine is shared.
 
-Writes benchmark/perf/results/serve.json (runs of the full 2,000 sentences only), keeping its `http` part: the
+Writes docs/results/serve.json (runs of the full 2,000 sentences only), keeping its `http` part: the
 default student behind `mlflow models serve` (bench_serve_http.py, `--part http`).
 
     OMP_NUM_THREADS=2 fsa-distill bench serve --json
@@ -56,7 +56,7 @@ def finetuned_student(size: str, work: Path, epochs: int, learning_rate: float, 
     from fsa_distill.core.config import DistillConfig
     from fsa_distill.core.digests import sha256_json
     from fsa_distill.models.student import build_student
-    from fsa_distill.tasks.finetune import finetune
+    from fsa_distill.tasks.stages.finetune import finetune
 
     recipe = {"size": size, "task": "atsa", "dataset": "rest14", "epochs": epochs, "learning_rate": learning_rate,
               "batch_size": 16, "vocab_size": vocab_size, "seed": 42, "init": "random (offline build)",
@@ -147,7 +147,12 @@ def run_serve_bench(n_sentences: int = FULL_RUN, sizes: tuple[str, ...] = ("t5-t
     from fsa_distill.core.config import StudentConfig
     from fsa_distill.models.student import build_student
     from fsa_distill.models.teacher.vllm_backend import cpu_worker_cores
-    from fsa_distill.perf.bench_train import bench_teacher_inference, demo_config, start_teacher, stdout_to_stderr
+    from fsa_distill.perf.bench_train import (
+        bench_teacher_inference,
+        demo_config,
+        start_teacher,
+        stdout_to_stderr,
+    )
 
     threads = threads or cpu_worker_cores()
     torch.set_num_threads(threads)

@@ -18,7 +18,7 @@ the engine, and the server adds JSON, pandas, structuring and one request per re
 Every request and engine call asks for `max_new_tokens`; the untrained warm start writes special tokens up to
 that budget (raw answer ""), so each review costs the full budget: recorded as `decoded_tokens_per_review`. The
 server's answers are checked against the engine's (`same_answers_as_engine`). Saved (as the `http` part of
-benchmark/perf/results/serve.json, the other parts kept) for the full levels and request count only.
+docs/results/serve.json, the other parts kept) for the full levels and request count only.
 
     fsa-distill bench serve --part http --json
 """
@@ -49,7 +49,7 @@ def log_model(model_dir: Path, work: Path, engine: str) -> tuple[str, str]:
     """(tracking URI, model URI): `model_dir` logged as the registry logs it, in a SQLite MLflow under `work`."""
     from mlflow.tracking import MlflowClient
 
-    from fsa_distill.tasks.register import log_student_model
+    from fsa_distill.tasks.tracking.register import log_student_model
 
     uri = f"sqlite:///{work / 'mlflow.db'}"
     client = MlflowClient(uri)

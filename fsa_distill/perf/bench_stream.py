@@ -5,7 +5,7 @@ stage before streaming) against fed as a stream (`VLLMBackend.generate_stream`: 
 
 Answers end at their natural EOS (varied lengths are what makes a barrier cost anything), greedy decoding, no
 re-asks, both prompts, a fresh answer store per run, the runs alternating so the shared machine's load hits
-both alike. Writes benchmark/perf/results/stream.json.
+both alike. Writes docs/results/stream.json.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class ChunkedTeacher:
 def _run(teacher: Any, reviews: list[dict[str, str]], config: Any) -> tuple[dict[str, Any], dict[str, str]]:
     from datasets import load_from_disk
 
-    from fsa_distill.tasks.generate import generate_responses
+    from fsa_distill.tasks.stages.generate import generate_responses
 
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as temp:
         teacher.llm.reset_prefix_cache()  # neither arm reuses the other's cached prompt prefixes

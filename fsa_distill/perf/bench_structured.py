@@ -3,7 +3,7 @@ and without the format regex, on the same rest14 sentences, one vLLM engine, one
 
 Greedy decoding, no re-asks (a re-ask would hide first-answer failures), the pipeline's own path
 (`generate_responses`: cache, validation, dataset writing), a fresh answer store per arm. Writes
-benchmark/perf/results/structured_outputs.json.
+docs/results/structured_outputs.json.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ RESULTS_PATH = RESULTS_DIR / "structured_outputs.json"
 
 
 def _arm(backend: Any, reviews: list[dict[str, str]], config: Any, structured: bool) -> dict[str, Any]:
-    from fsa_distill.tasks.generate import generate_responses
+    from fsa_distill.tasks.stages.generate import generate_responses
 
     arm = config.model_copy(deep=True)
     arm.generation.structured_outputs = structured

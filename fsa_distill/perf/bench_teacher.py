@@ -7,7 +7,7 @@ Every answer is forced to exactly `max_tokens` tokens (ignore_eos / min_tokens) 
 the same number of tokens. The prefix cache is reset before each timed vLLM run, so no run profits from an
 earlier one. Direct and pipeline runs alternate `repeats` times and their medians are compared: one pair of
 runs varied by ±10% here (2-core machine), while the pipeline's own work (cache, validation, writing) is
-~0.1 s of a 45 s run. Writes benchmark/perf/results/teacher.json.
+~0.1 s of a 45 s run. Writes docs/results/teacher.json.
 
     python -m fsa_distill.perf.bench_teacher --n-prompts 128 --max-tokens 200
 """
@@ -54,7 +54,7 @@ def _vllm_direct(backend: Any, requests: list[Any]) -> tuple[int, float]:
 
 def _pipeline(backend: Any, reviews: list[dict[str, str]], config: Any) -> tuple[int, float, dict[str, Any]]:
     """The same prompts through `generate_responses`: cache, validation and dataset writing included."""
-    from fsa_distill.tasks.generate import generate_responses
+    from fsa_distill.tasks.stages.generate import generate_responses
 
     with tempfile.TemporaryDirectory(prefix="bench-teacher-") as temp:
         backend.llm.reset_prefix_cache()
@@ -68,7 +68,11 @@ def _vllm_engine_defaults(model_dir: Path, digest: str, requests: list[Any], enf
                           kv_cache_memory_gib: float, dtype: str, reserve_one_core: bool) -> tuple[int, float]:
     """The same direct run with one of the pipeline's engine choices undone: `dtype="auto"` handed to vLLM
     unchanged (bfloat16 on CPUs), or `reserve_one_core` as vLLM does for its scheduler by default."""
-    from fsa_distill.models.teacher.vllm_backend import RESERVED_CPU_ENV, VLLM_DEFAULT_RESERVED_CPUS, VLLMBackend
+    from fsa_distill.models.teacher.vllm_backend import (
+        RESERVED_CPU_ENV,
+        VLLM_DEFAULT_RESERVED_CPUS,
+        VLLMBackend,
+    )
 
     # exported, vLLM's own reservation turns the backend's override off
     reservation = {RESERVED_CPU_ENV: VLLM_DEFAULT_RESERVED_CPUS} if reserve_one_core else {}
@@ -122,7 +126,7 @@ def run_teacher_bench(
     from fsa_distill.models.teacher.prompts import load_prompt
     from fsa_distill.models.teacher.smollm2 import NAME, ensure_smollm2
     from fsa_distill.models.teacher.vllm_backend import RESERVED_CPU_ENV, VLLMBackend, reserved_cpu_override
-    from fsa_distill.tasks.generate import build_jobs, input_budget
+    from fsa_distill.tasks.stages.generate import build_jobs, input_budget
 
     model_dir, digest = ensure_smollm2(Path(work_dir) / "models")
     config = DistillConfig(work_dir=work_dir)

@@ -1,7 +1,7 @@
 """The cost of the distributed path: the generate stage on `generation.engine: ray` (one replica, a Ray actor
 owning a vLLM engine, answers streamed back) against `engine: local` (the engine in this process), same SmolLM2,
 same prompts, every answer forced to `max_tokens` tokens, one command. Writes
-benchmark/perf/results/teacher_ray.json.
+docs/results/teacher_ray.json.
 
 On a 2-core machine one replica is the honest setting: a second would split the same two cores. Both engines are
 up for the whole run (an idle vLLM engine waits without computing); after a warm-up each, local and Ray runs
@@ -25,7 +25,7 @@ RESULTS_PATH = RESULTS_DIR / "teacher_ray.json"
 
 
 def _timed_run(teacher: Any, reviews: list[dict[str, str]], config: Any) -> tuple[int, float, dict[str, Any]]:
-    from fsa_distill.tasks.generate import generate_responses
+    from fsa_distill.tasks.stages.generate import generate_responses
 
     with tempfile.TemporaryDirectory(prefix="bench-teacher-ray-") as temp:
         started = time.perf_counter()

@@ -4,20 +4,21 @@ and student vs teacher inference speed on the same reviews.
 Padding, on two corpora in one run, each with its own student (the configured size, tokenizer trained on that
 corpus as the pipeline does) and the paper's lengths (128 / 400), batch size 16:
 - pipeline (headline): what the demo pipeline really trains on: `n_pipeline_reviews` rest14 training sentences
-  answered by the offline teacher (SmolLM2 via vLLM) with both prompts through `tasks.generate.generate_responses`
-  (the demo profile's generation settings, per-review cache under `<work-dir>/bench-train/cache/`, so a rerun
-  skips the teacher's work), then `tasks.corpus.build_corpus`;
+  answered by the offline teacher (SmolLM2 via vLLM) with both prompts through
+  `tasks.stages.generate.generate_responses` (the demo profile's generation settings, per-review cache under
+  `<work-dir>/bench-train/cache/`, so a rerun skips the teacher's work), then
+  `tasks.stages.corpus.build_corpus`;
 - mixtral: the 496 real Mixtral responses to long Yelp/Amazon reviews in ../shared (the held-out set).
 Within a corpus, every mode trains a fresh copy of the same initial student on the same examples (whole epochs,
-at least `min_steps` steps), with the same training step as `tasks.pretrain.pretrain` (forward, backward, clip,
-AdamW); one warm-up step per mode is not timed, and the modes take their steps in turn so that load changes on
-the shared machine hit all of them alike. Only real (non-pad) source + target tokens count as tokens, and
-they are the same for every mode, so the ratio is useful work per second. Modes:
+at least `min_steps` steps), with the same training step as `tasks.stages.pretrain.pretrain` (forward,
+backward, clip, AdamW); one warm-up step per mode is not timed, and the modes take their steps in turn so that
+load changes on the shared machine hit all of them alike. Only real (non-pad) source + target tokens count as
+tokens, and they are the same for every mode, so the ratio is useful work per second. Modes:
 - fixed: random batches, every batch padded to 128 / 400 (the paper's code);
 - dynamic: what `pretrain` does: length-grouped batches, each padded to its own longest source and target;
 - dynamic_same_batches: fixed's exact batches, padded dynamically (the gain of padding alone, no grouping).
 
-Inference: the same benchmark sentences (rest14 test) decoded greedily by the student (`tasks.predict.
+Inference: the same benchmark sentences (rest14 test) decoded greedily by the student (`tasks.ops.predict.
 generate_with`) and answered by the teacher (the same vLLM engine, the teacher baseline's few-shot extraction
 prompt). Each side runs at its best batching: vLLM schedules all reviews together, and each student size
 is timed with length-sorted batches of 64 and with all reviews in one batch, the faster counting
@@ -32,7 +33,7 @@ Threads: by default the student computes on as many cores as vLLM's CPU worker d
 (`models.teacher.vllm_backend.cpu_worker_cores`: both cores of a 2-core machine, else all but the one vLLM
 keeps for its scheduler), so both sides get the same hardware; `--threads 1` gives steadier timings on a busy
 shared machine. The teacher engine is closed before any student timing. Writes
-benchmark/perf/results/train.json.
+docs/results/train.json.
 
     fsa-distill bench train --json
 """
@@ -83,7 +84,7 @@ def corpus_from_pairs(pairs: list[tuple[str, str]], work: Path) -> Path:
     from datasets import Dataset
 
     from fsa_distill.core.config import CorpusConfig
-    from fsa_distill.tasks.corpus import build_corpus
+    from fsa_distill.tasks.stages.corpus import build_corpus
 
     generations = work / "generations"
     Dataset.from_list([{"review_id": str(i), "review": review, "prompt": "bench", "response": response,
@@ -97,8 +98,8 @@ def pipeline_corpus(config, teacher, n_reviews: int, work: Path) -> tuple[Path, 
     prompts, validated, cached) → `build_corpus` (all train, so every pair is trained on)."""
     from fsa_distill.benchmark.data import load_sentences
     from fsa_distill.core.config import CorpusConfig
-    from fsa_distill.tasks.corpus import build_corpus
-    from fsa_distill.tasks.generate import generate_responses
+    from fsa_distill.tasks.stages.corpus import build_corpus
+    from fsa_distill.tasks.stages.generate import generate_responses
 
     seen: dict[str, dict[str, str]] = {}
     for sentence in load_sentences("atsa", "rest14", "train", config.data.data_dir):
@@ -114,14 +115,14 @@ def pipeline_corpus(config, teacher, n_reviews: int, work: Path) -> tuple[Path, 
 
 def make_trainer(student_dir: Path, examples: list, pad_to: tuple[int, int] | None, cfg):
     """A fresh copy of the student with its optimizer, and its training step on a batch of example indices:
-    `tasks.pretrain.pretrain`'s step (collate, forward, backward, clip, AdamW step), returning
+    `tasks.stages.pretrain.pretrain`'s step (collate, forward, backward, clip, AdamW step), returning
     (real tokens, padded tokens, loss)."""
     import torch
 
-    from fsa_distill.models.student.load import load_student
     from fsa_distill.models.student.batching import collate
+    from fsa_distill.models.student.load import load_student
     from fsa_distill.models.student.training import pick_device, seed_everything
-    from fsa_distill.tasks.pretrain import autocast_context, make_optimizer
+    from fsa_distill.tasks.stages.pretrain import autocast_context, make_optimizer
 
     device = pick_device()
     seed_everything(cfg.seed)
@@ -153,9 +154,9 @@ def bench_padding(student_dir: Path, corpus_dir: Path, batch_size: int, max_sour
     the modes take their timed steps in turn (step i of every mode, then step i + 1, ...), so load changes on
     the shared machine hit every mode alike."""
     from fsa_distill.core.config import PretrainConfig
-    from fsa_distill.models.student.load import load_student
     from fsa_distill.models.student.batching import epoch_batches, tokenize_pairs
-    from fsa_distill.tasks.pretrain import load_corpus_split
+    from fsa_distill.models.student.load import load_student
+    from fsa_distill.tasks.stages.pretrain import load_corpus_split
 
     cfg = PretrainConfig(batch_size=batch_size, max_source_length=max_source, max_target_length=max_target,
                          seed=seed)
@@ -343,7 +344,7 @@ def bench_teacher_inference(teacher, texts: list[str], output_tokens: int, data_
                             ) -> dict[str, Any]:
     """The teacher's few-shot extraction on the same texts, forced to `output_tokens` new tokens each."""
     from fsa_distill.benchmark.data import load_sentences
-    from fsa_distill.tasks.teacher_baseline import extraction_prompt, few_shot_block
+    from fsa_distill.tasks.stages.teacher_baseline import extraction_prompt, few_shot_block
 
     examples = few_shot_block("atsa", load_sentences("atsa", "rest14", "train", data_dir)[:2])
     prompt = extraction_prompt("atsa")
@@ -361,7 +362,7 @@ def _ddp_section(work: Path, config, student: str, n_examples: int, batch_size: 
                  max_target: int, steps: int) -> dict[str, Any]:
     """The data-parallel comparison on the Mixtral set with `student` (fresh, dropout off)."""
     from fsa_distill.models.student import build_student
-    from fsa_distill.tasks.pretrain import load_corpus_split
+    from fsa_distill.tasks.stages.pretrain import load_corpus_split
 
     corpus_dir = work / "ddp" / "corpus"
     if not corpus_dir.exists():
@@ -395,7 +396,7 @@ def run_train_bench(n_examples: int = 496, n_pipeline_reviews: int = 200, n_revi
     from fsa_distill.benchmark.data import load_sentences
     from fsa_distill.models.student import SIZES, build_student
     from fsa_distill.models.teacher.vllm_backend import cpu_worker_cores
-    from fsa_distill.tasks.pretrain import load_corpus_split
+    from fsa_distill.tasks.stages.pretrain import load_corpus_split
 
     torch.set_num_threads(threads or cpu_worker_cores())
     config = demo_config(work_dir)

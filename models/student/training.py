@@ -139,6 +139,30 @@ OPTIMIZER_FILE = "optimizer.pt"  # tensors only: loaded with torch.load(weights_
 STATE_FILE = "trainer_state.json"  # everything else (position, scheduler, RNG, run identity): plain JSON
 
 
+def finished_result(result_path: Path, key: str) -> dict[str, Any] | None:
+    """The result a training stage wrote in an earlier run under the same stage key, if its model is still there:
+    the stage returns it as it is instead of training again."""
+    if not result_path.exists():
+        return None
+    done = json.loads(result_path.read_text(encoding="utf-8"))
+    return done if done.get("key") == key and Path(done["model_dir"]).exists() else None
+
+
+def rng_by_rank(state: dict[str, Any]) -> list[Any]:
+    """Every process's RNG state in a checkpoint's JSON state (one entry for a single-process checkpoint)."""
+    return state.get("rng_by_rank", [state.get("rng")])
+
+
+def resume_rng(state: dict[str, Any], folder: Path, world: int, rank: int) -> None:
+    """Give this process the RNG state it had when the checkpoint was saved. A checkpoint resumes only with the
+    number of processes that made it: each draws its own batches and dropout masks."""
+    saved = rng_by_rank(state)
+    if len(saved) != world:
+        raise InputError(folder, None, f"checkpoint was made by {len(saved)} process(es), this run has {world}; "
+                                       f"resume with {len(saved)} or use a new output folder")
+    restore_rng_state(saved[rank])
+
+
 def save_training_state(folder: Path, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     """Write a resumable training state into `folder` (a checkpoint being saved): the optimizer's tensors with
     torch.save, the rest as JSON, so that loading it never has to unpickle arbitrary objects."""

@@ -14,7 +14,7 @@ mapping is hand-written because transformers has no BERT → BART converter:
 - BERT's embedding LayerNorm is BART's `layernorm_embedding`; attention and feed-forward blocks map by name;
 - the decoder reuses the same layers (causal self-attention) and the same, tied, word embeddings.
 BART's LayerNorm epsilon is 1e-5 against BERT's 1e-12: the encoder's hidden states agree to float tolerance
-(tests/test_student_warm_start.py).
+(tests/models/test_student_warm_start.py).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
-class GenerationResult:
+class TeacherAnswer:
     text: str
     n_tokens: int
     finish_reason: FinishReason
@@ -67,7 +67,7 @@ class TeacherBackend(ABC):
     distributed: bool = False  # replicas on a Ray cluster (engine=ray)
 
     @abstractmethod
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def generate(self, requests: list[GenerationRequest]) -> list[TeacherAnswer]:
         """Answer every request, in order. Failed requests come back with finish_reason="error"."""
 
     def sampling_key(self, request: GenerationRequest) -> dict[str, Any]:

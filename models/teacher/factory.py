@@ -11,7 +11,7 @@ from fsa_distill.core.config import TeacherConfig
 from fsa_distill.core.digests import sha256_json, sha256_tree
 from fsa_distill.core.errors import InputError
 from fsa_distill.models.teacher import smollm2
-from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend, TokenizerMixin
+from fsa_distill.models.teacher.base import GenerationRequest, TeacherAnswer, TeacherBackend, TokenizerMixin
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "*.pt")
 
@@ -158,7 +158,7 @@ class LazyTeacher(TokenizerMixin, TeacherBackend):
             return self.backend.truncate(text, max_tokens)
         return super().truncate(text, max_tokens)
 
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def generate(self, requests: list[GenerationRequest]) -> list[TeacherAnswer]:
         if not requests:
             return []
         if self.backend is None:

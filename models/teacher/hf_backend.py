@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend, TokenizerMixin
+from fsa_distill.models.teacher.base import GenerationRequest, TeacherAnswer, TeacherBackend, TokenizerMixin
 
 
 class HFBackend(TokenizerMixin, TeacherBackend):
@@ -35,9 +35,9 @@ class HFBackend(TokenizerMixin, TeacherBackend):
         self.model: Any = AutoModelForCausalLM.from_pretrained(model_path, revision=revision, dtype=torch_dtype)
         self.model.to(self.device).eval()
 
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def generate(self, requests: list[GenerationRequest]) -> list[TeacherAnswer]:
         """Requests with equal sampling settings are batched together (one `generate` call per group)."""
-        results: dict[int, GenerationResult] = {}
+        results: dict[int, TeacherAnswer] = {}
         groups: dict[tuple, list[int]] = {}
         for index, request in enumerate(requests):
             groups.setdefault(tuple(sorted(request.sampling_key().items())), []).append(index)
@@ -47,7 +47,7 @@ class HFBackend(TokenizerMixin, TeacherBackend):
                 results[i] = result
         return [results[i] for i in range(len(requests))]
 
-    def _generate_group(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def _generate_group(self, requests: list[GenerationRequest]) -> list[TeacherAnswer]:
         import torch
 
         first = requests[0]
@@ -77,7 +77,7 @@ class HFBackend(TokenizerMixin, TeacherBackend):
             else:
                 finish = "length" if len(ids) >= first.max_tokens else "stop"
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            results.append(GenerationResult(text, len(ids), finish, int(n_prompt)))
+            results.append(TeacherAnswer(text, len(ids), finish, int(n_prompt)))
         return results
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend, TeacherError
+from fsa_distill.models.teacher.base import GenerationRequest, TeacherAnswer, TeacherBackend, TeacherError
 
 IMPORTED_WEIGHTS = "imported"
 
@@ -24,7 +24,7 @@ class ImportedTeacher(TeacherBackend):
         """An imported answer exists once, whatever sampling settings the run that reads it has configured."""
         return {}
 
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def generate(self, requests: list[GenerationRequest]) -> list[TeacherAnswer]:
         if not requests:
             return []
         raise TeacherError(

@@ -15,7 +15,7 @@ import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from fsa_distill.core.redact import redact_text, redact_url
-from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend, TeacherError
+from fsa_distill.models.teacher.base import GenerationRequest, TeacherAnswer, TeacherBackend, TeacherError
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 FATAL_STATUS = {401, 403, 404}
@@ -89,7 +89,7 @@ class OpenAIBackend(TeacherBackend):
 
     async def _one(
         self, client: httpx.AsyncClient, semaphore: asyncio.Semaphore, request: GenerationRequest
-    ) -> GenerationResult:
+    ) -> TeacherAnswer:
         path, body = self._payload(request)
         async with semaphore:
             try:
@@ -105,15 +105,15 @@ class OpenAIBackend(TeacherBackend):
                 raise TeacherError(f"teacher at {self.shown_url} failed after {self.max_retries} retries: "
                                    f"{type(error).__name__}: {redact_text(str(error))}") from None
         if response.status_code >= 400:  # e.g. 400 prompt too long: this request's problem, not the run's
-            return GenerationResult("", 0, "error")
+            return TeacherAnswer("", 0, "error")
         choice = response.json()["choices"][0]
         text = choice["message"]["content"] if "message" in choice else choice["text"]
         usage = response.json().get("usage") or {}
         finish = "length" if choice.get("finish_reason") == "length" else "stop"
-        return GenerationResult(text or "", int(usage.get("completion_tokens", 0)), finish,
+        return TeacherAnswer(text or "", int(usage.get("completion_tokens", 0)), finish,
                                 int(usage.get("prompt_tokens", 0)))
 
-    async def agenerate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    async def agenerate(self, requests: list[GenerationRequest]) -> list[TeacherAnswer]:
         semaphore = asyncio.Semaphore(self.max_concurrency)
         limits = httpx.Limits(max_connections=self.max_concurrency)
         async with httpx.AsyncClient(
@@ -121,7 +121,7 @@ class OpenAIBackend(TeacherBackend):
         ) as client:
             return list(await asyncio.gather(*(self._one(client, semaphore, r) for r in requests)))
 
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def generate(self, requests: list[GenerationRequest]) -> list[TeacherAnswer]:
         if not requests:
             return []
         try:

@@ -18,7 +18,8 @@ PROMPT_DIR = package_data("fsa_distill.models.teacher", "prompts")
 
 # The analysis prompt's answer format as a regex for structured outputs (`generation.structured_outputs`):
 # 1 to 8 blocks of `Opinion Target N: "..."` / `Aspect: "..."` / `Sentiment: <intensity> <polarity>` /
-# `Reasoning: ...`, blank-line separated; what tasks/validation.py parses. Bounded so a model cannot loop.
+# `Reasoning: ...`, blank-line separated; what tasks/stages/validation.py parses. Bounded so a model cannot
+# loop.
 _SENTIMENT = (r"(?:(?:[Ss]trongly|[Mm]ildly|[Mm]oderately|[Ss]lightly|[Vv]ery|[Ss]omewhat) )?"
               r"(?:[Pp]ositive|[Nn]egative|[Nn]eutral|[Mm]ixed)")
 _BLOCK = rf'Opinion Target \d{{1,2}}: "[^"\n]+"\nAspect: "[^"\n]+"\nSentiment: {_SENTIMENT}\nReasoning: [^\n]+'

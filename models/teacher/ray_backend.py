@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend, TeacherError
-
 from fsa_distill.core.config import TeacherConfig
 from fsa_distill.core.reaper import TOKENS_ENV
+from fsa_distill.models.teacher.base import GenerationRequest, TeacherAnswer, TeacherBackend, TeacherError
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ class _Replica:
     def pid(self) -> int:
         return os.getpid()
 
-    def generate(self, requests: list[GenerationRequest]) -> tuple[list[GenerationResult], float]:
+    def generate(self, requests: list[GenerationRequest]) -> tuple[list[TeacherAnswer], float]:
         started = time.perf_counter()
         return self.backend.generate(requests), time.perf_counter() - started
 
@@ -138,15 +137,15 @@ class RayTeacher(TeacherBackend):
         for _ in range(self.n_replicas):
             self._new_replica()
 
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def generate(self, requests: list[GenerationRequest]) -> list[TeacherAnswer]:
         """The whole batch through the stream, in order (for callers that want a list)."""
-        results: dict[int, GenerationResult] = {}
+        results: dict[int, TeacherAnswer] = {}
         for finished in self.generate_stream(deque(enumerate(requests))):
             results.update(finished)
         return [results[index] for index in range(len(requests))]
 
     def generate_stream(self, queue: deque[tuple[Any, GenerationRequest]], window: int | None = None
-                        ) -> Iterator[list[tuple[Any, GenerationResult]]]:
+                        ) -> Iterator[list[tuple[Any, TeacherAnswer]]]:
         """Finished micro-batches as (tag, result) pairs, as soon as any replica finishes one.
 
         The caller may append to `queue` while iterating (re-asks): the stream ends when the queue is empty and

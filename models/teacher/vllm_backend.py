@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from fsa_distill.core.engine_output import engine_processes_write_to_log, vllm_logging_left_alone
-from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend, TokenizerMixin
+from fsa_distill.models.teacher.base import GenerationRequest, TeacherAnswer, TeacherBackend, TokenizerMixin
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class VLLMBackend(TokenizerMixin, TeacherBackend):
             for r in requests
         ]
 
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def generate(self, requests: list[GenerationRequest]) -> list[TeacherAnswer]:
         if not requests:
             return []
         outputs = self.llm.generate(
@@ -135,7 +135,7 @@ class VLLMBackend(TokenizerMixin, TeacherBackend):
         return [_result(output) for output in outputs]
 
     def generate_stream(self, queue: deque[tuple[Any, GenerationRequest]], window: int = 64
-                        ) -> Iterator[list[tuple[Any, GenerationResult]]]:
+                        ) -> Iterator[list[tuple[Any, TeacherAnswer]]]:
         """Finished answers as (tag, result) pairs after every engine step that finished some, while the engine
         is kept holding `window` requests: a new one goes in as soon as one finishes, so the engine never
         drains at the end of a chunk (`LLM.generate` on a list waits for its slowest answer; vLLM's own
@@ -174,8 +174,8 @@ class VLLMBackend(TokenizerMixin, TeacherBackend):
         gc.collect()
 
 
-def _result(output: Any) -> GenerationResult:
+def _result(output: Any) -> TeacherAnswer:
     completion = output.outputs[0]
     finish = "length" if completion.finish_reason == "length" else "stop"
-    return GenerationResult(completion.text, len(completion.token_ids), finish,
+    return TeacherAnswer(completion.text, len(completion.token_ids), finish,
                             len(getattr(output, "prompt_token_ids", None) or []))

@@ -14,7 +14,7 @@ def scorer(
     n_pairs: Annotated[int, typer.Option(help="Predicted pairs to score.")] = 1_000_000,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
 ) -> None:
-    """Scorer throughput on ~1M pairs vs the paper's quadratic scorer; writes benchmark/perf/results/scorer.json."""
+    """Scorer throughput on ~1M pairs vs the paper's quadratic scorer; writes docs/results/scorer.json."""
     from fsa_distill.perf.bench_scorer import RESULTS_PATH, run
 
     result = run(n_pairs=n_pairs, out_path=RESULTS_PATH if n_pairs >= 1_000_000 else None)
@@ -106,11 +106,11 @@ def train(
 ) -> None:
     """Pretraining tokens/s (dynamic vs fixed max-length padding) on the pipeline's teacher corpus and on the
     Mixtral set, student vs teacher inference reviews/s, and 1 process vs 2 DDP processes (tokens/s, loss
-    agreement, MFU); writes benchmark/perf/results/train.json."""
+    agreement, MFU); writes docs/results/train.json."""
     from fsa_distill.cli.console import user_errors
     from fsa_distill.cli.inputs import benchmark_data_dir
-    from fsa_distill.core.paths import check_output_dir
     from fsa_distill.core.errors import InputError
+    from fsa_distill.core.paths import check_output_dir
     from fsa_distill.perf.bench_train import RESULTS_PATH, run_train_bench
 
     with user_errors():
@@ -217,7 +217,7 @@ def scale(
 ) -> None:
     """The pipeline at corpus scale: N teacher answers (synthetic teacher) through the store into the generation
     dataset and corpus (generation_peak_rss_gib), and training on N pairs vs 20,000 (tokenize_s,
-    training_peak_rss_gib, steps/s); writes benchmark/perf/results/scale.json."""
+    training_peak_rss_gib, steps/s); writes docs/results/scale.json."""
     from fsa_distill.cli.console import user_errors
     from fsa_distill.core.errors import InputError
     from fsa_distill.perf.bench_scale import PARTS, RESULTS_PATH, run_scale_bench
@@ -275,7 +275,7 @@ def serve(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
 ) -> None:
     """Student torch vs CTranslate2 int8 vs the teacher on vLLM (reviews/s), and F1 of each engine; the default
-    student served over HTTP (requests/s, latency); writes benchmark/perf/results/serve.json."""
+    student served over HTTP (requests/s, latency); writes docs/results/serve.json."""
     from fsa_distill.cli.console import user_errors
     from fsa_distill.cli.inputs import benchmark_data_dir
     from fsa_distill.core.errors import InputError
@@ -360,7 +360,7 @@ def quality(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line only.")] = False,
 ) -> None:
     """The pretrained student fine-tuned on the full train split of each dataset (seed 42): dev curve and test
-    F1 per view; writes benchmark/perf/results/quality.json."""
+    F1 per view; writes docs/results/quality.json."""
     from fsa_distill.cli.console import user_errors
     from fsa_distill.cli.inputs import benchmark_data_dir
     from fsa_distill.core.paths import check_output_dir

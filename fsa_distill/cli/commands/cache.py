@@ -44,11 +44,11 @@ def import_answers(
     them; stats count what was stored, already there, and refused."""
     with user_errors():
         from fsa_distill.core.config import ConfigError, resolve_config
-        from fsa_distill.tasks.answer_export import import_store_export, is_store_export
-        from fsa_distill.tasks.answer_files import PROMPTS, read_answer_file
-        from fsa_distill.tasks.answer_import import answer_store_path
-        from fsa_distill.tasks.answer_import import import_answers as run_import
-        from fsa_distill.tasks.generation_cache import open_store
+        from fsa_distill.tasks.stages.import_answers import answer_store_path
+        from fsa_distill.tasks.stages.import_answers import import_answers as run_import
+        from fsa_distill.tasks.store.answer_files import PROMPTS, read_answer_file
+        from fsa_distill.tasks.store.answers import open_store
+        from fsa_distill.tasks.store.transfer import import_store_export, is_store_export
 
         if prompt not in (*PROMPTS, "infer"):
             raise ConfigError(f"--prompt {prompt!r}: choose analysis, rewrite or infer")
@@ -81,9 +81,9 @@ def export_answers(
         from fsa_distill.core.config import ConfigError, resolve_config
         from fsa_distill.core.paths import check_output_file
         from fsa_distill.core.urls import SQLITE, store_target
-        from fsa_distill.tasks.answer_export import export_store
-        from fsa_distill.tasks.answer_import import answer_store_path
-        from fsa_distill.tasks.generation_cache import open_store
+        from fsa_distill.tasks.stages.import_answers import answer_store_path
+        from fsa_distill.tasks.store.answers import open_store
+        from fsa_distill.tasks.store.transfer import export_store
 
         if fmt not in ("jsonl", "parquet"):
             raise ConfigError(f"--format {fmt!r}: choose jsonl or parquet")

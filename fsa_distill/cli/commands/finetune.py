@@ -37,7 +37,7 @@ def finetune(
         from fsa_distill.core.errors import InputError
         from fsa_distill.core.paths import check_output_dir
         from fsa_distill.models.student.load import check_student_dir
-        from fsa_distill.tasks.finetune import finetune as finetune_stage
+        from fsa_distill.tasks.stages.finetune import finetune as finetune_stage
 
         config = resolve_config(profile, config_file, overrides or [])
         if data_dir is not None:
@@ -50,8 +50,9 @@ def finetune(
         if seed is None and not config.finetune.seeds:
             raise InputError(None, "--seed", "finetune.seeds is empty: give a seed")
         chosen_seed = config.finetune.seeds[0] if seed is None else seed
-        # Without Prefect there is no flow key (tasks/caching.py): this one covers what the stage reads (as its
-        # StageSpec declares) and its inputs, so a rerun into the same --out returns the result or resumes.
+        # Without Prefect there is no flow key (tasks/stages/keys.py): this one covers what the stage reads
+        # (as its StageSpec declares) and its inputs, so a rerun into the same --out returns the result or
+        # resumes.
         key = sha256_json({"stage": "finetune", "data": config.data.model_dump(mode="json"),
                            "finetune": config.finetune.model_dump(mode="json"), "views": config.evaluate.views,
                            "model": sha256_tree(model), "dataset": dataset, "seed": chosen_seed})

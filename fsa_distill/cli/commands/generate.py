@@ -71,7 +71,7 @@ def generate(
 
         start_reaper()  # vLLM's engine processes end with this process
         with engine_logs(config.work_dir, verbose):  # before vLLM is imported
-            from fsa_distill.tasks.generate import generate_responses
+            from fsa_distill.tasks.stages.generate import generate_responses
 
             stats = generate_responses(reviews, config, out, progress=not json_output)
         stats["cut_while_reading"] = counts["cut"]

@@ -83,7 +83,7 @@ def history(
     from fsa_distill.core.files import atomic_file
     from fsa_distill.core.paths import check_input_file, check_output_file
     from fsa_distill.core.redact import redact_url
-    from fsa_distill.tasks.history import check_tracking_store, history_page
+    from fsa_distill.tasks.tracking.history import check_tracking_store, history_page
 
     with user_errors():
         if (out is None) == (serve is None):

@@ -121,7 +121,9 @@ def predict(
                 raise InputError(input, None, "no texts to predict")
             match = SPLIT_SPEC.match(input)
             task = task or (match.group(1) if match else "atsa")
-            from fsa_distill.tasks.predict import generate_predictions  # torch: once the inputs are known good
+            from fsa_distill.tasks.ops.predict import (
+                generate_predictions,  # torch: once the inputs are known good
+            )
 
             started = time.perf_counter()
             outputs = generate_predictions(model, [r["text"] for r in records], batch_size, max_new_tokens, engine)
@@ -154,7 +156,9 @@ def _predict_with_ray(model: Path, input_path: Path, out: Path, engine: str, out
         check_input_file(input_path, "review file")
         if input_path.suffix.lower() not in (".jsonl", ".parquet"):
             raise InputError(input_path, None, "--ray reads JSON lines (.jsonl) or Parquet (.parquet)")
-    from fsa_distill.tasks.batch_predict import predict_with_ray  # Ray: only once the inputs are known good
+    from fsa_distill.tasks.ops.batch_predict import (
+        predict_with_ray,  # Ray: only once the inputs are known good
+    )
 
     started = time.perf_counter()
     result = predict_with_ray(model, input_path, out, engine, batch_size, max_new_tokens, shard_size, replicas,
@@ -183,7 +187,9 @@ def zeroshot(
     with user_errors():
         check_student_dir(model)
         sentences = load_sentences(task, dataset, split, benchmark_data_dir(data_dir))[:max_sentences]
-        from fsa_distill.tasks.zeroshot import zero_shot_eval  # torch: only once the inputs are known good
+        from fsa_distill.tasks.stages.zeroshot import (
+            zero_shot_eval,  # torch: only once the inputs are known good
+        )
 
         result = zero_shot_eval(model, task, sentences, batch_size)
     summary = {"model": str(model), "task": task, "dataset": dataset, "split": split,

@@ -1,7 +1,7 @@
 """`fsa-distill pretrain`: the pretraining stage alone, from a resolved config, with no Prefect or MLflow.
 
 A plain function call between explicit folders, so the same command runs data-parallel under `torchrun` or
-`accelerate launch` (tasks/pretrain.py: rank 0 writes, the others train their part of each batch).
+`accelerate launch` (tasks/stages/pretrain.py: rank 0 writes, the others train their part of each batch).
 """
 
 from __future__ import annotations
@@ -34,14 +34,15 @@ def pretrain(
         from fsa_distill.core.digests import sha256_json, sha256_tree
         from fsa_distill.core.paths import check_input_dir, check_output_dir
         from fsa_distill.models.student.load import check_student_dir
-        from fsa_distill.tasks.pretrain import pretrain as pretrain_stage
+        from fsa_distill.tasks.stages.pretrain import pretrain as pretrain_stage
 
         config = resolve_config(profile, config_file, overrides or [])
         check_student_dir(student)
         check_input_dir(corpus, "corpus folder")
         check_output_dir(out)  # before any model loads: a file or an unwritable place fails now, not at step 1
-        # Without Prefect there is no flow key (tasks/caching.py): this one covers what the stage reads and the
-        # contents of its inputs, so a rerun into the same --out returns the finished result or resumes.
+        # Without Prefect there is no flow key (tasks/stages/keys.py): this one covers what the stage reads
+        # and the contents of its inputs, so a rerun into the same --out returns the finished result or
+        # resumes.
         key = sha256_json({"stage": "pretrain", "pretrain": config.pretrain.model_dump(mode="json"),
                            "student": sha256_tree(student), "corpus": sha256_tree(corpus)})
         result = pretrain_stage(student, corpus, config.pretrain, out, key=key)

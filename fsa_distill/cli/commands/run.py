@@ -10,14 +10,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fsa_distill.core.config import resolve_config
 from fsa_distill.cli.console import print_json, user_errors
 from fsa_distill.cli.options import Profile
+from fsa_distill.core.config import resolve_config
 
 
 def teacher_quality_lines(quality: dict[str, Any]) -> list[str]:
     """The teacher-quality line(s) under the results table, and one sentence on what they mean."""
-    from fsa_distill.tasks.report import TEACHER_QUALITY_NOTE, teacher_quality_rows
+    from fsa_distill.tasks.tracking.report import TEACHER_QUALITY_NOTE, teacher_quality_rows
 
     lines = [f"teacher quality ({teacher}, wrote the pretraining corpus): accepted {accepted}; "
              f"{gold} gold-labelled analyses scored, pair P/R/F1 × 100 {pairs}, target F1 {targets}; "
@@ -43,7 +43,7 @@ def variety_lines(summary: dict[str, Any]) -> list[str]:
 
 def champion_lines(comparison: dict[str, Any]) -> list[str]:
     """This run vs the champion it was gated against, one line per dataset × view (F1 × 100)."""
-    from fsa_distill.tasks.champion import comparison_lines
+    from fsa_distill.tasks.tracking.champion import comparison_lines
 
     if not comparison:
         return []
@@ -57,7 +57,7 @@ def champion_lines(comparison: dict[str, Any]) -> list[str]:
 
 
 def _print_summary(summary: dict[str, Any], views: list[str]) -> None:
-    from fsa_distill.tasks.evaluate import format_table
+    from fsa_distill.tasks.tracking.tables import format_table
 
     console = Console()
     table = Table(title=f"F1 × 100 (mean ± std over seeds) — gate metric mean_f1 = {100 * summary['mean_f1']:.2f}")

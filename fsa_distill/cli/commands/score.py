@@ -24,7 +24,6 @@ def score(
     """Score predictions: precision, recall, F1 (micro over pairs), n_gold, n_pred, n_sentences."""
     from fsa_distill.benchmark.data import check_gold_for_task, read_benchmark_file
     from fsa_distill.benchmark.scorer import read_prediction_file, score_predictions
-
     from fsa_distill.core.paths import check_input_file
 
     with user_errors():

@@ -61,7 +61,7 @@ def study(
     if as_json:
         print_json(results)
     elif markdown:
-        from fsa_distill.tasks.study_results import markdown_tables
+        from fsa_distill.tasks.study.results import markdown_tables
 
         print(markdown_tables(results))
     else:

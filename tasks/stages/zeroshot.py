@@ -7,7 +7,7 @@ the sum of the label tokens' log-probabilities after that prefix, argmax over po
 A distilled student has seen thousands of such lines; an undistilled one has not, which is the point.
 
 The teacher's baseline (the same question asked as a chat prompt, and few-shot extraction) is
-tasks/teacher_baseline.py; it shares `aspect_items` and `polarity_metrics` from here.
+tasks/stages/teacher_baseline.py; it shares `aspect_items` and `polarity_metrics` from here.
 """
 
 from __future__ import annotations
@@ -84,17 +84,14 @@ def rank_polarities(model_dir: Path | str, items: Sequence[dict[str, str]], task
 
 
 def polarity_metrics(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
-    """Accuracy and macro-F1 over the three labels (an unparsed answer counts as wrong)."""
-    accuracy = sum(g == p for g, p in zip(gold, predicted, strict=True)) / max(1, len(gold))
-    f1s = []
-    for label in LABELS:
-        tp = sum(g == label and p == label for g, p in zip(gold, predicted))
-        n_pred = sum(p == label for p in predicted)
-        n_gold = sum(g == label for g in gold)
-        precision = tp / n_pred if n_pred else 0.0
-        recall = tp / n_gold if n_gold else 0.0
-        f1s.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
-    return {"accuracy": accuracy, "macro_f1": sum(f1s) / len(f1s), "n": len(gold)}
+    """Accuracy and macro-F1 over the three labels (an unparsed answer counts as wrong), by scikit-learn."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    if not gold:
+        return {"accuracy": 0.0, "macro_f1": 0.0, "n": 0}
+    return {"accuracy": float(accuracy_score(gold, predicted)),
+            "macro_f1": float(f1_score(gold, predicted, labels=list(LABELS), average="macro", zero_division=0)),
+            "n": len(gold)}
 
 
 def zero_shot_eval(model_dir: Path | str, task: str, sentences: Sequence[dict[str, Any]],

@@ -3,10 +3,10 @@ have gold labels, so the teacher's analyses of them can be scored) plus the revi
 
 from __future__ import annotations
 
+from fsa_distill.benchmark.data import load_task_data
 from fsa_distill.core.config import DistillConfig
-from fsa_distill.tasks.answer_files import AnswerRecord, read_answer_file
-from fsa_distill.tasks.collect import unique_reviews
-from fsa_distill.tasks.finetune import load_task_data
+from fsa_distill.tasks.stages.collect import unique_reviews
+from fsa_distill.tasks.store.answer_files import AnswerRecord, read_answer_file
 
 
 def benchmark_reviews(config: DistillConfig) -> list[dict[str, str]]:

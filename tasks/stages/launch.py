@@ -22,7 +22,7 @@ from typing import Any
 from fsa_distill.core.config import DistillConfig, TrainConfig
 from fsa_distill.core.files import atomic_file
 
-ENTRY_MODULE = "fsa_distill.tasks.launch"
+ENTRY_MODULE = "fsa_distill.tasks.stages.launch"
 SPEC_FILE = "launch_spec.json"
 LOG_FILE = "launch.log"
 RESULT_FILES = {"pretrain": "pretrain_result.json", "finetune": "finetune_result.json"}
@@ -105,9 +105,9 @@ def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     config = DistillConfig.model_validate(spec["config"])
     arguments = spec["arguments"]
-    # The stage's module by name, not by an import statement: stage keys follow imports (tasks/caching.py), and
+    # The stage's module by name, not by an import statement: stage keys follow imports (tasks/stages/keys.py), and
     # a launcher importing both stages would tie pretraining's key to fine-tuning's code (the scorer).
-    stage = importlib.import_module(f"fsa_distill.tasks.{spec['stage']}")
+    stage = importlib.import_module(f"fsa_distill.tasks.stages.{spec['stage']}")
     if spec["stage"] == "pretrain":
         stage.pretrain(Path(arguments["student_dir"]), Path(arguments["corpus_dir"]), config.pretrain,
                        Path(spec["out_dir"]), key=arguments["key"],

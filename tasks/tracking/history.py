@@ -26,7 +26,7 @@ from urllib.parse import unquote
 
 from fsa_distill.core.errors import InputError, StoreError
 from fsa_distill.core.urls import POSTGRES, SQLITE, libpq_url, parse_url, url_password
-from fsa_distill.tasks.cost import COST_PREFIX, DEVICE_TAG
+from fsa_distill.tasks.tracking.cost import COST_PREFIX, DEVICE_TAG
 
 F1_METRIC = re.compile(r"^distilled\.(?P<dataset>[^.]+)\.(?P<view>[^.]+)\.f1_mean$")
 PROMOTED = "promoted"

@@ -1,7 +1,7 @@
-"""The Prefect tasks only the study needs, beside the distill flow's own (tasks/stages.py): the shared student,
+"""The Prefect tasks only the study needs, beside the distill flow's own (tasks/stages/prefect_tasks.py): the shared student,
 the imported answers, arm B's denoising data and corpora built from several generation datasets.
 
-Same contract as tasks/stages.py: each task's `StageSpec` declares the config it reads (its code is found from
+Same contract as tasks/stages/prefect_tasks.py: each task's `StageSpec` declares the config it reads (its code is found from
 its imports), outputs go to `<work_dir>/stages/<stage>/<key>`, results are small JSON dicts with a content digest.
 """
 
@@ -16,9 +16,9 @@ from prefect import task
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.core.digests import sha256_file, sha256_json, sha256_tree
 from fsa_distill.models.student.sentinels import N_SENTINELS
-from fsa_distill.tasks.caching import STAGE_TASK_OPTIONS, StageCachePolicy, StageSpec, current_stage_key
-from fsa_distill.tasks.results import CorpusResult, ModelResult, Reviews, StageResult
-from fsa_distill.tasks.stages import HOUR, stage_dir
+from fsa_distill.tasks.stages.keys import STAGE_TASK_OPTIONS, StageCachePolicy, StageSpec, current_stage_key
+from fsa_distill.tasks.stages.prefect_tasks import HOUR, stage_dir
+from fsa_distill.tasks.stages.records import CorpusResult, ModelResult, Reviews, StageResult
 
 DENOISING_COPIES = 2  # differently corrupted versions per review: as many examples as arm C's two prompts
 
@@ -81,8 +81,8 @@ IMPORT = StageSpec("import-answers", reads=("teacher", "generation", "study.impo
       **STAGE_TASK_OPTIONS)
 def import_stage(answers_file: str, config: DistillConfig) -> ImportResult:
     """The imported teacher's answers into this work dir's answer store (idempotent)."""
-    from fsa_distill.tasks.answer_files import read_answer_file
-    from fsa_distill.tasks.answer_import import import_answers
+    from fsa_distill.tasks.stages.import_answers import import_answers
+    from fsa_distill.tasks.store.answer_files import read_answer_file
 
     stats = import_answers(read_answer_file(Path(answers_file)), config, config.study.imported_teacher_id)
     # What the file holds, not what this store lacked: stable across reruns, so it can key the later stages.
@@ -98,7 +98,7 @@ DENOISING = StageSpec("denoising-data", reads=("corpus.seed",))
       **STAGE_TASK_OPTIONS)
 def denoising_stage(reviews: Reviews, config: DistillConfig) -> DenoisingResult:
     """Arm B's span-corruption pairs, saved in the generate stage's layout."""
-    from fsa_distill.tasks.span_corruption import write_denoising_dataset
+    from fsa_distill.tasks.stages.span_corruption import write_denoising_dataset
 
     rows = [json.loads(line) for line in Path(reviews.path).read_text(encoding="utf-8").splitlines()]
     key = current_stage_key()
@@ -115,7 +115,7 @@ STUDY_CORPUS = StageSpec("study-corpus", reads=("corpus",))
       **STAGE_TASK_OPTIONS)
 def corpus_from_generations_stage(generations: list[Any], config: DistillConfig) -> CorpusResult:
     """One pretraining corpus from several generate-stage datasets (an arm asked with per-review prompts)."""
-    from fsa_distill.tasks.corpus import build_corpus
+    from fsa_distill.tasks.stages.corpus import build_corpus
 
     key = current_stage_key()
     out_dir = stage_dir(config, STUDY_CORPUS.name, key)

@@ -82,7 +82,7 @@ def write_denoising_dataset(reviews: list[dict[str, str]], out_dir: Path, copies
     from datasets import Dataset
 
     from fsa_distill.core.files import atomic_dir
-    from fsa_distill.tasks.generate import _features as generation_features
+    from fsa_distill.tasks.stages.generate import generation_features
 
     features = generation_features()
     rows = denoising_rows(reviews, copies, seed, max_spans)

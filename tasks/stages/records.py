@@ -22,7 +22,7 @@ class Record(BaseModel):
 
 
 class Reviews(Record):
-    """The collected reviews (tasks/collect.py): one JSONL file, keyed by its content digest."""
+    """The collected reviews (tasks/stages/collect.py): one JSONL file, keyed by its content digest."""
 
     path: Path
     digest: str
@@ -43,7 +43,7 @@ class StageResult(Record):
         return {name: value for name, value in self if isinstance(value, (int, float))}
 
 
-class GenerationResult(StageResult):
+class TeacherAnswersResult(StageResult):
     dataset_dir: Path
     rejected_dir: Path
     cache_path: str  # a SQLite path or the store's URL without its password

@@ -5,7 +5,7 @@ The champion's own test predictions (logged on its MLflow run as `predictions/<d
 rescored here with the same scorer as this run's, on the same test sentences, so the two F1s differ only by the
 models. Each run records a digest of every test set it scored (tag `test_set.<task>/<dataset>`); a champion
 whose digest differs (another benchmark revision, another subsample) or is missing is "not comparable" and gets
-no difference. The interval is the study's paired bootstrap (tasks/study_stats.py): the same resampled
+no difference. The interval is the study's paired bootstrap (benchmark/stats.py): the same resampled
 sentences and the same resampled seeds for both models, over the seeds both runs fine-tuned with.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from fsa_distill.benchmark.stats import micro_f1, paired_difference, sentence_tallies
 from fsa_distill.core.digests import sha256_text
-from fsa_distill.tasks.study_stats import micro_f1, paired_difference, sentence_tallies
 
 TEST_SET_TAG = "test_set."  # + "atsa/rest14" → sha256 of the test sentences the run scored
 BOOTSTRAP_SAMPLES = 2000  # enough for a stable 95% interval; a few hundred ms per dataset × view
@@ -168,7 +168,7 @@ def comparison_lines(comparison: Mapping[str, Any]) -> list[list[str]]:
 
 def load_test_sets(config: Any) -> dict[str, list[dict[str, Any]]]:
     """The test sentences every configured `task/dataset` is scored on (with the config's subsampling)."""
-    from fsa_distill.tasks.finetune import load_task_data
+    from fsa_distill.benchmark.data import load_task_data
 
     return {dataset: load_task_data(*dataset.split("/"), config)["test"] for dataset in config.data.datasets}
 

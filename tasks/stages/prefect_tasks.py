@@ -1,14 +1,14 @@
 """The Prefect tasks of the `distill` flow: one per stage, each a thin wrapper over the stage's own module.
 
 Above each task, its `StageSpec` declares the config it reads (and any content a config value names); its code
-is found from the task function's imports. tasks/caching.py turns both into the stage's key.
+is found from the task function's imports. tasks/stages/keys.py turns both into the stage's key.
 
 What the wrappers add, and nothing else:
 - caching by that key (`StageCachePolicy`), persisted as JSON in `<work_dir>/prefect-results`;
 - retries with backoff for transient faults only; a timeout per stage;
 - a lock that keeps two model-heavy stages (teacher, training) of one work dir from running at once;
 - the output folder `<work_dir>/stages/<stage>/<key>`, stable across runs so a killed stage resumes there.
-Inputs and outputs are the typed records of tasks/results.py (paths and digests): heavy artefacts stay on disk.
+Inputs and outputs are the typed records of tasks/stages/records.py (paths and digests): heavy artefacts stay on disk.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from prefect import task
 
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.core.digests import sha256_file, sha256_json, sha256_tree
-from fsa_distill.tasks.caching import STAGE_TASK_OPTIONS, StageCachePolicy, StageSpec, current_stage_key
-from fsa_distill.tasks.results import (
+from fsa_distill.tasks.stages.keys import STAGE_TASK_OPTIONS, StageCachePolicy, StageSpec, current_stage_key
+from fsa_distill.tasks.stages.records import (
     CorpusResult,
     FinetuneResult,
-    GenerationResult,
     ModelResult,
     PretrainResult,
     Reviews,
+    TeacherAnswersResult,
     TeacherBaselineResult,
     ZeroShotResult,
 )
@@ -67,7 +67,7 @@ def result_storage(config: DistillConfig) -> Path:
 def _metrics_logger(config: DistillConfig, tracking_run_id: str | None):
     if tracking_run_id is None:
         return None
-    from fsa_distill.tasks.tracking import RunTracker
+    from fsa_distill.tasks.tracking.runs import RunTracker
 
     return RunTracker(config).metrics_logger(tracking_run_id)
 
@@ -124,11 +124,11 @@ GENERATE = StageSpec("generate", reads=("teacher", "generation"), content=prompt
 
 
 @task(name="generate", cache_policy=StageCachePolicy(spec=GENERATE), timeout_seconds=48 * HOUR, **STAGE_TASK_OPTIONS)
-def generate_stage(reviews: Reviews, config: DistillConfig, tracking_run_id: str | None = None) -> GenerationResult:
+def generate_stage(reviews: Reviews, config: DistillConfig, tracking_run_id: str | None = None) -> TeacherAnswersResult:
     """Teacher analyses + rewrites every review (per-review cache: only new reviews reach the teacher).
     The reviews are streamed from the collect stage's file and the digest comes from the dataset writer."""
     from fsa_distill.benchmark.importers import iter_review_corpus
-    from fsa_distill.tasks.generate import generate_responses
+    from fsa_distill.tasks.stages.generate import generate_responses
 
     key = current_stage_key()
     out_dir = stage_dir(config, GENERATE.name, key)
@@ -137,7 +137,7 @@ def generate_stage(reviews: Reviews, config: DistillConfig, tracking_run_id: str
             iter_review_corpus(reviews.path), config, out_dir, log_metrics=_metrics_logger(config, tracking_run_id),
             on_progress=prefect_progress(),
         )
-    return GenerationResult(**stats, trained_in_run=tracking_run_id, key=key)
+    return TeacherAnswersResult(**stats, trained_in_run=tracking_run_id, key=key)
 
 
 def heldout_digest(config: DistillConfig) -> str | None:
@@ -150,9 +150,9 @@ CORPUS = StageSpec("corpus", reads=("corpus",), content=heldout_digest)
 
 
 @task(name="corpus", cache_policy=StageCachePolicy(spec=CORPUS), timeout_seconds=2 * HOUR, **STAGE_TASK_OPTIONS)
-def corpus_stage(generation: GenerationResult, config: DistillConfig) -> CorpusResult:
+def corpus_stage(generation: TeacherAnswersResult, config: DistillConfig) -> CorpusResult:
     """Teacher responses → review→response HF dataset (dedup, splits, `[NL]`)."""
-    from fsa_distill.tasks.corpus import build_corpus
+    from fsa_distill.tasks.stages.corpus import build_corpus
 
     key = current_stage_key()
     out_dir = stage_dir(config, CORPUS.name, key)
@@ -190,7 +190,7 @@ def pretrain_stage(
     tracking_run_id: str | None = None,
 ) -> PretrainResult:
     """Distillation pretraining on teacher responses; resumes from the last checkpoint in its folder."""
-    from fsa_distill.tasks.pretrain import pretrain
+    from fsa_distill.tasks.stages.pretrain import pretrain
 
     key = current_stage_key()
     out_dir = stage_dir(config, PRETRAIN.name, key)
@@ -198,7 +198,7 @@ def pretrain_stage(
     tokenized_cache = config.work_dir / "cache" / "tokenized"  # keyed inside by corpus + tokenizer digests
     with model_heavy(config):
         if config.train.num_processes > 1:
-            from fsa_distill.tasks.launch import run_in_processes
+            from fsa_distill.tasks.stages.launch import run_in_processes
 
             arguments = {"student_dir": student.model_dir, "corpus_dir": corpus.dataset_dir, "key": key,
                          "cache_dir": tokenized_cache}
@@ -222,7 +222,7 @@ def finetune_stage(
     tracking_run_id: str | None = None,
 ) -> FinetuneResult:
     """Fine-tune one (dataset, seed) and score its best-dev checkpoint on the test views."""
-    from fsa_distill.tasks.finetune import finetune
+    from fsa_distill.tasks.stages.finetune import finetune
 
     task_name, dataset_name = dataset.split("/")
     key = current_stage_key()
@@ -230,7 +230,7 @@ def finetune_stage(
     log_metrics = _metrics_logger(config, tracking_run_id)
     with model_heavy(config):
         if config.train.finetune_num_processes > 1:
-            from fsa_distill.tasks.launch import run_in_processes
+            from fsa_distill.tasks.stages.launch import run_in_processes
 
             arguments = {"model_dir": model.model_dir, "task": task_name, "dataset": dataset_name, "seed": seed,
                          "key": key}
@@ -254,7 +254,7 @@ ZERO_SHOT = StageSpec("zero-shot", reads=("data", "finetune.eval_batch_size"))
 @task(name="zero-shot", cache_policy=StageCachePolicy(spec=ZERO_SHOT), timeout_seconds=4 * HOUR, **STAGE_TASK_OPTIONS)
 def zeroshot_stage(model: ModelResult, dataset: str, config: DistillConfig) -> ZeroShotResult:
     """Zero-shot polarity ranking with the distilled (not fine-tuned) student."""
-    from fsa_distill.tasks.zeroshot import evaluate_zero_shot
+    from fsa_distill.tasks.stages.zeroshot import evaluate_zero_shot
 
     task_name, dataset_name = dataset.split("/")
     with model_heavy(config):
@@ -274,7 +274,7 @@ TEACHER_BASELINE = StageSpec("teacher-baseline", reads=("data", "teacher", "eval
 def teacher_baseline_stage(config: DistillConfig) -> TeacherBaselineResult:
     """The teacher's zero-shot and few-shot scores on the same benchmark: the baseline row of every table."""
     from fsa_distill.models.teacher.factory import build_teacher
-    from fsa_distill.tasks.teacher_baseline import evaluate_teacher
+    from fsa_distill.tasks.stages.teacher_baseline import evaluate_teacher
 
     results: dict[str, dict] = {}
     with model_heavy(config), build_teacher(config.teacher, config.work_dir) as teacher:

@@ -2,7 +2,7 @@
 
 Zero-shot: for each gold aspect (conflict skipped) the teacher is asked for its polarity with a constrained
 prompt (answer with one word); the first polarity word of the reply is scored with accuracy and macro-F1, as the
-student's zero-shot ranking is (tasks/zeroshot.py). Few-shot: after a few solved training sentences the teacher
+student's zero-shot ranking is (tasks/stages/zeroshot.py). Few-shot: after a few solved training sentences the teacher
 extracts every aspect with its sentiment, and the first line of its reply is scored like a student prediction.
 
 Both prompts are versioned templates (models/teacher/prompts/teacher_*.v1.txt) loaded with `load_prompt`, so
@@ -17,7 +17,7 @@ from typing import Any
 
 from fsa_distill.models.teacher.base import TeacherBackend
 from fsa_distill.models.teacher.prompts import PromptTemplate, load_prompt
-from fsa_distill.tasks.zeroshot import aspect_items, polarity_metrics
+from fsa_distill.tasks.stages.zeroshot import aspect_items, polarity_metrics
 
 N_FEW_SHOT = 4
 POLARITY_ANSWER_TOKENS = 4  # the prompt asks for one word; a few tokens leave room for "The answer: …"

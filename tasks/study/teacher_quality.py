@@ -18,7 +18,7 @@ from typing import Any
 from fsa_distill.benchmark.scorer import score_pairs, score_predictions
 from fsa_distill.benchmark.targets import PAIR_SEPARATOR, PIECE_SEPARATOR, Pair, gold_pairs
 from fsa_distill.core.config import DistillConfig
-from fsa_distill.tasks.validation import parse_opinion_targets
+from fsa_distill.tasks.stages.validation import parse_opinion_targets
 
 _BLOCK = re.compile(r"^\W*Opinion Target\s*\d*\W*:", re.IGNORECASE | re.MULTILINE)
 _SENTIMENT = re.compile(r"^\W*Sentiment\W*:(.*)$", re.IGNORECASE | re.MULTILINE)

@@ -74,7 +74,7 @@ _REJECTED_COLUMNS = ("key", "attempt", "review_digest", "prompt", "prompt_versio
                      "n_tokens", "finish_reason", "reason", "final", "created")
 
 
-def cache_key(review: str, prompt_key: str, teacher_key: str, sampling: dict[str, Any]) -> str:
+def answer_key(review: str, prompt_key: str, teacher_key: str, sampling: dict[str, Any]) -> str:
     """The content digest naming one answer: review text, prompt identity, teacher identity, sampling."""
     return sha256_json(
         {"review": sha256_text(review), "prompt": prompt_key, "teacher": teacher_key, "sampling": sampling}
@@ -82,7 +82,7 @@ def cache_key(review: str, prompt_key: str, teacher_key: str, sampling: dict[str
 
 
 @dataclass(frozen=True)
-class CacheEntry:
+class StoredAnswer:
     """One attempt at one key. `reason` None = accepted; `final` marks the last attempt of a rejected key."""
 
     key: str
@@ -107,7 +107,7 @@ class CacheEntry:
         return asdict(self)
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> CacheEntry:
+    def from_record(cls, record: Mapping[str, Any]) -> StoredAnswer:
         names = {f.name for f in fields(cls)}
         values = {name: record[name] for name in names if name in record}
         values["final"] = bool(values.get("final", True))
@@ -164,10 +164,10 @@ class AnswerStore:
                 yield dict(row)
 
     @_guarded
-    def lookup(self, keys: Iterable[str]) -> dict[str, CacheEntry]:
+    def lookup(self, keys: Iterable[str]) -> dict[str, StoredAnswer]:
         """Finished keys: the accepted answer, else the final rejected attempt. Unfinished keys are absent."""
         keys = list(dict.fromkeys(keys))
-        found: dict[str, CacheEntry] = {}
+        found: dict[str, StoredAnswer] = {}
         for row in self._select("rejected", keys, "AND final = 1"):
             found[row["key"]] = _entry(row)
         for row in self._select("responses", keys):  # an accepted answer beats any rejection
@@ -176,14 +176,14 @@ class AnswerStore:
         return found
 
     @_guarded
-    def rejected_attempts(self, keys: Iterable[str]) -> list[CacheEntry]:
+    def rejected_attempts(self, keys: Iterable[str]) -> list[StoredAnswer]:
         """Every rejected attempt (re-asks included) for these keys, for the rejected dataset."""
         rows = list(self._select("rejected", list(dict.fromkeys(keys))))
         self.conn.commit()
         return sorted((_entry(row) for row in rows), key=lambda e: (e.key, e.attempt))
 
     @_guarded
-    def record(self, entries: Iterable[CacheEntry]) -> int:
+    def record(self, entries: Iterable[StoredAnswer]) -> int:
         """Write attempts in one transaction (all durable, or none: an error while `entries` is iterated rolls
         everything back); streamed in chunks. Returns how many were new (the rest were already there)."""
         now, stored, pending = time.time(), 0, iter(entries)
@@ -216,12 +216,12 @@ class AnswerStore:
         """Run `sql` for every row; the rows it inserted (ON CONFLICT DO NOTHING skips count zero)."""
         return self.conn.executemany(sql, rows).rowcount
 
-    def entries(self) -> Iterator[CacheEntry]:
+    def entries(self) -> Iterator[StoredAnswer]:
         """Every stored attempt, accepted answers first, streamed in key order (for `cache export`)."""
         for table in ("responses", "rejected"):
             yield from self._stream(f"SELECT * FROM {table} ORDER BY key, attempt")
 
-    def _stream(self, sql: str) -> Iterator[CacheEntry]:
+    def _stream(self, sql: str) -> Iterator[StoredAnswer]:
         with self.guard():
             cursor = self.conn.execute(sql)
             while batch := cursor.fetchmany(_EXPORT_BATCH):
@@ -250,7 +250,7 @@ class AnswerStore:
         self.close()
 
 
-class GenerationCache(AnswerStore):
+class SQLiteAnswerStore(AnswerStore):
     """The embedded backend: one SQLite file in WAL mode (readers never block, writers queue)."""
 
     def __init__(self, path: Path, timeout_s: float = 60.0) -> None:
@@ -285,8 +285,6 @@ class GenerationCache(AnswerStore):
             problem = "read-only: cannot write to this file (attempt to write a readonly database)"
         return StoreError(f"answer store {self.location}", problem)
 
-
-SQLiteAnswerStore = GenerationCache
 
 # Any constant: every writer takes this advisory lock while creating the tables, since two concurrent
 # `CREATE TABLE IF NOT EXISTS` can both pass the check and one then fails on PostgreSQL's catalog.
@@ -373,7 +371,7 @@ class PostgresAnswerStore(AnswerStore):
             cursor.executemany(sql, rows)
             return cursor.rowcount
 
-    def _stream(self, sql: str) -> Iterator[CacheEntry]:
+    def _stream(self, sql: str) -> Iterator[StoredAnswer]:
         # A named (server-side) cursor: a 2-million-row export never sits in this process's memory.
         with self.guard(), self.conn.cursor(name="fsa_export") as cursor:
             cursor.execute(sql)
@@ -388,7 +386,7 @@ def open_store(location: str | Path) -> AnswerStore:
     kind, target = store_target(location)
     if kind == POSTGRES:
         return PostgresAnswerStore(target)
-    return GenerationCache(Path(target))
+    return SQLiteAnswerStore(Path(target))
 
 
 def store_location(work_dir: Path, cache_url: str | None) -> str:
@@ -396,8 +394,8 @@ def store_location(work_dir: Path, cache_url: str | None) -> str:
     return cache_url or str(Path(work_dir) / "cache" / "teacher_responses.sqlite")
 
 
-def _entry(row: Mapping[str, Any]) -> CacheEntry:
-    return CacheEntry(
+def _entry(row: Mapping[str, Any]) -> StoredAnswer:
+    return StoredAnswer(
         key=row["key"],
         review_digest=row["review_digest"],
         prompt=row["prompt"],

@@ -3,7 +3,7 @@
 Every run's model becomes the `challenger`; `champion` moves only when the new model's mean F1 is at least the
 current champion's. The decision and both numbers are recorded on the run and as tags on the model version
 (`gate_decision`, `gate.new_mean_f1`, `gate.champion_mean_f1`, `gate.champion_version_before`); when @champion
-moves to another version, the run announces it (tasks/messages.py: a webhook message, where set up). The model is
+moves to another version, the run announces it (tasks/tracking/messages.py: a webhook message, where set up). The model is
 logged (a pyfunc over the HF folder and its CTranslate2 export, models/serving.py, carrying a copy of the
 fsa_distill modules it imports, as `fsa_distill_serving`, and its pinned requirements) before a version is
 created, so a tracking outage leaves no half-registered version behind; re-registering the same weights (same
@@ -31,7 +31,7 @@ from mlflow.tracking import MlflowClient
 
 from fsa_distill.core.digests import sha256_text
 from fsa_distill.core.paths import private_lock_dir
-from fsa_distill.tasks.messages import announce_champion
+from fsa_distill.tasks.tracking.messages import announce_champion
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from fsa_distill.models.teacher.base import GenerationResult
+from fsa_distill.models.teacher.base import TeacherAnswer
 
 EMPTY = "empty"
 TRUNCATED = "truncated"
@@ -112,7 +112,7 @@ def targets_missing_from_review(review: str, response: str) -> list[str]:
     return [t for t in parse_opinion_targets(response) if f" {_normalise(t)} " not in haystack]
 
 
-def validate_response(review: str, prompt: str, result: GenerationResult) -> str | None:
+def validate_response(review: str, prompt: str, result: TeacherAnswer) -> str | None:
     """The rejection reason for one answer, or None when it may be used."""
     if result.finish_reason == "error":
         return BACKEND_ERROR

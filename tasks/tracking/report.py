@@ -19,12 +19,12 @@ The `results` dict `build_report` reads (every key optional; a plot whose data i
       },
       "rejections": {"no aspect mentioned": 3, "empty response": 1},       # teacher reject_reason → count
       "teacher_quality": {"smollm2-135m-instruct": {"acceptance_rate": 0.8, "pair_f1": 0.12, ...}},
-                                                        # teacher → tasks/teacher_quality.py figures
+                                                        # teacher → tasks/study/teacher_quality.py figures
       "deltas": {"C": {"mean": 1.2, "ci95": [-0.5, 2.9]}},  # arm → paired F1 × 100 difference to a baseline
-      "versus_champion": {"champion_run_id": "…", "champion_version": "2", "rows": [...]},  # tasks/champion.py
+      "versus_champion": {"champion_run_id": "…", "champion_version": "2", "rows": [...]},  # tasks/tracking/champion.py
       "errors": {"atsa/rest14": {"seed": 42, "counts": {...}, "confusion": {...}, "sample": [...]}},
-                                                        # tasks/error_analysis.py `run_errors`
-      "teacher_samples": {"accepted": [...], "rejected": [...]},   # tasks/error_analysis.py `teacher_samples`
+                                                        # tasks/tracking/error_analysis.py `run_errors`
+      "teacher_samples": {"accepted": [...], "rejected": [...]},   # tasks/tracking/error_analysis.py `teacher_samples`
       "cost": {"cost/teacher_completion_tokens": 5120, "cost/seconds/generate": 31.2, "device": "cpu (2 cores)"},
       "variety": {"atsa/rest14/seed-42": {"distinct_outputs": 310, "distinct_per_sentence": 0.27,
                                           "top_share": 0.31, "top_output": ""}},  # benchmark/variety.py
@@ -278,12 +278,12 @@ CHAMPION_HEADERS = ["dataset", "view", "this run F1 × 100", "champion F1 × 100
 
 
 def versus_champion_section(comparison: Mapping[str, Any]) -> str:
-    """This run beside the champion it was gated against (tasks/champion.py rows); empty without a gate."""
+    """This run beside the champion it was gated against (tasks/tracking/champion.py rows); empty without a gate."""
     if not comparison:
         return ""
     if comparison.get("champion_run_id") is None:
         return "<h2>This run vs the champion</h2><p>There was no champion before this run: nothing to compare.</p>"
-    from fsa_distill.tasks.champion import comparison_lines
+    from fsa_distill.tasks.tracking.champion import comparison_lines
 
     note = (f"Champion: version {comparison.get('champion_version')} (MLflow run {comparison['champion_run_id']}), "
             "its logged test predictions rescored with this run's scorer on the same sentences, over the seeds "
@@ -316,7 +316,7 @@ def _raw_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def errors_section(errors: Mapping[str, Mapping[str, Any]]) -> str:
-    """Per dataset (tasks/error_analysis.py): error counts, polarity confusion matrix, the fixed sample."""
+    """Per dataset (tasks/tracking/error_analysis.py): error counts, polarity confusion matrix, the fixed sample."""
     parts = []
     for dataset, analysis in errors.items():
         counts = analysis["counts"]
@@ -346,8 +346,8 @@ def teacher_samples_section(samples: Mapping[str, list[Mapping[str, Any]]]) -> s
 
 
 def cost_section(cost: Mapping[str, Any]) -> str:
-    """Teacher tokens, answers generated vs served from the store, seconds per stage, device (tasks/cost.py)."""
-    from fsa_distill.tasks.cost import cost_rows
+    """Teacher tokens, answers generated vs served from the store, seconds per stage, device (tasks/tracking/cost.py)."""
+    from fsa_distill.tasks.tracking.cost import cost_rows
 
     rows = cost_rows({key: value for key, value in cost.items() if isinstance(value, (int, float))})
     if cost.get("device"):

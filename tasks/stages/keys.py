@@ -1,6 +1,6 @@
 """Stage cache keys, and the Prefect task options every stage shares.
 
-Each stage declares what it depends on beside its task in tasks/stages.py (a `StageSpec`), and `stage_key` is the
+Each stage declares what it depends on beside its task in tasks/stages/prefect_tasks.py (a `StageSpec`), and `stage_key` is the
 one function that turns that declaration into the stage's key. The key is the digest of
 - the stage's upstream results, by their content digest (the task's parameters, config aside);
 - the config it reads: the sections or dotted keys it declares (`reads`, e.g. "finetune", "evaluate.views");
@@ -238,10 +238,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 def retry_only_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect retry_condition_fn: retry connection/timeouts and I/O hiccups, never bad input or code bugs."""
+    from prefect.task_engine import TaskRunTimeoutError  # a TimeoutError, but the stage's own deadline
+
     from fsa_distill.core.config import ConfigError
     from fsa_distill.core.errors import InputError
-
-    from prefect.task_engine import TaskRunTimeoutError  # a TimeoutError, but the stage's own deadline
 
     try:
         state.result()

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Literal
 
 from fsa_distill.benchmark.importers import jsonl_values
-
 from fsa_distill.core.errors import InputError
 
 PromptName = Literal["analysis", "rewrite"]

@@ -23,16 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend
-from fsa_distill.models.teacher.prompts import ANSWER_FORMATS, PROMPT_DIR, PromptTemplate, load_prompt
-from fsa_distill.tasks.generation_cache import AnswerStore, CacheEntry, cache_key, open_store, store_location
-from fsa_distill.tasks.validation import validate_response
 from tqdm.auto import tqdm
 
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.core.digests import sha256_text
 from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_dir
+from fsa_distill.models.teacher.base import GenerationRequest, TeacherAnswer, TeacherBackend
+from fsa_distill.models.teacher.prompts import ANSWER_FORMATS, PROMPT_DIR, PromptTemplate, load_prompt
+from fsa_distill.tasks.stages.validation import validate_response
+from fsa_distill.tasks.store.answers import AnswerStore, StoredAnswer, answer_key, open_store, store_location
 
 LogMetrics = Callable[[dict[str, float], int | None], None]
 Progress = Callable[[int, int], None]  # (answers finished, answers to generate), after every committed batch
@@ -138,14 +138,14 @@ def make_job(review_id: str, text: str, prompt: PromptTemplate, config: DistillC
         ignore_eos=ignore_eos,
     )
     if key is None:
-        key = cache_key(text, prompt.key, f"{teacher.model_id}@{teacher.weights_digest}",
+        key = answer_key(text, prompt.key, f"{teacher.model_id}@{teacher.weights_digest}",
                         teacher.sampling_key(request))
     return Job(review_id, text, prompt, request, key)
 
 
-def _entry(job: Job, result: GenerationResult, teacher: str, attempt: int, reason: str | None,
-           final: bool, seed: int) -> CacheEntry:
-    return CacheEntry(
+def _entry(job: Job, result: TeacherAnswer, teacher: str, attempt: int, reason: str | None,
+           final: bool, seed: int) -> StoredAnswer:
+    return StoredAnswer(
         key=job.key,
         review_digest=sha256_text(job.review),
         prompt=job.prompt.name,
@@ -169,7 +169,7 @@ def reask_request(request: GenerationRequest) -> GenerationRequest:
 
 def answer_chunk(
     chunk: list[Job], teacher: TeacherBackend, reask: bool
-) -> tuple[list[CacheEntry], Counter[str]]:
+) -> tuple[list[StoredAnswer], Counter[str]]:
     """Ask, validate and (once) re-ask one chunk; returns the cache entries and counters for the stats."""
     counts: Counter[str] = Counter()
     results = teacher.generate([job.request for job in chunk])
@@ -196,7 +196,7 @@ def answer_chunk(
 
 def answer_stream(
     queue: deque[tuple[Any, GenerationRequest]], teacher: TeacherBackend, reask: bool, window: int | None = None
-) -> Iterator[tuple[list[CacheEntry], Counter[str]]]:
+) -> Iterator[tuple[list[StoredAnswer], Counter[str]]]:
     """Ask, validate and (once) re-ask with no chunk barrier: every micro-batch a replica finishes comes back
     at once as cache entries to commit, and its rejected answers go back into the same stream as re-asks.
     `queue` holds ((job, attempt), request) items (a `PlannedQueue` refills itself from the plan)."""
@@ -219,7 +219,7 @@ def answer_stream(
         yield entries, counts
 
 
-def _counted(entries: list[CacheEntry], counts: Counter[str], n_jobs: int) -> tuple[list[CacheEntry], Counter[str]]:
+def _counted(entries: list[StoredAnswer], counts: Counter[str], n_jobs: int) -> tuple[list[StoredAnswer], Counter[str]]:
     counts["generated"] += n_jobs
     return entries, counts
 
@@ -313,7 +313,7 @@ class PlannedQueue(deque):
         return len(self) > 0
 
 
-def _row(job: Job, entry: CacheEntry) -> dict[str, Any]:
+def _row(job: Job, entry: StoredAnswer) -> dict[str, Any]:
     return {
         "review_id": job.review_id,
         "review": job.review,
@@ -327,7 +327,8 @@ def _row(job: Job, entry: CacheEntry) -> dict[str, Any]:
     }
 
 
-def _features() -> Any:
+def generation_features() -> Any:
+    """The generation dataset's columns (accepted and rejected answers); span corruption writes them too."""
     from datasets import Features, Value
 
     return Features(
@@ -346,7 +347,7 @@ def _features() -> Any:
 
 
 def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    return {name: [row[name] for row in rows] for name in _features()}
+    return {name: [row[name] for row in rows] for name in generation_features()}
 
 
 def write_datasets(plan: JobPlan, cache: AnswerStore, out_dir: Path,
@@ -365,8 +366,8 @@ def write_datasets(plan: JobPlan, cache: AnswerStore, out_dir: Path,
     digest, accepted, final_reasons = hashlib.sha256(), 0, Counter()
     with tempfile.TemporaryDirectory(prefix=".rows-", dir=out_dir.parent) as temp:
         paths = {"accepted": Path(temp) / "accepted.arrow", "rejected": Path(temp) / "rejected.arrow"}
-        with ArrowWriter(features=_features(), path=str(paths["accepted"])) as accepted_writer, \
-                ArrowWriter(features=_features(), path=str(paths["rejected"])) as rejected_writer, \
+        with ArrowWriter(features=generation_features(), path=str(paths["accepted"])) as accepted_writer, \
+                ArrowWriter(features=generation_features(), path=str(paths["rejected"])) as rejected_writer, \
                 tqdm(total=plan.counts["requests"], desc="writing answers", unit="job", disable=not progress) as bar:
             for block in plan.blocks():
                 bar.update(len(block))
@@ -397,6 +398,65 @@ def write_datasets(plan: JobPlan, cache: AnswerStore, out_dir: Path,
     return accepted, Counter({str(k): v for k, v in final_reasons.items()}), digest.hexdigest()
 
 
+def _configured_teacher(config: DistillConfig) -> TeacherBackend:
+    """The configured teacher, started lazily: an all-cached rerun never starts an engine or Ray replicas."""
+    if config.generation.engine == "ray":  # replicas start on the first request
+        from fsa_distill.models.teacher.ray_backend import RayTeacher
+
+        return RayTeacher(config.teacher, config.work_dir, replicas=config.teacher.replicas,
+                          ray_address=config.generation.ray_address,
+                          micro_batch=max(1, config.generation.batch_size // 4))
+    from fsa_distill.models.teacher.factory import LazyTeacher
+
+    return LazyTeacher(config.teacher, config.work_dir)  # started on the first chunk that needs it
+
+
+def _answer_batches(plan: JobPlan, teacher: TeacherBackend, gen: Any, pending_total: int
+                    ) -> Iterator[tuple[list[StoredAnswer], Counter[str]]]:
+    """The pending jobs' answers in batches: streamed from an engine that takes requests as others finish, else
+    in chunks of `generation.batch_size`."""
+    if teacher.streaming and pending_total:
+        queue = PlannedQueue(plan.pending(), low_water=max(gen.batch_size, 1))
+        # the local engine holds `batch_size` requests at a time; Ray replicas size their own micro-batches
+        window = None if teacher.distributed else gen.batch_size
+        return answer_stream(queue, teacher, gen.reask_rejected, window=window)
+    pending = plan.pending()
+    chunks = iter(lambda: list(itertools.islice(pending, gen.batch_size)), [])
+    return (_counted(*answer_chunk(chunk, teacher, gen.reask_rejected), len(chunk)) for chunk in chunks)
+
+
+def _store_answers(batches: Iterable[tuple[list[StoredAnswer], Counter[str]]], store: AnswerStore,
+                   pending_total: int, progress: bool, on_progress: Progress | None,
+                   log_metrics: LogMetrics | None) -> tuple[Counter[str], float]:
+    """Commit each batch of answers before asking for the next (a crash keeps this work), with a progress bar,
+    the Prefect progress callback and live metrics; (counts, seconds spent committing)."""
+    counts: Counter[str] = Counter()
+    store_s, started = 0.0, time.perf_counter()
+    bar = tqdm(total=pending_total, unit="answer", desc="teacher", disable=not progress or not pending_total)
+    for step, (entries, batch_counts) in enumerate(batches):
+        record_started = time.perf_counter()
+        store.record(entries)
+        store_s += time.perf_counter() - record_started
+        counts.update(batch_counts)
+        bar.update(batch_counts["generated"])
+        if on_progress is not None:
+            on_progress(counts["generated"], pending_total)
+        if log_metrics is not None:
+            elapsed = time.perf_counter() - started
+            log_metrics({"generated": counts["generated"], "tokens": counts["tokens"],
+                         "tokens_per_s": counts["tokens"] / max(elapsed, 1e-9)}, step)
+    bar.close()
+    return counts, store_s
+
+
+def _numeric_stats(stats: dict[str, Any], final_reasons: Counter[str]) -> dict[str, float]:
+    """The run's numeric stats as MLflow metrics: rejections per reason and throughput per replica (Ray) too."""
+    numeric = {k: float(v) for k, v in stats.items() if isinstance(v, int | float)}
+    numeric.update({f"rejected_{reason}": float(n) for reason, n in final_reasons.items()})
+    numeric.update(stats["replica_metrics"])
+    return numeric
+
+
 def generate_responses(
     reviews: Iterable[dict[str, Any]],
     config: DistillConfig,
@@ -408,27 +468,15 @@ def generate_responses(
     ignore_eos: bool = False,
     on_progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Answer every review with every configured prompt; returns the run's stats.
-
-    `reviews` is read once, lazily (a list, or a generator such as `iter_review_corpus` over a file).
-    `teacher` defaults to the configured one, started only when something is not cached, closed afterwards.
-    The answer store is `cache_path`, else `generation.cache_url`, else `<work_dir>/cache/teacher_responses.sqlite`
-    (shared by all runs; a postgresql:// URL is shared by hosts too). `ignore_eos` is
-    for benchmarks only (fixed-length answers).
-    """
-    started = time.perf_counter()
-    gen = config.generation
+    """Answer every review with every configured prompt; returns the run's stats. `reviews` is read once,
+    lazily (a list, or a generator such as `iter_review_corpus` over a file). `teacher` defaults to the
+    configured one, started only when something is not cached, closed afterwards. The answer store is
+    `cache_path`, else `generation.cache_url`, else `<work_dir>/cache/teacher_responses.sqlite` (shared by all
+    runs; a postgresql:// URL by hosts too). `ignore_eos` is for benchmarks only (fixed-length answers)."""
+    started, gen = time.perf_counter(), config.generation
     prompts = [load_prompt(name, prompt_dir=gen.prompt_dir or PROMPT_DIR) for name in gen.prompts]
     owns_teacher = teacher is None
-    if teacher is None and gen.engine == "ray":  # replicas start on the first request: cached reruns skip them
-        from fsa_distill.models.teacher.ray_backend import RayTeacher
-
-        teacher = RayTeacher(config.teacher, config.work_dir, replicas=config.teacher.replicas,
-                             ray_address=gen.ray_address, micro_batch=max(1, gen.batch_size // 4))
-    if teacher is None:  # started on the first chunk that needs it: all-cached reruns skip the engine
-        from fsa_distill.models.teacher.factory import LazyTeacher
-
-        teacher = LazyTeacher(config.teacher, config.work_dir)
+    teacher = _configured_teacher(config) if owns_teacher else teacher
     location = str(cache_path) if cache_path else store_location(config.work_dir, gen.cache_url)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -440,36 +488,9 @@ def generate_responses(
             plan = JobPlan(Path(plan_dir), prompts, config, teacher, ignore_eos)
             plan.build(reviews, cache, budget, progress)
             planned = plan.counts
-            counts: Counter[str] = Counter()
-            store_s = 0.0
             loop_started = time.perf_counter()
-            bar = tqdm(total=planned["pending"], unit="answer", desc="teacher",
-                       disable=not progress or not planned["pending"])
-            if teacher.streaming and planned["pending"]:
-                queue = PlannedQueue(plan.pending(), low_water=max(gen.batch_size, 1))
-                # the local engine holds `batch_size` requests at a time; Ray replicas size their own micro-batches
-                window = None if teacher.distributed else gen.batch_size
-                batches = answer_stream(queue, teacher, gen.reask_rejected, window=window)
-            else:
-                pending = plan.pending()
-                chunks = iter(lambda: list(itertools.islice(pending, gen.batch_size)), [])
-                batches = (_counted(*answer_chunk(chunk, teacher, gen.reask_rejected), len(chunk)) for chunk in chunks)
-            for step, (entries, batch_counts) in enumerate(batches):
-                record_started = time.perf_counter()
-                cache.record(entries)  # durable before the next batch: a crash keeps this work
-                store_s += time.perf_counter() - record_started
-                counts.update(batch_counts)
-                bar.update(batch_counts["generated"])
-                if on_progress is not None:
-                    on_progress(counts["generated"], planned["pending"])
-                if log_metrics is not None:
-                    elapsed = time.perf_counter() - loop_started
-                    log_metrics(
-                        {"generated": counts["generated"], "tokens": counts["tokens"],
-                         "tokens_per_s": counts["tokens"] / max(elapsed, 1e-9)},
-                        step,
-                    )
-            bar.close()
+            counts, store_s = _store_answers(_answer_batches(plan, teacher, gen, planned["pending"]), cache,
+                                             planned["pending"], progress, on_progress, log_metrics)
             loop_s = time.perf_counter() - loop_started
             write_started = time.perf_counter()
             rows, final_reasons, digest = write_datasets(plan, cache, out_dir, progress)
@@ -514,8 +535,5 @@ def generate_responses(
         "digest": digest,
     }
     if log_metrics is not None:
-        numeric = {k: float(v) for k, v in stats.items() if isinstance(v, int | float)}
-        numeric.update({f"rejected_{reason}": float(n) for reason, n in final_reasons.items()})
-        numeric.update(stats["replica_metrics"])  # throughput per replica (engine=ray)
-        log_metrics(numeric, None)
+        log_metrics(_numeric_stats(stats, final_reasons), None)
     return stats

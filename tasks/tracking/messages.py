@@ -7,7 +7,7 @@ Both are Prefect automations evaluated by the Prefect server, not a sending loop
   sees crashes the dying process cannot report: a run its worker reports Crashed, or one the zombie automation
   marks Crashed after its heartbeats stop. A flow `on_failure` / `on_crashed` hook runs inside the process
   that is failing, and not at all after a SIGKILL, an OOM kill or a lost machine.
-- new champion: the gate (tasks/register.py) emits `fsa-distill.champion.changed` when @champion moves to
+- new champion: the gate (tasks/tracking/register.py) emits `fsa-distill.champion.changed` when @champion moves to
   another version, with both F1s and the run ids; the automation turns the event into the message.
 Both actions are `CallWebhook` on one `Webhook` block. Its URL is a SecretStr (the API and the UI show stars),
 and the action records a non-2xx answer rather than raising, so the URL never lands in an error message, a

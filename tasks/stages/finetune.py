@@ -6,7 +6,7 @@ linear decay, greedy decoding of dev after each epoch, the best-dev-F1 model kep
 batch 16, 10 seeds, ≤100 new tokens. Each epoch ends with a `last/` checkpoint, so an interrupted run resumes
 at the epoch boundary with the same result as an uninterrupted one.
 
-Data parallel like pretraining (tasks/pretrain.py): under `torchrun` / `accelerate launch` each of N processes
+Data parallel like pretraining (tasks/stages/pretrain.py): under `torchrun` / `accelerate launch` each of N processes
 takes its part of every global batch of `finetune.batch_size`, the loss is the global token mean, dev and test
 decoding are split over the processes and gathered, and rank 0 alone writes.
 """
@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from fsa_distill.benchmark.data import load_task_data
 from fsa_distill.core.config import DistillConfig
-from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_file
 from fsa_distill.models.student.batching import collate, epoch_batches, tokenize_pairs
 from fsa_distill.models.student.decoding import greedy_decode
@@ -36,9 +36,10 @@ from fsa_distill.models.student.training import (
     adamw,
     bf16_autocast,
     capture_rng_state,
+    finished_result,
     load_training_state,
     parameter_groups,
-    restore_rng_state,
+    resume_rng,
     rng_untouched,
     save_student,
     save_training_state,
@@ -48,23 +49,6 @@ from fsa_distill.models.student.training import (
 
 FINETUNE_SEED_STRIDE = 1_000  # epoch order seed = seed * 1_000 + epoch (fine-tuning's value since the start)
 METRICS = ("precision", "recall", "f1")
-
-
-def load_task_data(task: str, dataset: str, config: DistillConfig) -> dict[str, list[dict[str, Any]]]:
-    """train / dev / test sentences, each cut to the first N when DataConfig asks for a subsample."""
-    from fsa_distill.benchmark.data import load_sentences
-
-    limits = {"train": config.data.max_train_sentences, "dev": config.data.max_dev_sentences,
-              "test": config.data.max_test_sentences}
-    splits = {}
-    for split, limit in limits.items():
-        sentences = load_sentences(task, dataset, split, config.data.data_dir)
-        splits[split] = sentences[:limit] if limit is not None else sentences
-    if not splits["train"]:
-        raise InputError(f"{task}/{dataset}", "train", "the training split is empty")
-    if not splits["dev"]:
-        raise InputError(f"{task}/{dataset}", "dev", "the dev split is empty: no best-dev checkpoint possible")
-    return splits
 
 
 def _optimizer_and_schedule(model: torch.nn.Module, ft: Any, total_steps: int) -> tuple[Any, Any]:
@@ -106,116 +90,132 @@ def train_step(model, optimizer, scheduler, procs: Processes, batch: dict[str, t
     return procs.sum(float(token_sum.detach()) * weight) / global_tokens
 
 
-def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: DistillConfig, out_dir: Path,
-             log_metrics: LogMetrics | None = None, *, key: str) -> dict[str, Any]:
-    """Fine-tune on `task/dataset` with `seed`; return model_dir (best), best_dev_f1, scores per view,
-    predictions_path (test JSONL, one line per gold sentence in gold order) and the dev history.
+def _train_epoch(procs: Processes, model, optimizer, scheduler, train: list[tuple[list[int], list[int]]],
+                 lengths: list[int], pad_id: int, ft: Any, seed: int, epoch: int, desc: str) -> tuple[float, int]:
+    """One pass over the train pairs in the epoch's seeded order: (summed batch losses, real tokens seen)."""
+    model.train()
+    batches = epoch_batches(lengths, ft.batch_size, seed, epoch, group_by_length=ft.group_by_length,
+                            seed_stride=FINETUNE_SEED_STRIDE)
+    epoch_loss, epoch_tokens = 0.0, 0
+    for global_indices in tqdm(batches, desc=desc, unit="batch", leave=False, disable=not procs.is_main):
+        indices, weight = procs.shard(global_indices)
+        batch, real_tokens = collate([train[i] for i in indices], pad_id)
+        epoch_tokens += real_tokens
+        epoch_loss += train_step(model, optimizer, scheduler, procs,
+                                 {k: v.to(procs.device) for k, v in batch.items()}, weight, ft.bf16)
+    return epoch_loss, epoch_tokens
 
-    `key` is the stage's cache key (tasks/caching.py `stage_key`): a result finished in `out_dir` under the same
-    key is returned as it is, and only an epoch checkpoint made under it is resumed from."""
-    from fsa_distill.benchmark.targets import linearise
+
+def _dev_f1(procs: Processes, model, tokenizer, task: str, dev: list[dict[str, Any]], ft: Any, desc: str) -> float:
+    """Normal-view F1 on the dev sentences, the number the best epoch is chosen on."""
+    with rng_untouched():  # decoding must not shift the training randomness
+        predictions = decode_split(procs, model, tokenizer, [s["sentence"] for s in dev], ft, progress=True,
+                                   desc=desc)
+    return score_views(task, dev, predictions, ["normal"])["normal"]["f1"]
+
+
+def _save_last(procs: Processes, model, tokenizer, optimizer, last_dir: Path, state: dict[str, Any]) -> None:
+    """The resumable end-of-epoch checkpoint in `last/`: model, optimizer and every process's RNG state."""
+    rng_states = procs.gather(capture_rng_state())
+    if procs.is_main:
+        with saving_student(procs.unwrap(model), tokenizer, last_dir) as tmp:
+            save_training_state(tmp, optimizer, {**state, "rng_by_rank": rng_states})
+    procs.barrier()
+
+
+def _score_best_on_test(procs: Processes, model, tokenizer, best_dir: Path, task: str, test: list[dict[str, Any]],
+                        config: DistillConfig, out_dir: Path, log_metrics: LogMetrics | None
+                        ) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """Decode the test split with the best-dev checkpoint: (scores per view, output variety, predictions file,
+    one JSON line per gold sentence in gold order)."""
     from fsa_distill.benchmark.variety import output_variety
-
-    ft = config.finetune
-    out_dir = Path(out_dir)
-    result_path = out_dir / "finetune_result.json"
-    if result_path.exists():
-        done = json.loads(result_path.read_text(encoding="utf-8"))
-        if done.get("key") == key and Path(done["model_dir"]).exists():
-            return done
-
-    splits = load_task_data(task, dataset, config)
-    procs = start_processes()
-    procs.local_batch_size(ft.batch_size, "finetune.batch_size")  # refuses a batch that does not split evenly
-    device = procs.device
-    seed_everything(seed + procs.rank)  # rank 0 draws what a single process draws
-    model, tokenizer = load_student(model_dir, device=device, dropout=ft.dropout)
-    train = tokenize_pairs(tokenizer, [s["sentence"] for s in splits["train"]],
-                           [linearise(s, task) for s in splits["train"]], ft.max_source_length, ft.max_target_length)
-    lengths = [len(source) for source, _ in train]  # the sort key when group_by_length (targets are short)
-    steps_per_epoch = math.ceil(len(train) / ft.batch_size)
-    total_steps = max(1, ft.epochs * steps_per_epoch)
-    optimizer, scheduler = _optimizer_and_schedule(model, ft, total_steps)
-    epoch, best_f1, best_epoch, history = 0, -1.0, -1, []
-
-    last_dir, best_dir = out_dir / "last", out_dir / "best"
-    optimizer_state, state = load_training_state(last_dir) if (last_dir / STATE_FILE).exists() else (None, None)
-    rng_by_rank = (state or {}).get("rng_by_rank", [(state or {}).get("rng")])
-    if state is not None and state["key"] == key and len(rng_by_rank) != procs.world:
-        raise InputError(last_dir, None, f"checkpoint was made by {len(rng_by_rank)} process(es), this run has "
-                                         f"{procs.world}; resume with {len(rng_by_rank)} or delete it")
-    if state is None or state["key"] != key:
-        procs.barrier()  # every rank has read `last/` before rank 0 may remove `best/`
-        if procs.is_main:
-            shutil.rmtree(best_dir, ignore_errors=True)  # a best model from another run must not survive
-        model, optimizer = procs.prepare(model, optimizer)
-    else:  # resume after the last finished epoch
-        model, _ = load_student(last_dir, device=device, dropout=ft.dropout)
-        optimizer, scheduler = _optimizer_and_schedule(model, ft, total_steps)
-        model, optimizer = procs.prepare(model, optimizer)
-        optimizer.load_state_dict(optimizer_state)
-        scheduler.load_state_dict(state["scheduler"])
-        restore_rng_state(rng_by_rank[procs.rank])
-        epoch, best_f1, best_epoch, history = (state["epoch"], state["best_f1"], state["best_epoch"],
-                                               state["history"])
-
-    pad_id = tokenizer.pad_token_id
-    dev_sources = [s["sentence"] for s in splits["dev"]]
-    train_tokens, train_seconds = 0, 0.0  # this process's training speed (epochs run here, not resumed ones)
-    while epoch < ft.epochs:
-        model.train()
-        batches = epoch_batches(lengths, ft.batch_size, seed, epoch, group_by_length=ft.group_by_length,
-                                seed_stride=FINETUNE_SEED_STRIDE)
-        epoch_loss, epoch_tokens, epoch_started = 0.0, 0, time.perf_counter()
-        for global_indices in tqdm(batches, desc=f"finetune {dataset} seed {seed} epoch {epoch + 1}/{ft.epochs}",
-                                   unit="batch", leave=False, disable=not procs.is_main):
-            indices, weight = procs.shard(global_indices)
-            batch, real_tokens = collate([train[i] for i in indices], pad_id)
-            epoch_tokens += real_tokens
-            epoch_loss += train_step(model, optimizer, scheduler, procs,
-                                     {k: v.to(device) for k, v in batch.items()}, weight, ft.bf16)
-        epoch += 1
-        train_tokens += epoch_tokens
-        train_seconds += time.perf_counter() - epoch_started
-        record: dict[str, Any] = {"epoch": epoch, "train_loss": epoch_loss / max(1, steps_per_epoch)}
-        if epoch % ft.eval_every_epochs == 0 or epoch == ft.epochs:
-            with rng_untouched():  # decoding must not shift the training randomness
-                dev_predictions = decode_split(procs, model, tokenizer, dev_sources, ft, progress=True,
-                                               desc=f"dev {dataset} epoch {epoch}")
-            dev_f1 = score_views(task, splits["dev"], dev_predictions, ["normal"])["normal"]["f1"]
-            record["dev_f1"] = dev_f1
-            if dev_f1 > best_f1:
-                best_f1, best_epoch = dev_f1, epoch
-                if procs.is_main:
-                    save_student(procs.unwrap(model), tokenizer, best_dir)
-        history.append(record)
-        rng_states = procs.gather(capture_rng_state())
-        if procs.is_main:
-            with saving_student(procs.unwrap(model), tokenizer, last_dir) as tmp:
-                save_training_state(tmp, optimizer, {
-                    "key": key, "epoch": epoch, "best_f1": best_f1, "best_epoch": best_epoch, "history": history,
-                    "scheduler": scheduler.state_dict(), "rng_by_rank": rng_states,
-                })
-        procs.barrier()
-        if log_metrics and procs.is_main:
-            log_metrics({f"finetune/{name}": value for name, value in record.items() if name != "epoch"}, epoch)
 
     if not best_dir.exists() and procs.is_main:  # epochs = 0: the student as given is the "best" model
         save_student(procs.unwrap(model), tokenizer, best_dir)
     procs.barrier()
-    best_model, _ = load_student(best_dir, device=device)
-    predictions = decode_split(procs, best_model, tokenizer, [s["sentence"] for s in splits["test"]], ft,
+    best_model, _ = load_student(best_dir, device=procs.device)
+    predictions = decode_split(procs, best_model, tokenizer, [s["sentence"] for s in test], config.finetune,
                                progress=True)
     predictions_path = out_dir / "test_predictions.jsonl"
     if procs.is_main:
         with atomic_file(predictions_path) as handle:
             for prediction in predictions:
                 handle.write(json.dumps({"prediction": prediction}, ensure_ascii=False) + "\n")
-    scores = score_views(task, splits["test"], predictions, list(config.evaluate.views))
+    scores = score_views(task, test, predictions, list(config.evaluate.views))
     variety = output_variety(predictions)
     if log_metrics and procs.is_main:
         log_metrics({f"test/{view}_{name}": scores[view][name] for view in scores for name in METRICS}, None)
         log_metrics({f"variety/{name}": value for name, value in variety.items() if name != "top_output"}, None)
+    return scores, variety, predictions_path
+
+
+def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: DistillConfig, out_dir: Path,
+             log_metrics: LogMetrics | None = None, *, key: str) -> dict[str, Any]:
+    """Fine-tune on `task/dataset` with `seed`; return model_dir (best), best_dev_f1, scores per view,
+    predictions_path (test JSONL, one line per gold sentence in gold order) and the dev history. `key` is the
+    stage's cache key (tasks/stages/keys.py `stage_key`): a result finished in `out_dir` under the same
+    key is returned as it is, and only an epoch checkpoint made under it is resumed from."""
+    from fsa_distill.benchmark.targets import linearise
+
+    ft = config.finetune
+    out_dir = Path(out_dir)
+    result_path = out_dir / "finetune_result.json"
+    if (done := finished_result(result_path, key)) is not None:
+        return done
+
+    splits = load_task_data(task, dataset, config)
+    procs = start_processes()
+    procs.local_batch_size(ft.batch_size, "finetune.batch_size")  # refuses a batch that does not split evenly
+    seed_everything(seed + procs.rank)  # rank 0 draws what a single process draws
+    last_dir, best_dir = out_dir / "last", out_dir / "best"
+    optimizer_state, state = load_training_state(last_dir) if (last_dir / STATE_FILE).exists() else (None, None)
+    resuming = state is not None and state["key"] == key  # after the last finished epoch of this same run
+    model, tokenizer = load_student(last_dir if resuming else model_dir, device=procs.device, dropout=ft.dropout)
+    train = tokenize_pairs(tokenizer, [s["sentence"] for s in splits["train"]],
+                           [linearise(s, task) for s in splits["train"]], ft.max_source_length, ft.max_target_length)
+    lengths = [len(source) for source, _ in train]  # the sort key when group_by_length (targets are short)
+    steps_per_epoch = math.ceil(len(train) / ft.batch_size)
+    total_steps = max(1, ft.epochs * steps_per_epoch)
+    optimizer, scheduler = _optimizer_and_schedule(model, ft, total_steps)
+    model, optimizer = procs.prepare(model, optimizer)
+    epoch, best_f1, best_epoch, history = 0, -1.0, -1, []
+    if resuming:
+        optimizer.load_state_dict(optimizer_state)
+        scheduler.load_state_dict(state["scheduler"])
+        resume_rng(state, last_dir, procs.world, procs.rank)
+        epoch, best_f1, best_epoch, history = (state["epoch"], state["best_f1"], state["best_epoch"],
+                                               state["history"])
+    else:
+        procs.barrier()  # every rank has read `last/` before rank 0 may remove `best/`
+        if procs.is_main:
+            shutil.rmtree(best_dir, ignore_errors=True)  # a best model from another run must not survive
+
+    train_tokens, train_seconds = 0, 0.0  # this process's training speed (epochs run here, not resumed ones)
+    while epoch < ft.epochs:
+        epoch_started = time.perf_counter()
+        desc = f"finetune {dataset} seed {seed} epoch {epoch + 1}/{ft.epochs}"
+        epoch_loss, epoch_tokens = _train_epoch(procs, model, optimizer, scheduler, train, lengths,
+                                                tokenizer.pad_token_id, ft, seed, epoch, desc)
+        epoch += 1
+        train_tokens += epoch_tokens
+        train_seconds += time.perf_counter() - epoch_started
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": epoch_loss / max(1, steps_per_epoch)}
+        if epoch % ft.eval_every_epochs == 0 or epoch == ft.epochs:
+            record["dev_f1"] = dev_f1 = _dev_f1(procs, model, tokenizer, task, splits["dev"], ft,
+                                                f"dev {dataset} epoch {epoch}")
+            if dev_f1 > best_f1:
+                best_f1, best_epoch = dev_f1, epoch
+                if procs.is_main:
+                    save_student(procs.unwrap(model), tokenizer, best_dir)
+        history.append(record)
+        _save_last(procs, model, tokenizer, optimizer, last_dir, {
+            "key": key, "epoch": epoch, "best_f1": best_f1, "best_epoch": best_epoch, "history": history,
+            "scheduler": scheduler.state_dict()})
+        if log_metrics and procs.is_main:
+            log_metrics({f"finetune/{name}": value for name, value in record.items() if name != "epoch"}, epoch)
+
+    scores, variety, predictions_path = _score_best_on_test(procs, model, tokenizer, best_dir, task, splits["test"],
+                                                            config, out_dir, log_metrics)
     result = {
         "model_dir": str(best_dir), "best_dev_f1": max(best_f1, 0.0), "best_epoch": best_epoch, "scores": scores,
         "predictions_path": str(predictions_path), "dev_history": history, "task": task, "dataset": dataset,

@@ -12,17 +12,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from fsa_distill.models.teacher.base import GenerationResult
-from fsa_distill.models.teacher.imported import ImportedTeacher
-from fsa_distill.models.teacher.prompts import PROMPT_DIR, load_prompt
-from fsa_distill.tasks.answer_files import AnswerRecord
-from fsa_distill.tasks.generate import build_jobs, clean_reviews, input_budget
-from fsa_distill.tasks.generation_cache import CacheEntry, open_store, store_location
-from fsa_distill.tasks.validation import validate_response
-
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.core.digests import sha256_text
 from fsa_distill.core.errors import InputError
+from fsa_distill.models.teacher.base import TeacherAnswer
+from fsa_distill.models.teacher.imported import ImportedTeacher
+from fsa_distill.models.teacher.prompts import PROMPT_DIR, load_prompt
+from fsa_distill.tasks.stages.generate import build_jobs, clean_reviews, input_budget
+from fsa_distill.tasks.stages.validation import validate_response
+from fsa_distill.tasks.store.answer_files import AnswerRecord
+from fsa_distill.tasks.store.answers import StoredAnswer, open_store, store_location
 
 
 def answer_store_path(config: DistillConfig) -> str:
@@ -42,7 +41,7 @@ def import_answers(records: list[AnswerRecord], config: DistillConfig, teacher_i
     prompt_dir = gen.prompt_dir or PROMPT_DIR
     # The input budget (review truncation) is the one a run with the configured prompts computes.
     budget = input_budget(config, teacher, [load_prompt(name, prompt_dir=prompt_dir) for name in gen.prompts])
-    entries: dict[str, CacheEntry] = {}  # by key: a repeated review+prompt is one answer (the first, as stored)
+    entries: dict[str, StoredAnswer] = {}  # by key: a repeated review+prompt is one answer (the first, as stored)
     reasons: Counter[str] = Counter()
     skipped = 0
     for prompt_name in sorted({record.prompt for record in records}):
@@ -55,10 +54,10 @@ def import_answers(records: list[AnswerRecord], config: DistillConfig, teacher_i
             if job.key in entries:
                 continue
             response = group[int(job.review_id)].response.strip()
-            result = GenerationResult(response, teacher.count_tokens(response), "stop")
+            result = TeacherAnswer(response, teacher.count_tokens(response), "stop")
             reason = validate_response(job.review, prompt_name, result)
             reasons[reason or "accepted"] += 1
-            entries[job.key] = CacheEntry(
+            entries[job.key] = StoredAnswer(
                 key=job.key, review_digest=sha256_text(job.review), prompt=prompt_name,
                 prompt_version=prompt.version, teacher=teacher_id, attempt=0, seed=job.request.seed,
                 response=response, n_tokens=result.n_tokens, finish_reason="stop", reason=reason, final=True,

@@ -1,6 +1,6 @@
 """Move answers between stores (SQLite ↔ PostgreSQL, one host ↔ a cluster) through JSONL or Parquet files.
 
-An export record is one stored attempt with every field of `CacheEntry`: its key, the teacher id and prompt
+An export record is one stored attempt with every field of `StoredAnswer`: its key, the teacher id and prompt
 version it was generated with, the answer, and the rejection reason (null when accepted). Importing such a file
 puts the attempts back under the same keys, so a run on the other store finds them as its own. Both directions
 stream in batches: a store of millions of answers never sits in memory.
@@ -15,13 +15,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
-from fsa_distill.tasks.generation_cache import AnswerStore, CacheEntry
-
 from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_file
+from fsa_distill.tasks.store.answers import AnswerStore, StoredAnswer
 
 ExportFormat = Literal["jsonl", "parquet"]
-RECORD_FIELDS = tuple(f.name for f in fields(CacheEntry))
+RECORD_FIELDS = tuple(f.name for f in fields(StoredAnswer))
 REQUIRED_FIELDS = ("key", "review_digest", "prompt", "prompt_version", "teacher", "attempt", "seed", "response",
                    "n_tokens", "finish_reason")
 _BATCH = 5000
@@ -69,7 +68,7 @@ def is_store_export(path: Path) -> bool:
     return isinstance(record, dict) and "key" in record
 
 
-def read_store_export(path: Path, teacher_id: str | None = None) -> Iterator[CacheEntry]:
+def read_store_export(path: Path, teacher_id: str | None = None) -> Iterator[StoredAnswer]:
     """The attempts of an exported file, lazily; a malformed record (a missing or ill-typed field, another
     teacher than an explicit `teacher_id`) is an InputError naming its line/row."""
     path = Path(path)
@@ -89,7 +88,7 @@ def read_store_export(path: Path, teacher_id: str | None = None) -> Iterator[Cac
             yield _checked(record, path, f"line {number}", teacher_id)
 
 
-def _parquet_records(path: Path, teacher_id: str | None) -> Iterator[CacheEntry]:
+def _parquet_records(path: Path, teacher_id: str | None) -> Iterator[StoredAnswer]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -135,7 +134,7 @@ def _field_problems(record: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _checked(record: Any, path: Path, where: str, teacher_id: str | None) -> CacheEntry:
+def _checked(record: Any, path: Path, where: str, teacher_id: str | None) -> StoredAnswer:
     if not isinstance(record, dict):
         raise InputError(path, where, "each record must be an object")
     problems = _field_problems(record)
@@ -144,7 +143,7 @@ def _checked(record: Any, path: Path, where: str, teacher_id: str | None) -> Cac
     if teacher_id is not None and record["teacher"] != teacher_id:
         raise InputError(path, where, f"teacher {record['teacher']!r} disagrees with --teacher-id {teacher_id!r} "
                                       "(an exported answer keeps its teacher; leave --teacher-id out)")
-    return CacheEntry.from_record(record)
+    return StoredAnswer.from_record(record)
 
 
 def import_store_export(path: Path, store: AnswerStore, teacher_id: str | None = None) -> dict[str, Any]:

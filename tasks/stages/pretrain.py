@@ -5,7 +5,7 @@ Why a plain torch loop rather than `Seq2SeqTrainer`: the loop below is the whole
 - exact resume: a checkpoint holds model, optimizer, scheduler, every RNG state and the position in the data
   order (tensors in safetensors and a weights-only torch file, the rest in JSON: nothing is unpickled); the data
   order is a pure function of (seed, epoch), so a resumed run's next loss equals the uninterrupted run's, bit
-  for bit (tests/test_student_pretrain.py checks it);
+  for bit (tests/tasks/stages/test_student_pretrain.py checks it);
 - dynamic padding with length-grouped batches: each batch is padded only to its own longest source and target,
   and batches are drawn from length-sorted "megabatches" (as HF's LengthGroupedSampler) so little is padding.
   The paper's code pads every target to the maximum (400); `pad_to_max_length` keeps that mode for the
@@ -24,8 +24,8 @@ import json
 import math
 import os
 import shutil
-from contextlib import nullcontext
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,9 +45,10 @@ from fsa_distill.models.student.training import (
     adamw,
     bf16_autocast,
     capture_rng_state,
+    finished_result,
     load_training_state,
     parameter_groups,
-    restore_rng_state,
+    resume_rng,
     save_student,
     save_training_state,
     saving_student,
@@ -102,14 +103,13 @@ def make_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.O
     return adamw(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
 
-def lr_factor(step: int, cfg: PretrainConfig) -> float:
-    """Linear warmup, then cosine from learning_rate down to min_learning_rate at max_steps."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    span = max(1, cfg.max_steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
-    floor = cfg.min_learning_rate / cfg.learning_rate
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+def lr_schedule(optimizer: torch.optim.Optimizer, cfg: PretrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup, then cosine from each group's rate down to min_learning_rate / learning_rate of it at
+    max_steps (transformers' schedule)."""
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    return get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, cfg.warmup_steps, cfg.max_steps, min_lr_rate=cfg.min_learning_rate / cfg.learning_rate)
 
 
 def autocast_context(cfg: PretrainConfig, device: str) -> torch.autocast:
@@ -223,6 +223,8 @@ def _tokenized_corpus(corpus_dir: Path, tokenizer, student_dir: Path, cfg: Pretr
     processes open what it wrote."""
     from datasets import load_from_disk
 
+    if not Path(corpus_dir).exists():
+        raise InputError(corpus_dir, None, "corpus folder not found")
     try:
         splits = list(load_from_disk(str(corpus_dir)))
     except Exception as error:  # noqa: BLE001
@@ -243,130 +245,160 @@ def _tokenized_corpus(corpus_dir: Path, tokenizer, student_dir: Path, cfg: Pretr
     return train, rows(validation, list(range(len(validation))))
 
 
+def _open_checkpoint(out_dir: Path, procs: Processes, cfg: PretrainConfig, inputs: dict[str, str]
+                     ) -> tuple[Path | None, Any, dict[str, Any] | None]:
+    """(latest checkpoint, its optimizer state, its JSON state), or Nones for a fresh start. Rank 0 alone tidies
+    the folder (a killed save's leftovers); every rank then resumes from what it found. A checkpoint of another
+    trajectory (config, corpus or student) is refused."""
+    found = latest_checkpoint(out_dir) if procs.is_main else None
+    checkpoint = procs.broadcast(str(found) if found else None)
+    if checkpoint is None:
+        return None, None, None
+    checkpoint = Path(checkpoint)
+    optimizer_state, state = load_training_state(checkpoint)
+    if state["config"] != _trajectory_config(cfg) or state["inputs"] != inputs:
+        raise InputError(checkpoint, None, "checkpoint was made with another pretrain config, corpus or "
+                                           "student; use a new output folder or delete its checkpoints/")
+    return checkpoint, optimizer_state, state
+
+
+def _resume(checkpoint: Path | None, state: dict[str, Any] | None, optimizer_state: Any, optimizer, scheduler,
+            procs: Processes, log_path: Path) -> Position:
+    """Continue where the checkpoint stopped (optimizer, schedule, this process's RNG, data position, the log
+    cut back to its step), or start the log afresh; the position to train from."""
+    if state is None:
+        if procs.is_main:
+            log_path.unlink(missing_ok=True)
+        return Position()
+    # Order matters: building the scheduler resets the lr, so the optimizer state is loaded after it.
+    optimizer.load_state_dict(optimizer_state)
+    scheduler.load_state_dict(state["scheduler"])
+    resume_rng(state, checkpoint, procs.world, procs.rank)
+    position = Position(**state["position"])
+    if procs.is_main:
+        _truncate_log(log_path, position.step)
+    return position
+
+
+def _step_batches(train: Any, lengths: Any, batches: list[list[int]], position: Position, tokens: dict[str, int],
+                  pad_id: int, cfg: PretrainConfig, procs: Processes
+                  ) -> tuple[list[tuple[dict[str, torch.Tensor], float]], list[list[int]]]:
+    """This process's micro-batches for the next optimizer step, and the epoch order they came from (a new one
+    when the epoch ended); advances `position` and counts real and padded tokens into `tokens`."""
+    pad_to = (cfg.max_source_length, cfg.max_target_length) if cfg.pad_to_max_length else None
+    step_batches = []
+    for _ in range(cfg.gradient_accumulation_steps):
+        if position.batch_in_epoch >= len(batches):  # next epoch, new (deterministic) order
+            position.epoch += 1
+            position.batch_in_epoch = 0
+            batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, position.epoch, cfg.group_by_length)
+        indices, weight = procs.shard(batches[position.batch_in_epoch])
+        batch, n_real = collate(rows(train, indices), pad_id, pad_to)
+        position.batch_in_epoch += 1
+        step_batches.append(({key: value.to(procs.device) for key, value in batch.items()}, weight))
+        tokens["real"] += int(n_real * weight)
+        tokens["padded"] += int((batch["input_ids"].numel() + batch["labels"].numel()) * weight)
+    return step_batches, batches
+
+
+def _record_step(model, validation: list[Example], pad_id: int, step: int, lr: float, losses: dict[str, float],
+                 cfg: PretrainConfig, procs: Processes, log_path: Path, log_metrics: LogMetrics | None,
+                 tokens_per_s: float) -> None:
+    """The step's line in train_log.jsonl and its MLflow metrics; the validation loss when one is due."""
+    record = {"step": step, "loss": losses["train"], "lr": lr}
+    if validation and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+        losses["eval"] = evaluate_loss(procs.unwrap(model), validation, pad_id, cfg.batch_size * 2, procs.device,
+                                       cfg, procs)
+        model.train()
+        record["eval_loss"] = losses["eval"]
+    if procs.is_main:
+        _append_log(log_path, record)
+    if log_metrics and procs.is_main and (step % cfg.log_every == 0 or "eval_loss" in record
+                                          or step == cfg.max_steps):
+        metrics = {"train/loss": losses["train"], "train/lr": lr, "train/tokens_per_s": tokens_per_s}
+        if "eval_loss" in record:
+            metrics["eval/loss"] = losses["eval"]
+        log_metrics(metrics, step)
+
+
+def _final_losses(losses: dict[str, float], log_path: Path) -> dict[str, float | None]:
+    """The last train and validation losses; a run resumed at its last step reports the logged ones. None: no
+    validation split."""
+    train_loss, eval_loss = losses["train"], losses["eval"]
+    if math.isnan(train_loss) and log_path.exists():
+        records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line]
+        train_loss = records[-1]["loss"] if records else train_loss
+        eval_loss = next((r["eval_loss"] for r in reversed(records) if "eval_loss" in r), eval_loss)
+    return {"final_train_loss": None if math.isnan(train_loss) else train_loss,
+            "final_eval_loss": None if math.isnan(eval_loss) else eval_loss}
+
+
+def _speed(tokens: dict[str, int], train_seconds: float, procs: Processes) -> dict[str, float | None]:
+    """Real tokens per second of optimizer steps (all processes), the padding share and the steps' seconds."""
+    real, padded = procs.sum(tokens["real"]), procs.sum(tokens["padded"])
+    seconds = procs.sum(train_seconds) / procs.world
+    return {"tokens_per_s": real / seconds if seconds else None,
+            "train_seconds": seconds,  # this run's optimizer steps only (no eval, no saving), mean over ranks
+            "padding_ratio": 1 - real / padded if padded else None}
+
+
 def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: Path,
              log_metrics: LogMetrics | None = None, *, key: str, cache_dir: Path | None = None
              ) -> dict[str, Any]:
     """Train the student on review → teacher response; resume from the latest checkpoint in `out_dir`.
 
-    Runs as one process, or as each of N processes under `torchrun` / `accelerate launch` (data parallel:
-    `pretrain.batch_size` is the global micro-batch, split over the processes; rank 0 alone writes checkpoints,
-    the log, the model and the result, and alone calls `log_metrics`).
-    The corpus is tokenized once into memory-mapped Arrow under `cache_dir` (default `out_dir/tokenized`),
-    keyed by corpus and tokenizer digests (models/student/tokenized.py); batches are read from it row by row.
-    `key` is the stage's cache key (tasks/caching.py `stage_key`): a result finished in `out_dir` under the
-    same key is returned as it is. Returns model_dir (the final HF folder, `out_dir/model`), final_train_loss,
-    final_eval_loss, steps, tokens_per_s (real, non-pad source + target tokens per second of training steps,
-    all processes together), padding_ratio and key.
-    """
+    One process, or each of N under `torchrun` / `accelerate launch` (data parallel: `pretrain.batch_size` is
+    the global micro-batch; rank 0 alone writes checkpoints, log, model and result, and calls `log_metrics`).
+    The corpus is tokenized once into memory-mapped Arrow under `cache_dir` (default `out_dir/tokenized`), keyed
+    by corpus and tokenizer digests. A result finished in `out_dir` under the same stage `key` is returned as it
+    is. Returns model_dir (`out_dir/model`), final losses, steps, tokens_per_s (real source + target tokens per
+    second of training steps, all processes), padding_ratio and key."""
     out_dir = Path(out_dir)
     result_path = out_dir / "pretrain_result.json"
-    corpus_digest = _corpus_digest(corpus_dir)
-    student_digest = model_digest(student_dir)
-    inputs = {"corpus": corpus_digest, "student": student_digest}
-    if result_path.exists() and (out_dir / "model").exists():
-        done = json.loads(result_path.read_text(encoding="utf-8"))
-        if done.get("key") == key:
-            return done  # finished earlier under the same key
+    if (done := finished_result(result_path, key)) is not None:
+        return done
+    inputs = {"corpus": _corpus_digest(corpus_dir), "student": model_digest(student_dir)}
 
     procs = start_processes()
     procs.local_batch_size(cfg.batch_size, "pretrain.batch_size")  # refuses a batch that does not split evenly
-    device = procs.device
-    if not Path(corpus_dir).exists():
-        raise InputError(corpus_dir, None, "corpus folder not found")
     tokenizer = load_tokenizer(student_dir)
     train, validation = _tokenized_corpus(corpus_dir, tokenizer, student_dir, cfg,
                                           Path(cache_dir) if cache_dir else out_dir / "tokenized", procs)
     lengths = length_keys(train)  # (target, source) lengths from the Arrow columns: 16 bytes per example
-    pad_id = tokenizer.pad_token_id
-    pad_to = (cfg.max_source_length, cfg.max_target_length) if cfg.pad_to_max_length else None
-
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "train_log.jsonl"
-    # Rank 0 alone tidies the folder (a killed save's leftovers); every rank then resumes from what it found.
-    found = latest_checkpoint(out_dir) if procs.is_main else None
-    checkpoint = procs.broadcast(str(found) if found else None)
-    state: dict[str, Any] | None = None
-    optimizer_state = None
-    if checkpoint is not None:
-        checkpoint = Path(checkpoint)
-        optimizer_state, state = load_training_state(checkpoint)
-        if state["config"] != _trajectory_config(cfg) or state["inputs"] != inputs:
-            raise InputError(checkpoint, None, "checkpoint was made with another pretrain config, corpus or "
-                                               "student; use a new output folder or delete its checkpoints/")
-        saved_world = len(state.get("rng_by_rank", [state.get("rng")]))
-        if saved_world != procs.world:
-            raise InputError(checkpoint, None, f"checkpoint was made by {saved_world} process(es), this run has "
-                                               f"{procs.world}; resume with {saved_world} or use a new output folder")
-
-    model, _ = load_student(checkpoint or student_dir, device=device)
+    checkpoint, optimizer_state, state = _open_checkpoint(out_dir, procs, cfg, inputs)
+    model, _ = load_student(checkpoint or student_dir, device=procs.device)
     optimizer = make_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+    scheduler = lr_schedule(optimizer, cfg)
     model, optimizer = procs.prepare(model, optimizer)
-    position = Position()
     seed_everything(cfg.seed + procs.rank)  # rank 0 draws what a single process draws; other ranks differ
-    resumed_from_step = 0
-    if state is not None:
-        # Order matters: building the scheduler resets the lr, so the optimizer state is loaded after it.
-        optimizer.load_state_dict(optimizer_state)
-        scheduler.load_state_dict(state["scheduler"])
-        restore_rng_state(state.get("rng_by_rank", [state.get("rng")])[procs.rank])
-        position = Position(**state["position"])
-        resumed_from_step = position.step
-        if procs.is_main:
-            _truncate_log(log_path, position.step)
-    elif procs.is_main:
-        log_path.unlink(missing_ok=True)
-
+    position = _resume(checkpoint, state, optimizer_state, optimizer, scheduler, procs, log_path)
+    resumed_from_step = position.step
     batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, position.epoch, cfg.group_by_length)
-    train_loss = eval_loss = float("nan")
-    real_tokens = padded_tokens = 0
-    train_seconds = 0.0
+    losses, tokens, train_seconds = {"train": float("nan"), "eval": float("nan")}, {"real": 0, "padded": 0}, 0.0
     model.train()
     progress = tqdm(total=cfg.max_steps, initial=position.step, desc="pretrain", unit="step",
                     disable=not procs.is_main)
     while position.step < cfg.max_steps:
         started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        step_batches = []
-        for _ in range(cfg.gradient_accumulation_steps):
-            if position.batch_in_epoch >= len(batches):  # next epoch, new (deterministic) order
-                position.epoch += 1
-                position.batch_in_epoch = 0
-                batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, position.epoch, cfg.group_by_length)
-            indices, weight = procs.shard(batches[position.batch_in_epoch])
-            batch, n_real = collate(rows(train, indices), pad_id, pad_to)
-            position.batch_in_epoch += 1
-            step_batches.append(({key: value.to(device) for key, value in batch.items()}, weight))
-            real_tokens += int(n_real * weight)
-            padded_tokens += int((batch["input_ids"].numel() + batch["labels"].numel()) * weight)
-        train_loss = _step_loss(model, step_batches, procs, cfg, cfg.gradient_accumulation_steps)
+        step_batches, batches = _step_batches(train, lengths, batches, position, tokens, tokenizer.pad_token_id,
+                                              cfg, procs)
+        losses["train"] = _step_loss(model, step_batches, procs, cfg, cfg.gradient_accumulation_steps)
         if cfg.max_grad_norm > 0:
             procs.accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         lr = scheduler.get_last_lr()[0]  # the lr this step used
         optimizer.step()
         scheduler.step()
         position.step += 1
-        if device == "cuda":
+        if procs.device == "cuda":
             torch.cuda.synchronize()
         train_seconds += time.perf_counter() - started
         progress.update(1)
-        progress.set_postfix(loss=f"{train_loss:.3f}", refresh=False)  # redrawn with the next update, not now
-        record = {"step": position.step, "loss": train_loss, "lr": lr}
-
-        if validation and (position.step % cfg.eval_every == 0 or position.step == cfg.max_steps):
-            eval_loss = evaluate_loss(procs.unwrap(model), validation, pad_id, cfg.batch_size * 2, device, cfg,
-                                      procs)
-            model.train()
-            record["eval_loss"] = eval_loss
-        if procs.is_main:
-            _append_log(log_path, record)
-        if log_metrics and procs.is_main and (position.step % cfg.log_every == 0 or "eval_loss" in record
-                                              or position.step == cfg.max_steps):
-            metrics = {"train/loss": train_loss, "train/lr": record["lr"],
-                       "train/tokens_per_s": real_tokens * procs.world / max(train_seconds, 1e-9)}
-            if "eval_loss" in record:
-                metrics["eval/loss"] = eval_loss
-            log_metrics(metrics, position.step)
+        progress.set_postfix(loss=f"{losses['train']:.3f}", refresh=False)  # redrawn with the next update
+        _record_step(model, validation, tokenizer.pad_token_id, position.step, lr, losses, cfg, procs, log_path,
+                     log_metrics, tokens["real"] * procs.world / max(train_seconds, 1e-9))
         if position.step % cfg.checkpoint_every == 0 or position.step == cfg.max_steps:
             rng_by_rank = procs.gather(capture_rng_state())  # every rank's RNG: each resumes with its own
             if procs.is_main:
@@ -374,23 +406,13 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
                                 inputs, rng_by_rank)
             procs.barrier()
     progress.close()
-    if math.isnan(train_loss) and log_path.exists():  # resumed at the last step: report the logged losses
-        records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line]
-        train_loss = records[-1]["loss"] if records else train_loss
-        eval_loss = next((r["eval_loss"] for r in reversed(records) if "eval_loss" in r), eval_loss)
-
-    real_tokens, padded_tokens = procs.sum(real_tokens), procs.sum(padded_tokens)
-    train_seconds = procs.sum(train_seconds) / procs.world
     result = {
-        "model_dir": str(out_dir / "model"), "final_train_loss": None if math.isnan(train_loss) else train_loss,
-        "final_eval_loss": None if math.isnan(eval_loss) else eval_loss,  # None: no validation split
-        "steps": position.step, "resumed_from_step": resumed_from_step, "epochs": position.epoch + position.batch_in_epoch / max(1, len(batches)),
-        "tokens_per_s": real_tokens / train_seconds if train_seconds else None,
-        "train_seconds": train_seconds,  # this run's optimizer steps only (no eval, no saving), mean over ranks
-        "padding_ratio": 1 - real_tokens / padded_tokens if padded_tokens else None,
-        "n_train": len(train), "n_validation": len(validation), "num_processes": procs.world,
-        "config": _trajectory_config(cfg), "corpus_digest": corpus_digest, "student_digest": student_digest,
-        "key": key,
+        **_final_losses(losses, log_path), "model_dir": str(out_dir / "model"), "steps": position.step,
+        "resumed_from_step": resumed_from_step,
+        "epochs": position.epoch + position.batch_in_epoch / max(1, len(batches)),
+        **_speed(tokens, train_seconds, procs), "n_train": len(train), "n_validation": len(validation),
+        "num_processes": procs.world, "config": _trajectory_config(cfg), "corpus_digest": inputs["corpus"],
+        "student_digest": inputs["student"], "key": key,
     }
     if procs.is_main:
         save_student(procs.unwrap(model), tokenizer, out_dir / "model")

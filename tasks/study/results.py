@@ -1,4 +1,4 @@
-"""The study's results file (`benchmark/perf/results/study.json`): F1 per arm × dataset × seed × view, mean ± std,
+"""The study's results file (`docs/results/study.json`): F1 per arm × dataset × seed × view, mean ± std,
 paired differences with bootstrap intervals, zero-shot scores, teacher quality, stage wall times, and the three
 goals of issue #13 stated as met or missed. Every F1 here is × 100.
 """
@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import os
 import platform
-from collections import Counter
 import shlex
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from fsa_distill.benchmark.stats import mean_std, paired_difference, sentence_tallies
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.core.files import write_json_atomically
-from fsa_distill.tasks.study_stats import mean_std, paired_difference, sentence_tallies
-from fsa_distill.tasks.teacher_quality import gold_train_sentences, teacher_quality
+from fsa_distill.tasks.study.teacher_quality import gold_train_sentences, teacher_quality
 
 ARM_LABELS = {
     "A": "A: no pretraining",
@@ -42,8 +42,8 @@ def prediction_profile(predictions: list[str]) -> dict[str, Any]:
 def _arm_tallies(config: DistillConfig, runs: list[dict[str, Any]]) -> dict[str, dict[int, Any]]:
     """Normal-view test tallies of every (dataset, seed) run of one arm, for the paired bootstrap; each run also
     gets its `prediction_profile`."""
+    from fsa_distill.benchmark.data import load_task_data
     from fsa_distill.benchmark.scorer import read_prediction_file
-    from fsa_distill.tasks.finetune import load_task_data
 
     tests: dict[str, list[dict[str, Any]]] = {}
     tallies: dict[str, dict[int, Any]] = {}
@@ -75,6 +75,41 @@ def _goal(name: str, value: float, ci95: list[float], met: bool, target: str, de
             "met": bool(met), "detail": detail}
 
 
+def _arm_record(arm: str, runs: list[dict[str, Any]], views: list[str], zero_shot: dict[str, Any],
+                corpus: dict[str, Any] | None, pretrained: dict[str, Any] | None) -> dict[str, Any]:
+    """One arm's row of the results: its F1 per dataset × view over seeds, its pretraining data and losses,
+    zero-shot scores and the profile of its predictions per dataset and seed."""
+    f1 = _f1_table(runs, views)
+    predictions: dict[str, dict[str, Any]] = {run["dataset"]: {} for run in runs}
+    for run in runs:
+        predictions[run["dataset"]][str(run["seed"])] = run["prediction_profile"]
+    return {
+        "label": ARM_LABELS[arm],
+        "pretrain_steps": pretrained["steps"] if pretrained else 0,
+        "corpus": {k: corpus[k] for k in ("n_train", "n_validation", "n_invalid", "n_duplicates")}
+        if corpus else None,
+        "pretrain_loss": {k: pretrained.get(k) for k in ("final_train_loss", "final_eval_loss")}
+        if pretrained else None,
+        "f1": f1,
+        "f1_normal_mean": sum(f1[d]["normal"]["mean"] for d in f1) / len(f1),
+        "f1_mean_by_view": {view: sum(f1[d][view]["mean"] for d in f1) / len(f1) for view in views},
+        "zero_shot": {d: {"accuracy": z["accuracy"], "macro_f1": z["macro_f1"], "n_aspects": z["n_aspects"]}
+                      for d, z in zero_shot.items()},
+        "predictions": predictions,
+    }
+
+
+def _teacher_quality(config: DistillConfig, generations: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Each teacher arm's answers scored on the gold-labelled sentences among its reviews."""
+    gold = gold_train_sentences(config)
+    quality = {arm: teacher_quality([Path(g["dataset_dir"]) for g in gens], gold)
+               for arm, gens in generations.items() if arm in TEACHER_ARMS}
+    for arm, gens in generations.items():
+        if arm in quality:
+            quality[arm]["teacher"] = gens[0].get("teacher")
+    return quality
+
+
 def assemble_results(config: DistillConfig, finetuned: dict[str, list[dict[str, Any]]],
                      zero_shot: dict[str, dict[str, Any]], generations: dict[str, list[dict[str, Any]]],
                      corpora: dict[str, dict[str, Any]], pretrained: dict[str, dict[str, Any]],
@@ -83,25 +118,8 @@ def assemble_results(config: DistillConfig, finetuned: dict[str, list[dict[str, 
     views = list(config.evaluate.views)
     samples = config.study.bootstrap_samples
     tallies = {arm: _arm_tallies(config, runs) for arm, runs in finetuned.items()}
-    arms: dict[str, Any] = {}
-    for arm, runs in finetuned.items():
-        f1 = _f1_table(runs, views)
-        arms[arm] = {
-            "label": ARM_LABELS[arm],
-            "pretrain_steps": pretrained[arm]["steps"] if arm in pretrained else 0,
-            "corpus": {k: corpora[arm][k] for k in ("n_train", "n_validation", "n_invalid", "n_duplicates")}
-            if arm in corpora else None,
-            "pretrain_loss": {k: pretrained[arm].get(k) for k in ("final_train_loss", "final_eval_loss")}
-            if arm in pretrained else None,
-            "f1": f1,
-            "f1_normal_mean": sum(f1[d]["normal"]["mean"] for d in f1) / len(f1),
-            "f1_mean_by_view": {view: sum(f1[d][view]["mean"] for d in f1) / len(f1) for view in views},
-            "zero_shot": {d: {"accuracy": z["accuracy"], "macro_f1": z["macro_f1"], "n_aspects": z["n_aspects"]}
-                          for d, z in zero_shot.get(arm, {}).items()},
-            "predictions": {run["dataset"]: {} for run in runs},
-        }
-        for run in runs:
-            arms[arm]["predictions"][run["dataset"]][str(run["seed"])] = run["prediction_profile"]
+    arms = {arm: _arm_record(arm, runs, views, zero_shot.get(arm, {}), corpora.get(arm), pretrained.get(arm))
+            for arm, runs in finetuned.items()}
     delta_vs_a = {}
     for arm in arms:
         if arm == "A" or "A" not in arms:
@@ -133,12 +151,6 @@ def assemble_results(config: DistillConfig, finetuned: dict[str, list[dict[str, 
         goals.append(_goal("best teacher arm − B > 0 (teacher knowledge beyond in-domain text)", b["mean"],
                            b["ci95"], b["mean"] > 0, "> 0", f"best teacher arm: {b['arm']}"))
 
-    gold = gold_train_sentences(config)
-    quality = {arm: teacher_quality([Path(g["dataset_dir"]) for g in gens], gold)
-               for arm, gens in generations.items() if arm in TEACHER_ARMS}
-    for arm, gens in generations.items():
-        if arm in quality:
-            quality[arm]["teacher"] = gens[0].get("teacher")
     return {
         "seeds": list(config.finetune.seeds),
         "datasets": list(config.data.datasets),
@@ -157,7 +169,7 @@ def assemble_results(config: DistillConfig, finetuned: dict[str, list[dict[str, 
         "delta_vs_A": delta_vs_a,
         "comparisons": comparisons,
         "goals": goals,
-        "teacher_quality": quality,
+        "teacher_quality": _teacher_quality(config, generations),
         "stage_seconds": dict(sorted(stage_seconds.items())),
         "total_stage_seconds": round(sum(stage_seconds.values()), 1),
         "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
