@@ -62,9 +62,9 @@ def benchmark_dir(shared_dir: Path) -> Path:
 
 
 # Teacher tests (models/teacher, tasks/generate): tiny Llama, converted SmolLM2, fake backends, flaky server.
+from tests.serving_fixtures import talking_student_dir  # noqa: F401, E402
 from tests.student_fixtures import student_without_dropout  # noqa: F401
 from tests.teacher_fixtures import flaky_server, smollm2_dir, smollm2_tokenizer_dir, tiny_llama_dir  # noqa: F401
-from tests.serving_fixtures import talking_student_dir  # noqa: F401, E402
 
 
 # Student tests (models/student, tasks/corpus|pretrain|finetune|predict|zeroshot): a t5-tiny built once.
@@ -112,7 +112,7 @@ def tiny_generation_dir(tmp_path_factory: pytest.TempPathFactory, student_pairs)
 @pytest.fixture(scope="session")
 def tiny_corpus_dir(tmp_path_factory: pytest.TempPathFactory, tiny_generation_dir: Path) -> Path:
     from fsa_distill.core.config import CorpusConfig
-    from fsa_distill.tasks.corpus import build_corpus
+    from fsa_distill.tasks.stages.corpus import build_corpus
 
     out = tmp_path_factory.mktemp("corpus") / "corpus"
     build_corpus([tiny_generation_dir], out, CorpusConfig(dev_fraction=0.1))

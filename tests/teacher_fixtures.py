@@ -17,7 +17,8 @@ from typing import Any, Self
 
 import pytest
 
-from fsa_distill.models.teacher.base import GenerationRequest, GenerationResult, TeacherBackend
+from fsa_distill.models.teacher.base import GenerationRequest, TeacherAnswer, TeacherBackend
+
 # re-exported for the tests that start servers: the benchmark's own start and stop helpers
 from fsa_distill.perf.bench_serve_http import stop_group, wait_until_healthy  # noqa: F401
 
@@ -83,12 +84,12 @@ class FakeTeacher(TeacherBackend):
                     f"Reasoning: The review praises the {word}.")
         return GOOD_REWRITE.format(word=word)
 
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def generate(self, requests: list[GenerationRequest]) -> list[TeacherAnswer]:
         if self.fail_after_calls is not None and len(self.calls) >= self.fail_after_calls:
             raise RuntimeError("teacher crashed on purpose")
         self.calls.append(list(requests))
         time.sleep(self.delay_s)
-        return [GenerationResult(self._text(r), len(self._text(r).split()), "stop") for r in requests]
+        return [TeacherAnswer(self._text(r), len(self._text(r).split()), "stop") for r in requests]
 
 
 def make_reviews(n: int, start: int = 0) -> list[dict[str, str]]:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmark" / "perf" / "results"
+RESULTS = ROOT / "docs" / "results"
 
 
 def build_site(root: Path, site: Path) -> subprocess.CompletedProcess[str]:
