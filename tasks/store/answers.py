@@ -5,8 +5,8 @@ settings): rerunning on a grown corpus generates only the new reviews, and a cra
 flight. Accepted answers and rejected attempts live in separate tables, so garbage never mixes with the corpus
 but is never asked for again either. Inserts are `INSERT ... ON CONFLICT DO NOTHING` on the key in both
 backends (SQLite >= 3.24 has the same syntax), so any number of writers is safe: the first answer for a key
-wins, nothing is stored twice. The two backends share every query; they differ only in how they connect,
-their parameter mark and how table creation is serialised.
+wins, nothing is stored twice. The queries are SQLAlchemy Core statements on one pair of `Table`s, written once;
+the backends differ only in how they connect, their dialect's INSERT and how table creation is serialised.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, fields
 from functools import wraps
 from itertools import islice
@@ -25,6 +25,25 @@ from typing import Any, Self
 from urllib.parse import unquote
 
 from filelock import FileLock
+from sqlalchemy import (
+    DOUBLE_PRECISION,
+    URL,
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    MetaData,
+    Select,
+    Table,
+    Text,
+    create_engine,
+    func,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from fsa_distill.core.digests import sha256_json, sha256_text
@@ -33,45 +52,44 @@ from fsa_distill.core.redact import REDACTED, redact_text, redact_url
 from fsa_distill.core.urls import POSTGRES, libpq_url, store_target, url_password
 
 _log = logging.getLogger(__name__)
-_LOOKUP_CHUNK = 500
+_LOOKUP_CHUNK = 500  # keys per `IN (...)`: SQLite caps the bound parameters of one statement
 _EXPORT_BATCH = 5000
 
-# One schema for both backends: SQLite takes DOUBLE PRECISION as a REAL column.
-_TABLES = (
-    """CREATE TABLE IF NOT EXISTS responses (
-    key TEXT PRIMARY KEY,
-    review_digest TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    prompt_version TEXT NOT NULL,
-    teacher TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    seed BIGINT NOT NULL,
-    response TEXT NOT NULL,
-    n_tokens INTEGER NOT NULL,
-    finish_reason TEXT NOT NULL,
-    created DOUBLE PRECISION NOT NULL
-)""",
-    """CREATE TABLE IF NOT EXISTS rejected (
-    key TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    review_digest TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    prompt_version TEXT NOT NULL,
-    teacher TEXT NOT NULL,
-    seed BIGINT NOT NULL,
-    response TEXT NOT NULL,
-    n_tokens INTEGER NOT NULL,
-    finish_reason TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    final INTEGER NOT NULL,
-    created DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (key, attempt)
-)""",
+# One schema for both backends (the column names and types the stores have always had; SQLite takes
+# DOUBLE PRECISION as a REAL column). `create_all` creates a missing table and leaves an existing one alone.
+_METADATA = MetaData()
+
+
+RESPONSES = Table(
+    "responses", _METADATA,
+    Column("key", Text, primary_key=True),
+    Column("review_digest", Text, nullable=False),
+    Column("prompt", Text, nullable=False),
+    Column("prompt_version", Text, nullable=False),
+    Column("teacher", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("seed", BigInteger, nullable=False),
+    Column("response", Text, nullable=False),
+    Column("n_tokens", Integer, nullable=False),
+    Column("finish_reason", Text, nullable=False),
+    Column("created", DOUBLE_PRECISION, nullable=False),
 )
-_ACCEPTED_COLUMNS = ("key", "review_digest", "prompt", "prompt_version", "teacher", "attempt", "seed", "response",
-                     "n_tokens", "finish_reason", "created")
-_REJECTED_COLUMNS = ("key", "attempt", "review_digest", "prompt", "prompt_version", "teacher", "seed", "response",
-                     "n_tokens", "finish_reason", "reason", "final", "created")
+REJECTED = Table(
+    "rejected", _METADATA,
+    Column("key", Text, primary_key=True),
+    Column("attempt", Integer, primary_key=True, autoincrement=False),
+    Column("review_digest", Text, nullable=False),
+    Column("prompt", Text, nullable=False),
+    Column("prompt_version", Text, nullable=False),
+    Column("teacher", Text, nullable=False),
+    Column("seed", BigInteger, nullable=False),
+    Column("response", Text, nullable=False),
+    Column("n_tokens", Integer, nullable=False),
+    Column("finish_reason", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("final", Integer, nullable=False),
+    Column("created", DOUBLE_PRECISION, nullable=False),
+)
 
 
 def answer_key(review: str, prompt_key: str, teacher_key: str, sampling: dict[str, Any]) -> str:
@@ -125,13 +143,14 @@ def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class AnswerStore:
-    """The store's queries, written once for both backends (`mark` is the DB-API parameter style)."""
+    """The store's queries, written once for both backends (`_insert` is the dialect's INSERT with ON CONFLICT)."""
 
-    mark = "?"
+    _insert: Callable[[Table], Any]
     location: str  # path or redacted URL: safe to log
 
     def __init__(self) -> None:
-        self.conn: Any = None
+        self.engine: Engine | None = None
+        self.conn: Connection | None = None
 
     @contextmanager
     def guard(self) -> Iterator[None]:
@@ -141,7 +160,9 @@ class AnswerStore:
         except StoreError:
             raise
         except Exception as error:
-            fault = self._fault(error)
+            # SQLAlchemy wraps the driver's error, with the statement and its parameters: name the driver's own.
+            cause = error.orig if isinstance(error, DBAPIError) and isinstance(error.orig, Exception) else error
+            fault = self._fault(cause)
             if fault is None:
                 raise
             raise fault from None
@@ -153,14 +174,15 @@ class AnswerStore:
         with self.guard():
             return method(self, *args, **kwargs)
 
-    def _execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        return self.conn.execute(sql.replace("?", self.mark), list(params))
+    def _engine_options(self) -> dict[str, Any]:
+        """One connection per store, opened and closed with it (NullPool), as a plain DB-API connect would be;
+        closing it discards an open transaction, so no reset on return (a dead connection's reset only logs)."""
+        return {"poolclass": NullPool, "pool_reset_on_return": None, "hide_parameters": True}
 
-    def _select(self, table: str, keys: list[str], where: str = "") -> Iterator[dict[str, Any]]:
+    def _select(self, table: Table, keys: list[str], *where: Any) -> Iterator[dict[str, Any]]:
         for start in range(0, len(keys), _LOOKUP_CHUNK):
-            chunk = keys[start : start + _LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for row in self._execute(f"SELECT * FROM {table} WHERE key IN ({marks}) {where}", chunk).fetchall():
+            query = select(table).where(table.c["key"].in_(keys[start : start + _LOOKUP_CHUNK]), *where)
+            for row in self.conn.execute(query).mappings().all():
                 yield dict(row)
 
     @_guarded
@@ -168,9 +190,9 @@ class AnswerStore:
         """Finished keys: the accepted answer, else the final rejected attempt. Unfinished keys are absent."""
         keys = list(dict.fromkeys(keys))
         found: dict[str, StoredAnswer] = {}
-        for row in self._select("rejected", keys, "AND final = 1"):
+        for row in self._select(REJECTED, keys, REJECTED.c["final"] == 1):
             found[row["key"]] = _entry(row)
-        for row in self._select("responses", keys):  # an accepted answer beats any rejection
+        for row in self._select(RESPONSES, keys):  # an accepted answer beats any rejection
             found[row["key"]] = _entry(row)
         self.conn.commit()  # end the read transaction (PostgreSQL): later reads see other writers' commits
         return found
@@ -178,7 +200,7 @@ class AnswerStore:
     @_guarded
     def rejected_attempts(self, keys: Iterable[str]) -> list[StoredAnswer]:
         """Every rejected attempt (re-asks included) for these keys, for the rejected dataset."""
-        rows = list(self._select("rejected", list(dict.fromkeys(keys))))
+        rows = list(self._select(REJECTED, list(dict.fromkeys(keys))))
         self.conn.commit()
         return sorted((_entry(row) for row in rows), key=lambda e: (e.key, e.attempt))
 
@@ -189,50 +211,46 @@ class AnswerStore:
         now, stored, pending = time.time(), 0, iter(entries)
         try:
             while chunk := list(islice(pending, _EXPORT_BATCH)):
-                accepted, rejected = [], []
+                rows: dict[Table, list[dict[str, Any]]] = {RESPONSES: [], REJECTED: []}
                 for e in chunk:
-                    row = asdict(e)
-                    row.update(created=now, final=int(e.final))
-                    if e.valid:
-                        accepted.append(tuple(row[name] for name in _ACCEPTED_COLUMNS))
-                    else:
-                        rejected.append(tuple(row[name] for name in _REJECTED_COLUMNS))
-                for table, columns, rows, conflict in (
-                    ("responses", _ACCEPTED_COLUMNS, accepted, "key"),
-                    ("rejected", _REJECTED_COLUMNS, rejected, "key, attempt"),
-                ):
-                    if rows:
-                        marks = ", ".join([self.mark] * len(columns))
-                        stored += self._executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
-                                                    f" ON CONFLICT ({conflict}) DO NOTHING", rows)
+                    table = RESPONSES if e.valid else REJECTED
+                    row = {**asdict(e), "created": now, "final": int(e.final)}
+                    rows[table].append({column.name: row[column.name] for column in table.columns})
+                for table, values in rows.items():
+                    if values:
+                        stored += self._insert_new(table, values)
         except BaseException:
-            if not getattr(self.conn, "closed", False):  # a lost PostgreSQL connection has nothing to roll back
+            with suppress(DBAPIError):  # a lost connection has nothing to roll back: the first error is the news
                 self.conn.rollback()
             raise
         self.conn.commit()
         return stored
 
-    def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
-        """Run `sql` for every row; the rows it inserted (ON CONFLICT DO NOTHING skips count zero)."""
-        return self.conn.executemany(sql, rows).rowcount
+    def _insert_new(self, table: Table, rows: list[dict[str, Any]]) -> int:
+        """Insert the rows whose key is not stored yet (one executemany); how many it inserted (the driver's
+        rowcount, which SQLAlchemy keeps for an executemany only when asked: `preserve_rowcount`)."""
+        statement = self._insert(table).on_conflict_do_nothing(index_elements=list(table.primary_key.columns))
+        return self.conn.execute(statement.execution_options(preserve_rowcount=True), rows).rowcount
 
     def entries(self) -> Iterator[StoredAnswer]:
         """Every stored attempt, accepted answers first, streamed in key order (for `cache export`)."""
-        for table in ("responses", "rejected"):
-            yield from self._stream(f"SELECT * FROM {table} ORDER BY key, attempt")
+        for table in (RESPONSES, REJECTED):
+            yield from self._stream(select(table).order_by(table.c["key"], table.c["attempt"]))
 
-    def _stream(self, sql: str) -> Iterator[StoredAnswer]:
-        with self.guard():
-            cursor = self.conn.execute(sql)
-            while batch := cursor.fetchmany(_EXPORT_BATCH):
-                yield from (_entry(dict(row)) for row in batch)
+    def _stream(self, query: Select[Any]) -> Iterator[StoredAnswer]:
+        # yield_per streams the rows (a server-side cursor on PostgreSQL): a 2-million-row export never sits in
+        # this process's memory.
+        with self.guard(), self.conn.execute(query.execution_options(yield_per=_EXPORT_BATCH)) as result:
+            for batch in result.mappings().partitions():
+                yield from (_entry(row) for row in batch)
+            self.conn.commit()
 
     @_guarded
     def counts(self) -> dict[str, Any]:
         """Rows per table and rejected attempts per reason (whole store, all runs)."""
-        accepted = dict(self._execute("SELECT COUNT(*) AS n FROM responses").fetchone())["n"]
-        rows = self._execute("SELECT reason, COUNT(*) AS n FROM rejected GROUP BY reason").fetchall()
-        reasons = {dict(row)["reason"]: dict(row)["n"] for row in rows}
+        accepted = self.conn.execute(select(func.count()).select_from(RESPONSES)).scalar_one()
+        rows = self.conn.execute(select(REJECTED.c["reason"], func.count()).group_by(REJECTED.c["reason"]))
+        reasons = {reason: n for reason, n in rows}
         self.conn.commit()
         return {"accepted": accepted, "rejected_attempts": sum(reasons.values()), "reasons": reasons}
 
@@ -240,6 +258,9 @@ class AnswerStore:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+        if self.engine is not None:
+            self.engine.dispose()
+            self.engine = None
 
     def __enter__(self) -> Self:
         return self
@@ -253,6 +274,8 @@ class AnswerStore:
 class SQLiteAnswerStore(AnswerStore):
     """The embedded backend: one SQLite file in WAL mode (readers never block, writers queue)."""
 
+    _insert = staticmethod(sqlite.insert)
+
     def __init__(self, path: Path, timeout_s: float = 60.0) -> None:
         super().__init__()
         self.path = Path(path)
@@ -264,16 +287,17 @@ class SQLiteAnswerStore(AnswerStore):
             self._open(timeout_s)
 
     def _open(self, timeout_s: float) -> None:
-        self.conn = sqlite3.connect(self.path, timeout=timeout_s)
-        self.conn.row_factory = sqlite3.Row
+        self.engine = create_engine(URL.create("sqlite", database=str(self.path)), **self._engine_options(),
+                                    # sqlite3's own thread check, which SQLAlchemy turns off for its pools
+                                    connect_args={"timeout": timeout_s, "check_same_thread": True})
         # Switching a new file to WAL takes an exclusive lock and SQLite answers "database is locked" at once,
         # without waiting, when two processes do it together (seen in CI): set-up is serialised by a file lock.
         with FileLock(f"{self.path}.init.lock", timeout=timeout_s):
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            for table in _TABLES:
-                self.conn.execute(table)
+            self.conn = self.engine.connect()
+            self.conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            _METADATA.create_all(self.conn)
             self.conn.commit()
-        self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process crash
+        self.conn.exec_driver_sql("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process crash
 
     def _fault(self, error: Exception) -> StoreError | None:
         if not isinstance(error, sqlite3.Error):
@@ -287,7 +311,7 @@ class SQLiteAnswerStore(AnswerStore):
 
 
 # Any constant: every writer takes this advisory lock while creating the tables, since two concurrent
-# `CREATE TABLE IF NOT EXISTS` can both pass the check and one then fails on PostgreSQL's catalog.
+# `CREATE TABLE` after the same existence check can both pass the check and one then fails on PostgreSQL's catalog.
 _SCHEMA_LOCK_ID = 0x46534144
 
 
@@ -298,7 +322,7 @@ class AnswerStoreUnreachable(StoreError, ConnectionError):
 class PostgresAnswerStore(AnswerStore):
     """The shared backend: a PostgreSQL database that every host of a cluster writes (psycopg 3)."""
 
-    mark = "%s"
+    _insert = staticmethod(postgresql.insert)
 
     def __init__(self, url: str, timeout_s: float = 60.0, reconnect_s: float = 120.0) -> None:
         super().__init__()
@@ -310,14 +334,20 @@ class PostgresAnswerStore(AnswerStore):
         with self.guard():
             self._connect()
 
-    def _connect(self) -> None:
+    def _dbapi_connect(self) -> Any:
         import psycopg  # only when a postgresql:// store is configured
-        from psycopg.rows import dict_row
 
-        self.conn = psycopg.connect(libpq_url(self._url), row_factory=dict_row, connect_timeout=int(self._timeout_s))
-        self.conn.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK_ID])
-        for table in _TABLES:
-            self.conn.execute(table)
+        return psycopg.connect(libpq_url(self._url), connect_timeout=int(self._timeout_s))
+
+    def _connect(self) -> None:
+        if self.engine is None:
+            # psycopg connects (creator) rather than SQLAlchemy's URL parser, which ends a raw password at its
+            # first `#`, `/` or `@`; core/urls.libpq_url encodes the URL as libpq needs it.
+            self.engine = create_engine("postgresql+psycopg://", creator=self._dbapi_connect,
+                                        **self._engine_options())
+        self.conn = self.engine.connect()
+        self.conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK_ID)))
+        _METADATA.create_all(self.conn)
         self.conn.commit()
 
     def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -338,12 +368,20 @@ class PostgresAnswerStore(AnswerStore):
                 return super()._call(method, *args, **kwargs)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
+    def _lost(self) -> bool:
+        """No usable connection: none yet, SQLAlchemy invalidated it, or psycopg saw it close."""
+        if self.conn is None or self.conn.closed or self.conn.invalidated:
+            return True
+        return bool(self.conn.connection.dbapi_connection.closed)
+
     def _reopen(self) -> None:
         """Roll back a live connection's failed transaction, or open a new connection for a lost one."""
         with self.guard():
-            if self.conn is not None and not self.conn.closed:
+            if not self._lost():
                 self.conn.rollback()
                 return
+            if self.conn is not None:
+                self.conn.close()
             self._connect()
             self.reconnects += 1
 
@@ -365,19 +403,6 @@ class PostgresAnswerStore(AnswerStore):
         if isinstance(error, psycopg.OperationalError) and not login_refused:
             return AnswerStoreUnreachable(store, problem)
         return StoreError(store, problem)
-
-    def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
-        with self.conn.cursor() as cursor:
-            cursor.executemany(sql, rows)
-            return cursor.rowcount
-
-    def _stream(self, sql: str) -> Iterator[StoredAnswer]:
-        # A named (server-side) cursor: a 2-million-row export never sits in this process's memory.
-        with self.guard(), self.conn.cursor(name="fsa_export") as cursor:
-            cursor.execute(sql)
-            while batch := cursor.fetchmany(_EXPORT_BATCH):
-                yield from (_entry(row) for row in batch)
-            self.conn.commit()
 
 
 def open_store(location: str | Path) -> AnswerStore:

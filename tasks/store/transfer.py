@@ -109,7 +109,7 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())[:200]
 
 
-# The store's column types (generation_cache._TABLES): text, INTEGER (32-bit) and BIGINT (64-bit) columns.
+# The store's column types (answers.RESPONSES / REJECTED): text, INTEGER (32-bit) and BIGINT (64-bit) columns.
 _TEXT_FIELDS = ("key", "review_digest", "prompt", "prompt_version", "teacher", "response", "finish_reason")
 _INT_BOUNDS = {"attempt": 2**31, "n_tokens": 2**31, "seed": 2**63}
 
