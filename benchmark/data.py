@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fsa_distill.benchmark.targets import TASKS, linearise
-from fsa_distill.core.config import DATASETS, DistillConfig
+from fsa_distill.core.config import DATASETS, DataConfig
 from fsa_distill.core.errors import InputError
 from fsa_distill.core.paths import package_data
 
@@ -268,13 +268,12 @@ def load_split(task: str, dataset: str, split: str, data_dir: Path | None = None
     return Dataset.from_list(rows, features=features())
 
 
-def load_task_data(task: str, dataset: str, config: DistillConfig) -> dict[str, list[dict[str, Any]]]:
+def load_task_data(task: str, dataset: str, data: DataConfig) -> dict[str, list[dict[str, Any]]]:
     """train / dev / test sentences, each cut to the first N when DataConfig asks for a subsample."""
-    limits = {"train": config.data.max_train_sentences, "dev": config.data.max_dev_sentences,
-              "test": config.data.max_test_sentences}
+    limits = {"train": data.max_train_sentences, "dev": data.max_dev_sentences, "test": data.max_test_sentences}
     splits = {}
     for split, limit in limits.items():
-        sentences = load_sentences(task, dataset, split, config.data.data_dir)
+        sentences = load_sentences(task, dataset, split, data.data_dir)
         splits[split] = sentences[:limit] if limit is not None else sentences
     if not splits["train"]:
         raise InputError(f"{task}/{dataset}", "train", "the training split is empty")

@@ -1,7 +1,7 @@
 """The `distill` flow: reviews → teacher → corpus → student → pretrain → finetune → evaluate → register.
 
-Wiring only: every stage is a cached Prefect task from tasks/stages/prefect_tasks.py, which declares what the
-stage depends on (its cache key); this module decides the order and what each stage's nested MLflow run
+Wiring only: every stage is a cached Prefect task in its stage module (tasks/stages/), which receives the
+typed settings its key is made of; this module decides the order and what each stage's nested MLflow run
 records.
 """
 
@@ -23,9 +23,15 @@ from fsa_distill.core.redact import redact_url
 from fsa_distill.flows.config_parameter import flow_config
 from fsa_distill.flows.stage_runner import StageRunner
 from fsa_distill.models.student import student_origin
-from fsa_distill.tasks.stages import prefect_tasks as stages
 from fsa_distill.tasks.stages.collect import collect_reviews
-from fsa_distill.tasks.stages.records import FinetuneResult, ModelResult, Reviews, TeacherAnswersResult
+from fsa_distill.tasks.stages.corpus import CorpusSettings, corpus_stage
+from fsa_distill.tasks.stages.finetune import FinetuneResult, FinetuneSettings, finetune_stage
+from fsa_distill.tasks.stages.generate import GenerateSettings, TeacherAnswersResult, generate_stage
+from fsa_distill.tasks.stages.pretrain import PretrainSettings, pretrain_stage
+from fsa_distill.tasks.stages.records import ModelResult, Reviews
+from fsa_distill.tasks.stages.student import StudentSettings, student_stage
+from fsa_distill.tasks.stages.teacher_baseline import TeacherBaselineSettings, teacher_baseline_stage
+from fsa_distill.tasks.stages.zeroshot import ZeroShotSettings, zeroshot_stage
 from fsa_distill.tasks.study.teacher_quality import gold_train_sentences, numeric_figures, teacher_quality
 from fsa_distill.tasks.tracking.champion import (
     comparison_metrics,
@@ -75,18 +81,19 @@ def _finetune_all(
     """Every (dataset, seed) run; results in submission order, so the table is the same whichever way they ran.
 
     `train.task_runner: thread` runs them one after another in the flow's own thread, as the model-heavy lock
-    (tasks/stages/prefect_tasks.py) would serialise them anyway. There, Prefect enforces a stage's timeout
+    (tasks/stages/stage_task.py) would serialise them anyway. There, Prefect enforces a stage's timeout
     with an alarm, which also interrupts a blocking call; in a task runner's worker thread it can only raise
     between two Python instructions, and says so with a warning on every run. `ray` submits them all at once
     to Ray workers."""
     runs = [(dataset, seed) for dataset in config.data.datasets for seed in config.finetune.seeds]
+    settings = FinetuneSettings.of(config)
     if config.train.task_runner != "ray":
-        return [run_stage(f"{label}/{dataset}/seed-{seed}", stages.finetune_stage, live_metrics=True,
-                          model=model, dataset=dataset, seed=seed, config=config)
+        return [run_stage(f"{label}/{dataset}/seed-{seed}", finetune_stage, live_metrics=True,
+                          model=model, dataset=dataset, seed=seed, settings=settings)
                 for dataset, seed in runs]
     with fanout_runner(config) as runner, _resource_requests(config):
-        pending = [run_stage.submit(runner, f"{label}/{dataset}/seed-{seed}", stages.finetune_stage,
-                                    live_metrics=True, model=model, dataset=dataset, seed=seed, config=config)
+        pending = [run_stage.submit(runner, f"{label}/{dataset}/seed-{seed}", finetune_stage,
+                                    live_metrics=True, model=model, dataset=dataset, seed=seed, settings=settings)
                    for dataset, seed in runs]
         return [run_stage.collect(one) for one in pending]
 
@@ -156,11 +163,12 @@ def _teach(run_stage: StageRunner, tracker: RunTracker, parent: str, reviews: Re
            ) -> tuple[TeacherAnswersResult, dict[str, Any], Any]:
     """The teacher's answers, how good they are (scored on gold-labelled sentences) and the corpus built from
     them, each recorded on the parent run."""
-    generation = run_stage("generate", stages.generate_stage, live_metrics=True, reviews=reviews, config=config)
+    generation = run_stage("generate", generate_stage, live_metrics=True, reviews=reviews,
+                           settings=GenerateSettings.of(config))
     quality = teacher_quality([generation.dataset_dir], gold_train_sentences(config))
     tracker.log_metrics(parent, numeric_figures(quality))
     tracker.log_dict(parent, quality, "results/teacher_quality.json")
-    corpus = run_stage("corpus", stages.corpus_stage, generation=generation, config=config)
+    corpus = run_stage("corpus", corpus_stage, generations=[generation], settings=CorpusSettings.of(config))
     tracker.log_dataset(parent, corpus.dataset_dir, "teacher-corpus", corpus.digest, "pretraining")
     return generation, quality, corpus
 
@@ -173,11 +181,12 @@ def _baselines(run_stage: StageRunner, model: ModelResult, config: DistillConfig
     if config.evaluate.zero_shot:
         for dataset in config.data.datasets:
             zero_shot[dataset] = run_stage(
-                f"zero-shot/{dataset}", stages.zeroshot_stage, model=model, dataset=dataset, config=config
-            ).model_dump(mode="json")
+                f"zero-shot/{dataset}", zeroshot_stage, model=model, dataset=dataset,
+                settings=ZeroShotSettings.of(config)).model_dump(mode="json")
     teacher: dict[str, Any] = {}
     if config.evaluate.teacher_baseline:
-        teacher = run_stage("teacher-baseline", stages.teacher_baseline_stage, config=config).datasets
+        teacher = run_stage("teacher-baseline", teacher_baseline_stage,
+                            settings=TeacherBaselineSettings.of(config)).datasets
     return zero_shot, teacher
 
 
@@ -199,10 +208,11 @@ def run_distill(config: DistillConfig) -> dict[str, Any]:
         tracker.log_metrics(parent, {"reviews": reviews.n_reviews})
 
         generation, quality, corpus = _teach(run_stage, tracker, parent, reviews, config)
-        student = run_stage("student", stages.student_stage, corpus=corpus, config=config)
+        student = run_stage("student", student_stage, corpus=corpus, settings=StudentSettings.of(config))
 
         model = student if not config.pretrain.enabled else run_stage(
-            "pretrain", stages.pretrain_stage, live_metrics=True, student=student, corpus=corpus, config=config)
+            "pretrain", pretrain_stage, live_metrics=True, student=student, corpus=corpus,
+            settings=PretrainSettings.of(config))
 
         distilled_runs = _finetune_all(run_stage, "finetune", model, config)
         table = aggregate_runs(_records(distilled_runs))

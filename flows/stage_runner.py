@@ -8,16 +8,18 @@ from collections.abc import Callable
 from typing import Any
 
 from fsa_distill.core.config import DistillConfig
-from fsa_distill.tasks.stages.prefect_tasks import result_storage
+from fsa_distill.tasks.stages.keys import Placement
 from fsa_distill.tasks.stages.records import StageResult
+from fsa_distill.tasks.stages.stage_task import result_storage
 from fsa_distill.tasks.tracking.runs import RunTracker
 
 
 class StageRunner:
-    """Runs one stage task inside a nested MLflow run and records whether it came from the cache."""
+    """Runs one stage task inside a nested MLflow run and records whether it came from the cache. Every task gets
+    this run's placement (work dir, tracking, processes); its settings come from the caller."""
 
     def __init__(self, config: DistillConfig, tracker: RunTracker, parent_run_id: str) -> None:
-        self.config = config
+        self.placement = Placement.of(config)
         self.tracker = tracker
         self.parent_run_id = parent_run_id
         self.outcomes: dict[str, str] = {}
@@ -55,9 +57,10 @@ class StageRunner:
                parameters: dict[str, Any]) -> tuple[str, Any]:
         """The stage's nested MLflow run, and its task set to keep results in the run's result storage."""
         child = self.tracker.start_child(self.parent_run_id, label)
+        parameters["placement"] = self.placement
         if live_metrics:
             parameters["tracking_run_id"] = child
-        return child, stage_task.with_options(result_storage=result_storage(self.config))
+        return child, stage_task.with_options(result_storage=result_storage(self.placement.work_dir))
 
     def _finish(self, label: str, child: str, started: float, outcome: Callable[[], tuple[Any, Any]]) -> Any:
         try:

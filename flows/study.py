@@ -9,8 +9,7 @@ recipe; every arm that pretrains gets the same number of steps:
 - D: the imported real answers (Mixtral) on their own reviews;
 - D_prime: SmolLM2 on D's reviews with the prompt D got for each: the like-for-like test of teacher quality.
 
-Wiring only: every step is a cached stage (tasks/stages/prefect_tasks.py, tasks/study/prefect_tasks.py), so an
-interrupted study resumes where it stopped; the statistics live in benchmark/stats.py and the results file in
+Wiring only: every step is a cached stage (tasks/stages/), so an interrupted study resumes where it stopped; the statistics live in benchmark/stats.py and the results file in
 tasks/study/results.py.
 """
 
@@ -23,22 +22,20 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from fsa_distill.core.config import DistillConfig, TeacherConfig, resolve_config
+from fsa_distill.core.config import DistillConfig, GenerationConfig, TeacherConfig, resolve_config
 from fsa_distill.flows.stage_runner import StageRunner
-from fsa_distill.tasks.stages import prefect_tasks as stages
-from fsa_distill.tasks.stages.records import (
-    CorpusResult,
-    FinetuneResult,
-    ModelResult,
-    PretrainResult,
-    Reviews,
-    TeacherAnswersResult,
-    ZeroShotResult,
-)
+from fsa_distill.tasks.stages.corpus import CorpusResult, CorpusSettings, corpus_stage
+from fsa_distill.tasks.stages.finetune import FinetuneResult, FinetuneSettings, finetune_stage
+from fsa_distill.tasks.stages.generate import GenerateSettings, TeacherAnswersResult, generate_stage
+from fsa_distill.tasks.stages.import_answers import ImportSettings, import_stage
+from fsa_distill.tasks.stages.pretrain import PretrainResult, PretrainSettings, pretrain_stage
+from fsa_distill.tasks.stages.records import ModelResult, Reviews
+from fsa_distill.tasks.stages.span_corruption import DenoisingSettings, denoising_stage
+from fsa_distill.tasks.stages.student import StudentSettings, shared_student_stage
+from fsa_distill.tasks.stages.zeroshot import ZeroShotResult, ZeroShotSettings, zeroshot_stage
 from fsa_distill.tasks.store.answer_files import PROMPTS
-from fsa_distill.tasks.study import prefect_tasks as study_stages
 from fsa_distill.tasks.study.results import assemble_results, report_inputs, study_metrics, write_results
-from fsa_distill.tasks.study.reviews import benchmark_reviews, imported_records, study_reviews
+from fsa_distill.tasks.study.reviews import benchmark_reviews, imported_records, study_reviews, write_reviews
 from fsa_distill.tasks.tracking.runs import RunTracker
 
 ARMS = ("A", "B", "D", "D_prime", "C")  # run order: C needs the most teacher answers
@@ -62,10 +59,10 @@ class StageClock:
         return result
 
 
-def with_prompt(config: DistillConfig, prompt: str, teacher: TeacherConfig | None = None) -> DistillConfig:
-    """The config of one (teacher, prompt) generation: the arm's teacher, asked only `prompt`."""
-    generation = config.generation.model_copy(update={"prompts": [prompt]})
-    return config.model_copy(update={"generation": generation, "teacher": teacher or config.teacher})
+def with_prompt(config: DistillConfig, prompt: str, teacher: TeacherConfig | None = None) -> GenerateSettings:
+    """The settings of one (teacher, prompt) generation: the arm's teacher, asked only `prompt` (validated)."""
+    generation = GenerationConfig.model_validate({**config.generation.model_dump(), "prompts": [prompt]})
+    return GenerateSettings(teacher=teacher or config.teacher, generation=generation)
 
 
 def imported_teacher(config: DistillConfig) -> TeacherConfig:
@@ -78,13 +75,14 @@ def _evaluate_arm(run_stage: StageRunner, clock: StageClock, arm: str, model: An
     """The arm's student fine-tuned on every dataset × seed, and its zero-shot polarity when the config asks."""
     finetuned: list[FinetuneResult] = []
     zero_shot: dict[str, ZeroShotResult] = {}
+    settings = FinetuneSettings.of(config)
     for dataset in config.data.datasets:
         for seed in config.finetune.seeds:
-            finetuned.append(clock.run(run_stage, f"{arm}/finetune/{dataset}/seed-{seed}", stages.finetune_stage,
-                                       live_metrics=True, model=model, dataset=dataset, seed=seed, config=config))
+            finetuned.append(clock.run(run_stage, f"{arm}/finetune/{dataset}/seed-{seed}", finetune_stage,
+                                       live_metrics=True, model=model, dataset=dataset, seed=seed, settings=settings))
         if config.evaluate.zero_shot:
-            zero_shot[dataset] = clock.run(run_stage, f"{arm}/zero-shot/{dataset}", stages.zeroshot_stage,
-                                           model=model, dataset=dataset, config=config)
+            zero_shot[dataset] = clock.run(run_stage, f"{arm}/zero-shot/{dataset}", zeroshot_stage,
+                                           model=model, dataset=dataset, settings=ZeroShotSettings.of(config))
     return finetuned, zero_shot
 
 
@@ -105,11 +103,10 @@ def _shared_student(run_stage: StageRunner, clock: StageClock, records: list[Any
                     config: DistillConfig) -> ModelResult:
     """One student and tokenizer for all arms, from arm-neutral text: the fine-tuning sentences and the review
     texts."""
-    neutral = benchmark_reviews(config.model_copy(update={"study": config.study.model_copy(
-        update={"benchmark_reviews_per_dataset": config.data.max_train_sentences or 10**9})}))
-    texts = study_stages.write_reviews(neutral + [{"id": r.record_id, "text": r.review} for r in records],
-                                       study_dir / "tokenizer_texts.jsonl")
-    return clock.run(run_stage, "student", study_stages.shared_student_stage, texts=texts, config=config)
+    neutral = benchmark_reviews(config, per_dataset=config.data.max_train_sentences or 10**9)
+    texts = write_reviews(neutral + [{"id": r.record_id, "text": r.review} for r in records],
+                          study_dir / "tokenizer_texts.jsonl")
+    return clock.run(run_stage, "student", shared_student_stage, texts=texts, settings=StudentSettings.of(config))
 
 
 def _plain(finetuned: dict[str, list[Any]], zero_shot: dict[str, dict[str, Any]], generations: dict[str, list[Any]],
@@ -136,34 +133,32 @@ def run_study(config: DistillConfig) -> dict[str, Any]:
     clock = StageClock(study_dir / "stage_seconds.json")
     started = time.perf_counter()
 
-    def generate(label: str, cfg: DistillConfig, reviews: Reviews) -> TeacherAnswersResult:
-        return clock.run(run_stage, label, stages.generate_stage, reviews=reviews, config=cfg)
+    def generate(label: str, settings: GenerateSettings, reviews: Reviews) -> TeacherAnswersResult:
+        return clock.run(run_stage, label, generate_stage, reviews=reviews, settings=settings)
 
     def corpus(label: str, generations: list[Any]) -> CorpusResult:
-        return clock.run(run_stage, label, study_stages.corpus_from_generations_stage, generations=generations,
-                         config=config)
+        return clock.run(run_stage, label, corpus_stage, generations=generations, settings=CorpusSettings.of(config))
 
     try:
         arms = [arm for arm in ARMS if arm in config.study.arms]
-        reviews = study_stages.write_reviews(study_reviews(config), study_dir / "reviews.jsonl")
+        reviews = write_reviews(study_reviews(config), study_dir / "reviews.jsonl")
         records = imported_records(config)
         logger.info("study: %d reviews (%d imported answers), arms %s", reviews.n_reviews, len(records), arms)
-        by_prompt = {prompt: study_stages.write_reviews(
+        by_prompt = {prompt: write_reviews(
             [{"id": f"imported:{r.record_id}", "text": r.review} for r in records if r.prompt == prompt],
             study_dir / f"imported_{prompt}.jsonl") for prompt in PROMPTS}
 
         def arm_generations(arm: str) -> list[Any]:
             """The arm's pretraining data, in the generate stage's layout (B: denoising pairs, no teacher)."""
             if arm == "B":
-                return [clock.run(run_stage, "B/denoising-data", study_stages.denoising_stage, reviews=reviews,
-                                  config=config)]
+                return [clock.run(run_stage, "B/denoising-data", denoising_stage, reviews=reviews,
+                                  settings=DenoisingSettings.of(config))]
             if arm == "C":
-                return [generate("C/generate", config, reviews)]
+                return [generate("C/generate", GenerateSettings.of(config), reviews)]
             prompts = [p for p in PROMPTS if by_prompt[p].n_reviews]
             if arm == "D_prime":
                 return [generate(f"D_prime/generate-{p}", with_prompt(config, p), by_prompt[p]) for p in prompts]
-            clock.run(run_stage, "D/import", study_stages.import_stage,
-                      answers_file=str(config.study.imported_answers), config=config)
+            clock.run(run_stage, "D/import", import_stage, settings=ImportSettings.of(config))
             teacher = imported_teacher(config)
             return [generate(f"D/generate-{p}", with_prompt(config, p, teacher), by_prompt[p]) for p in prompts]
 
@@ -181,9 +176,9 @@ def run_study(config: DistillConfig) -> dict[str, Any]:
             if arm != "A":
                 generations[arm] = arm_generations(arm)
                 corpora[arm] = corpus(f"{arm}/corpus", generations[arm])
-                model = pretrained[arm] = clock.run(run_stage, f"{arm}/pretrain", stages.pretrain_stage,
+                model = pretrained[arm] = clock.run(run_stage, f"{arm}/pretrain", pretrain_stage,
                                                     live_metrics=True, student=student, corpus=corpora[arm],
-                                                    config=config)
+                                                    settings=PretrainSettings.of(config))
             finetuned[arm], arm_zero_shot = _evaluate_arm(run_stage, clock, arm, model, config)
             if arm_zero_shot:
                 zero_shot[arm] = arm_zero_shot

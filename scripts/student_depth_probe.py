@@ -46,7 +46,7 @@ def main(student: str, steps: int, evals: list[int], lr: float, warmup: int, dro
          fresh_lr: float | None = None) -> None:
     torch.manual_seed(0)
     order_rng = random.Random(0)
-    splits = load_task_data("atsa", "rest14", resolve_config("demo", overrides=["data.max_dev_sentences=150"]))
+    splits = load_task_data("atsa", "rest14", resolve_config("demo", overrides=["data.max_dev_sentences=150"]).data)
     if student == "bert2bert":
         model, tokenizer = bert2bert()
     else:

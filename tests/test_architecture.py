@@ -100,7 +100,7 @@ def test_only_the_fsa_distill_namespace_is_installed(installed: tuple[Path, Path
     wheel, venv = installed
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == {"fsa_distill", wheel.name.split("-py3")[0] + ".dist-info"}
-    assert "fsa_distill/tasks/stages/prefect_tasks.py" in names
+    assert "fsa_distill/tasks/stages/stage_task.py" in names
     assert "fsa_distill/benchmark/fsa_f1/fsa_f1.py" in names
     probe = ("import importlib, fsa_distill\n"
              "for name in ('tasks', 'models', 'benchmark', 'flows'):\n"

@@ -50,6 +50,7 @@ def _on_off(value: Any) -> Any:
 
 
 Switch = Annotated[Literal["auto", "on", "off"], BeforeValidator(_on_off)]
+View = Literal["normal", "implicit", "multi"]  # the benchmark's test views (../shared/README.md)
 
 
 class Section(BaseModel):
@@ -289,7 +290,7 @@ class TrainConfig(Section):
 class EvaluateConfig(Section):
     """What is scored besides the fine-tuned student."""
 
-    views: list[Literal["normal", "implicit", "multi"]] = Field(
+    views: list[View] = Field(
         default_factory=lambda: ["normal", "implicit", "multi"],
         description="Test views reported; normal is required (the registry gate uses it)")
     zero_shot: bool = Field(True, description="Score the pretrained student's zero-shot polarity")
@@ -378,9 +379,14 @@ class DistillConfig(Section):
 
     @property
     def mlflow_uri(self) -> str:
-        if self.tracking.mlflow_tracking_uri:
-            return self.tracking.mlflow_tracking_uri
-        return f"sqlite:///{(self.work_dir / 'mlflow.db').resolve()}"
+        return mlflow_uri(self.tracking, self.work_dir)
+
+
+def mlflow_uri(tracking: TrackingConfig, work_dir: Path) -> str:
+    """The configured MLflow server, or the SQLite store in the work dir."""
+    if tracking.mlflow_tracking_uri:
+        return tracking.mlflow_tracking_uri
+    return f"sqlite:///{(work_dir / 'mlflow.db').resolve()}"
 
 
 def config_keys(model: type[BaseModel] = DistillConfig, prefix: str = "") -> dict[str, str]:

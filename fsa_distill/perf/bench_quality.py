@@ -35,7 +35,7 @@ def run_quality_bench(datasets: list[str], overrides: list[str], work_dir: Path,
     """Fine-tune the configured student on each dataset's full train split; dev curve and test views each."""
     from fsa_distill.core.files import atomic_file
     from fsa_distill.models.student import build_student, student_origin
-    from fsa_distill.tasks.stages.finetune import finetune
+    from fsa_distill.tasks.stages.finetune import FinetuneSettings, finetune
 
     config = quality_config(data_dir, work_dir, overrides)
     student_dir = work_dir / "quality" / "student" / config.student.model
@@ -45,7 +45,7 @@ def run_quality_bench(datasets: list[str], overrides: list[str], work_dir: Path,
     for name in datasets:
         task, dataset = name.split("/")
         started = time.perf_counter()
-        result = finetune(student_dir, task, dataset, 42, config, work_dir / "quality" / name.replace("/", "-"),
+        result = finetune(student_dir, task, dataset, 42, FinetuneSettings.of(config), work_dir / "quality" / name.replace("/", "-"),
                           key=config.digest("finetune", "data", "student") + name)
         runs[name] = {
             "test_f1_x100": {view: round(100 * scores["f1"], 2) for view, scores in result["scores"].items()},

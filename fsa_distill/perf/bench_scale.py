@@ -38,10 +38,8 @@ from fsa_distill.perf import RESULTS_DIR
 
 RESULTS_PATH = RESULTS_DIR / "scale.json"
 SMALL_PAIRS = 20_000
-WORDS = ("food service staff pizza pasta wine battery screen keyboard price view ambience dessert menu waiter "
-         "table room bed location quality taste portion drinks music noise delivery support display sound").split()
-MOODS = ("great awful fine slow friendly bright cold warm rude lovely bland fresh overpriced cheap noisy quiet "
-         "excellent terrible decent amazing").split()
+WORDS = ["food", "service", "staff", "pizza", "pasta", "wine", "battery", "screen", "keyboard", "price", "view", "ambience", "dessert", "menu", "waiter", "table", "room", "bed", "location", "quality", "taste", "portion", "drinks", "music", "noise", "delivery", "support", "display", "sound"]
+MOODS = ["great", "awful", "fine", "slow", "friendly", "bright", "cold", "warm", "rude", "lovely", "bland", "fresh", "overpriced", "cheap", "noisy", "quiet", "excellent", "terrible", "decent", "amazing"]
 
 
 def synthetic_rows(n_pairs: int, seed: int):
@@ -203,15 +201,15 @@ def generation_part(work: Path, n_pairs: int) -> dict[str, Any]:
     """Runs inside its own process: N answers through the generate stage and the store, then the corpus."""
     from fsa_distill.core.config import CorpusConfig, DistillConfig
     from fsa_distill.tasks.stages.corpus import build_corpus
-    from fsa_distill.tasks.stages.generate import generate_responses
+    from fsa_distill.tasks.stages.generate import GenerateSettings, generate_responses
 
     anonymous = AnonymousRssPeak()
     config = DistillConfig(work_dir=work / "gen-work")
     config.generation.prompts = ["analysis", "rewrite"]
     config.generation.batch_size = 4096  # the teacher is instant: large commits, as a busy GPU teacher makes
     n_reviews = -(-n_pairs // len(config.generation.prompts))
-    stats = generate_responses(synthetic_reviews(n_reviews, seed=2), config, work / "generations",
-                               teacher=SyntheticTeacher(), progress=False)  # type: ignore[arg-type]
+    stats = generate_responses(synthetic_reviews(n_reviews, seed=2), GenerateSettings.of(config), work / "generations",
+                               teacher=SyntheticTeacher(), progress=False, work_dir=config.work_dir)  # type: ignore[arg-type]
     rss_after_generate = peak_rss_gib()
     started = time.perf_counter()
     corpus = build_corpus([work / "generations"], work / "gen-corpus", CorpusConfig(dev_fraction=0.01))

@@ -56,7 +56,7 @@ def finetuned_student(size: str, work: Path, epochs: int, learning_rate: float, 
     from fsa_distill.core.config import DistillConfig
     from fsa_distill.core.digests import sha256_json
     from fsa_distill.models.student import build_student
-    from fsa_distill.tasks.stages.finetune import finetune
+    from fsa_distill.tasks.stages.finetune import FinetuneSettings, finetune
 
     recipe = {"size": size, "task": "atsa", "dataset": "rest14", "epochs": epochs, "learning_rate": learning_rate,
               "batch_size": 16, "vocab_size": vocab_size, "seed": 42, "init": "random (offline build)",
@@ -77,7 +77,7 @@ def finetuned_student(size: str, work: Path, epochs: int, learning_rate: float, 
     config.finetune.learning_rate = learning_rate
     config.evaluate.views = ["normal"]
     started = time.perf_counter()
-    result = finetune(student, "atsa", "rest14", 42, config, folder / "finetune", key=key)
+    result = finetune(student, "atsa", "rest14", 42, FinetuneSettings.of(config), folder / "finetune", key=key)
     recipe["finetune_s"] = round(time.perf_counter() - started, 1)  # ~0 when cached from an earlier run
     return Path(result["model_dir"]), recipe
 

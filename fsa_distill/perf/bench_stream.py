@@ -37,12 +37,12 @@ class ChunkedTeacher:
 def _run(teacher: Any, reviews: list[dict[str, str]], config: Any) -> tuple[dict[str, Any], dict[str, str]]:
     from datasets import load_from_disk
 
-    from fsa_distill.tasks.stages.generate import generate_responses
+    from fsa_distill.tasks.stages.generate import GenerateSettings, generate_responses
 
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as temp:
         teacher.llm.reset_prefix_cache()  # neither arm reuses the other's cached prompt prefixes
-        stats = generate_responses(reviews, config, Path(temp) / "out", teacher=teacher,
-                                   cache_path=Path(temp) / "cache.sqlite", progress=False)
+        stats = generate_responses(reviews, GenerateSettings.of(config), Path(temp) / "out", teacher=teacher,
+                                   cache_path=Path(temp) / "cache.sqlite", progress=False, work_dir=config.work_dir)
         answers = {}
         for folder in (Path(temp) / "out", Path(temp) / "out" / "rejected"):
             rows = load_from_disk(str(folder))

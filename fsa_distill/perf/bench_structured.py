@@ -19,14 +19,14 @@ RESULTS_PATH = RESULTS_DIR / "structured_outputs.json"
 
 
 def _arm(backend: Any, reviews: list[dict[str, str]], config: Any, structured: bool) -> dict[str, Any]:
-    from fsa_distill.tasks.stages.generate import generate_responses
+    from fsa_distill.tasks.stages.generate import GenerateSettings, generate_responses
 
     arm = config.model_copy(deep=True)
     arm.generation.structured_outputs = structured
     with tempfile.TemporaryDirectory(prefix="bench-structured-") as temp:
         backend.llm.reset_prefix_cache()
-        stats = generate_responses(reviews, arm, Path(temp) / "out", teacher=backend,
-                                   cache_path=Path(temp) / "cache.sqlite", progress=False)
+        stats = generate_responses(reviews, GenerateSettings.of(arm), Path(temp) / "out", teacher=backend,
+                                   cache_path=Path(temp) / "cache.sqlite", progress=False, work_dir=arm.work_dir)
     return {
         "accepted": stats["rows"],
         "answers": stats["unique_requests"],

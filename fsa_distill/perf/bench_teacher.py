@@ -54,13 +54,13 @@ def _vllm_direct(backend: Any, requests: list[Any]) -> tuple[int, float]:
 
 def _pipeline(backend: Any, reviews: list[dict[str, str]], config: Any) -> tuple[int, float, dict[str, Any]]:
     """The same prompts through `generate_responses`: cache, validation and dataset writing included."""
-    from fsa_distill.tasks.stages.generate import generate_responses
+    from fsa_distill.tasks.stages.generate import GenerateSettings, generate_responses
 
     with tempfile.TemporaryDirectory(prefix="bench-teacher-") as temp:
         backend.llm.reset_prefix_cache()
         started = time.perf_counter()
-        stats = generate_responses(reviews, config, Path(temp) / "out", teacher=backend,
-                                   cache_path=Path(temp) / "cache.sqlite", progress=False, ignore_eos=True)
+        stats = generate_responses(reviews, GenerateSettings.of(config), Path(temp) / "out", teacher=backend,
+                                   cache_path=Path(temp) / "cache.sqlite", progress=False, ignore_eos=True, work_dir=config.work_dir)
         return stats["tokens"], time.perf_counter() - started, stats
 
 
@@ -126,7 +126,7 @@ def run_teacher_bench(
     from fsa_distill.models.teacher.prompts import load_prompt
     from fsa_distill.models.teacher.smollm2 import NAME, ensure_smollm2
     from fsa_distill.models.teacher.vllm_backend import RESERVED_CPU_ENV, VLLMBackend, reserved_cpu_override
-    from fsa_distill.tasks.stages.generate import build_jobs, input_budget
+    from fsa_distill.tasks.stages.generate import GenerateSettings, build_jobs, input_budget
 
     model_dir, digest = ensure_smollm2(Path(work_dir) / "models")
     config = DistillConfig(work_dir=work_dir)
@@ -145,9 +145,9 @@ def run_teacher_bench(
     )
     vllm_dtype = engine_dtype(backend)
     try:
-        budget = input_budget(config, backend, prompts)
+        budget = input_budget(GenerateSettings.of(config), backend, prompts)
         reviews = [{"id": r["id"], "text": backend.truncate(r["text"], budget)} for r in reviews]
-        jobs = build_jobs([(r["id"], r["text"]) for r in reviews], prompts, config, backend, ignore_eos=True)
+        jobs = build_jobs([(r["id"], r["text"]) for r in reviews], prompts, GenerateSettings.of(config), backend, ignore_eos=True)
         requests = [job.request for job in jobs][:n_prompts]
         backend.generate(requests[:4])  # warm-up (first-step allocations), not timed
         direct_runs, pipeline_runs = [], []

@@ -25,12 +25,12 @@ RESULTS_PATH = RESULTS_DIR / "teacher_ray.json"
 
 
 def _timed_run(teacher: Any, reviews: list[dict[str, str]], config: Any) -> tuple[int, float, dict[str, Any]]:
-    from fsa_distill.tasks.stages.generate import generate_responses
+    from fsa_distill.tasks.stages.generate import GenerateSettings, generate_responses
 
     with tempfile.TemporaryDirectory(prefix="bench-teacher-ray-") as temp:
         started = time.perf_counter()
-        stats = generate_responses(reviews, config, Path(temp) / "out", teacher=teacher,
-                                   cache_path=Path(temp) / "cache.sqlite", progress=False, ignore_eos=True)
+        stats = generate_responses(reviews, GenerateSettings.of(config), Path(temp) / "out", teacher=teacher,
+                                   cache_path=Path(temp) / "cache.sqlite", progress=False, ignore_eos=True, work_dir=config.work_dir)
         return stats["tokens"], time.perf_counter() - started, stats
 
 

@@ -99,14 +99,14 @@ def pipeline_corpus(config, teacher, n_reviews: int, work: Path) -> tuple[Path, 
     from fsa_distill.benchmark.data import load_sentences
     from fsa_distill.core.config import CorpusConfig
     from fsa_distill.tasks.stages.corpus import build_corpus
-    from fsa_distill.tasks.stages.generate import generate_responses
+    from fsa_distill.tasks.stages.generate import GenerateSettings, generate_responses
 
     seen: dict[str, dict[str, str]] = {}
     for sentence in load_sentences("atsa", "rest14", "train", config.data.data_dir):
         text = sentence["sentence"].strip()
         if text and text not in seen and len(seen) < n_reviews:
             seen[text] = {"id": str(sentence.get("ID", len(seen))), "text": text}
-    stats = generate_responses(list(seen.values()), config, work / "generations", teacher=teacher, progress=False)
+    stats = generate_responses(list(seen.values()), GenerateSettings.of(config), work / "generations", teacher=teacher, progress=False, work_dir=config.work_dir)
     build_corpus([work / "generations"], work / "corpus", CorpusConfig(dev_fraction=0.0))
     keep = ("reviews_used", "requests", "rows", "rejected", "rejected_by_reason", "generated", "cached", "tokens",
             "tokens_per_s", "generate_s")

@@ -16,13 +16,41 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prefect import task
 from tqdm.auto import tqdm
 
-from fsa_distill.core.config import CorpusConfig
+from fsa_distill.core.config import CorpusConfig, DistillConfig
+from fsa_distill.core.digests import sha256_file
 from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_dir
 from fsa_distill.core.progress import counting_rows
 from fsa_distill.models.student.text import to_model_text
+from fsa_distill.tasks.stages.keys import Placement, StageSettings
+from fsa_distill.tasks.stages.records import StageResult
+from fsa_distill.tasks.stages.stage_task import current_stage_key, stage_dir, stage_task_options
+
+
+class CorpusSettings(StageSettings):
+    """What building the pretraining corpus reads: its section of the config, and the held-out file's bytes."""
+
+    corpus: CorpusConfig
+
+    @classmethod
+    def of(cls, config: DistillConfig) -> CorpusSettings:
+        return cls(corpus=config.corpus)
+
+    def content(self) -> str | None:
+        """Replacing the held-out file's content under the same path must rebuild the corpus."""
+        path = self.corpus.heldout_file
+        return sha256_file(path) if path is not None and Path(path).is_file() else None
+
+
+class CorpusResult(StageResult):
+    dataset_dir: Path
+    n_train: int
+    n_validation: int
+    n_invalid: int
+    n_duplicates: int
 
 COLUMNS = ("id", "source", "target", "prompt")
 
@@ -201,3 +229,19 @@ def build_corpus(
         "dataset_dir": str(out_dir), "n_train": n_train, "n_validation": n_validation, "digest": digest,
         "n_invalid": n_rows - n_valid, "n_duplicates": n_valid - n_unique,
     }
+
+
+def stored_corpus_digest(corpus_dir: Path) -> str:
+    """The content digest a corpus folder was written with (its CorpusResult's digest); "" when it has none."""
+    marker = Path(corpus_dir) / "corpus_digest.txt"
+    return marker.read_text(encoding="utf-8").strip() if marker.exists() else ""
+
+
+@task(**stage_task_options("corpus", timeout_hours=2))
+def corpus_stage(generations: list[Any], settings: CorpusSettings, placement: Placement) -> CorpusResult:
+    """Teacher answers (one or more generate-stage datasets) → review→answer HF dataset (dedup, splits, `[NL]`)."""
+    key = current_stage_key()
+    out_dir = stage_dir(placement, "corpus", key)
+    result = build_corpus([Path(g.dataset_dir) for g in generations], out_dir, settings.corpus,
+                          settings.corpus.heldout_file)
+    return CorpusResult(**result, key=key)

@@ -21,10 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from prefect import task
+from pydantic import Field
 from tqdm.auto import tqdm
 
 from fsa_distill.benchmark.data import load_task_data
-from fsa_distill.core.config import DistillConfig
+from fsa_distill.core.config import DataConfig, DistillConfig, FinetuneConfig, View
+from fsa_distill.core.digests import sha256_tree
 from fsa_distill.core.files import atomic_file
 from fsa_distill.models.student.batching import collate, epoch_batches, tokenize_pairs
 from fsa_distill.models.student.decoding import greedy_decode
@@ -46,9 +49,49 @@ from fsa_distill.models.student.training import (
     saving_student,
     seed_everything,
 )
+from fsa_distill.tasks.stages.keys import Placement, StageSettings
+from fsa_distill.tasks.stages.records import ModelResult, Scores
+from fsa_distill.tasks.stages.stage_task import (
+    current_stage_key,
+    metrics_logger,
+    model_heavy,
+    stage_dir,
+    stage_task_options,
+)
 
 FINETUNE_SEED_STRIDE = 1_000  # epoch order seed = seed * 1_000 + epoch (fine-tuning's value since the start)
 METRICS = ("precision", "recall", "f1")
+
+
+class FinetuneSettings(StageSettings):
+    """What fine-tuning reads: the benchmark's splits, the recipe and the test views it scores."""
+
+    data: DataConfig
+    finetune: FinetuneConfig
+    views: list[View]
+
+    @classmethod
+    def of(cls, config: DistillConfig) -> FinetuneSettings:
+        return cls(data=config.data, finetune=config.finetune, views=config.evaluate.views)
+
+
+class FinetuneResult(ModelResult):
+    """One (dataset, seed) fine-tuning run: its best-dev model and that model's test scores per view."""
+
+    dataset: str  # task/dataset, e.g. atsa/rest14
+    task: str
+    seed: int
+    best_dev_f1: float
+    best_epoch: int
+    scores: Scores
+    predictions_path: Path
+    dev_history: list[dict[str, float | int]]
+    n_train: int
+    n_dev: int
+    n_test: int
+    num_processes: int = 1
+    variety: dict[str, float | int | str] = Field(default_factory=dict)  # benchmark/variety.py: distinct outputs, top output's share
+    train_tokens_per_s: float | None = None  # real (unpadded) tokens per second of the epochs this run trained
 
 
 def _optimizer_and_schedule(model: torch.nn.Module, ft: Any, total_steps: int) -> tuple[Any, Any]:
@@ -124,7 +167,7 @@ def _save_last(procs: Processes, model, tokenizer, optimizer, last_dir: Path, st
 
 
 def _score_best_on_test(procs: Processes, model, tokenizer, best_dir: Path, task: str, test: list[dict[str, Any]],
-                        config: DistillConfig, out_dir: Path, log_metrics: LogMetrics | None
+                        settings: FinetuneSettings, out_dir: Path, log_metrics: LogMetrics | None
                         ) -> tuple[dict[str, Any], dict[str, Any], Path]:
     """Decode the test split with the best-dev checkpoint: (scores per view, output variety, predictions file,
     one JSON line per gold sentence in gold order)."""
@@ -134,14 +177,14 @@ def _score_best_on_test(procs: Processes, model, tokenizer, best_dir: Path, task
         save_student(procs.unwrap(model), tokenizer, best_dir)
     procs.barrier()
     best_model, _ = load_student(best_dir, device=procs.device)
-    predictions = decode_split(procs, best_model, tokenizer, [s["sentence"] for s in test], config.finetune,
+    predictions = decode_split(procs, best_model, tokenizer, [s["sentence"] for s in test], settings.finetune,
                                progress=True)
     predictions_path = out_dir / "test_predictions.jsonl"
     if procs.is_main:
         with atomic_file(predictions_path) as handle:
             for prediction in predictions:
                 handle.write(json.dumps({"prediction": prediction}, ensure_ascii=False) + "\n")
-    scores = score_views(task, test, predictions, list(config.evaluate.views))
+    scores = score_views(task, test, predictions, list(settings.views))
     variety = output_variety(predictions)
     if log_metrics and procs.is_main:
         log_metrics({f"test/{view}_{name}": scores[view][name] for view in scores for name in METRICS}, None)
@@ -149,7 +192,7 @@ def _score_best_on_test(procs: Processes, model, tokenizer, best_dir: Path, task
     return scores, variety, predictions_path
 
 
-def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: DistillConfig, out_dir: Path,
+def finetune(model_dir: Path, task: str, dataset: str, seed: int, settings: FinetuneSettings, out_dir: Path,
              log_metrics: LogMetrics | None = None, *, key: str) -> dict[str, Any]:
     """Fine-tune on `task/dataset` with `seed`; return model_dir (best), best_dev_f1, scores per view,
     predictions_path (test JSONL, one line per gold sentence in gold order) and the dev history. `key` is the
@@ -157,13 +200,13 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
     key is returned as it is, and only an epoch checkpoint made under it is resumed from."""
     from fsa_distill.benchmark.targets import linearise
 
-    ft = config.finetune
+    ft = settings.finetune
     out_dir = Path(out_dir)
     result_path = out_dir / "finetune_result.json"
     if (done := finished_result(result_path, key)) is not None:
         return done
 
-    splits = load_task_data(task, dataset, config)
+    splits = load_task_data(task, dataset, settings.data)
     procs = start_processes()
     procs.local_batch_size(ft.batch_size, "finetune.batch_size")  # refuses a batch that does not split evenly
     seed_everything(seed + procs.rank)  # rank 0 draws what a single process draws
@@ -215,7 +258,7 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
             log_metrics({f"finetune/{name}": value for name, value in record.items() if name != "epoch"}, epoch)
 
     scores, variety, predictions_path = _score_best_on_test(procs, model, tokenizer, best_dir, task, splits["test"],
-                                                            config, out_dir, log_metrics)
+                                                            settings, out_dir, log_metrics)
     result = {
         "model_dir": str(best_dir), "best_dev_f1": max(best_f1, 0.0), "best_epoch": best_epoch, "scores": scores,
         "predictions_path": str(predictions_path), "dev_history": history, "task": task, "dataset": dataset,
@@ -229,3 +272,32 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, config: Distil
         shutil.rmtree(last_dir, ignore_errors=True)  # optimizer state is 2x the model: not kept once done
     procs.barrier()
     return result
+
+
+@task(**stage_task_options("finetune", timeout_hours=24))
+def finetune_stage(model: ModelResult, dataset: str, seed: int, settings: FinetuneSettings, placement: Placement,
+                   tracking_run_id: str | None = None) -> FinetuneResult:
+    """Fine-tune one (dataset, seed) and score its best-dev checkpoint on the test views."""
+    task_name, dataset_name = dataset.split("/")
+    key = current_stage_key()
+    out_dir = stage_dir(placement, "finetune", key)
+    log_metrics = metrics_logger(placement, tracking_run_id)
+    with model_heavy(placement):
+        if placement.train.finetune_num_processes > 1:
+            from fsa_distill.tasks.stages.launch import run_in_processes
+
+            arguments = {"model_dir": model.model_dir, "task": task_name, "dataset": dataset_name, "seed": seed,
+                         "key": key}
+            result = run_in_processes("finetune", arguments, settings, placement.train, out_dir,
+                                      placement.train.finetune_num_processes)
+            if log_metrics:  # the processes do not log to MLflow: rank 0's history is logged once they are done
+                for record in result["dev_history"]:
+                    log_metrics({f"finetune/{k}": v for k, v in record.items() if k != "epoch"}, record["epoch"])
+        else:
+            result = finetune(model.model_dir, task_name, dataset_name, seed, settings, out_dir,
+                              log_metrics=log_metrics, key=key)
+    return FinetuneResult(
+        **{**result, "dataset": dataset},  # the function names the dataset alone; the pipeline names task/dataset
+        digest=sha256_tree(result["model_dir"]),
+        trained_in_run=tracking_run_id,
+    )

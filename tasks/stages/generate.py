@@ -23,14 +23,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefect import task
+from pydantic import Field
 from tqdm.auto import tqdm
 
-from fsa_distill.core.config import DistillConfig
+from fsa_distill.core.config import DistillConfig, GenerationConfig, TeacherConfig
 from fsa_distill.core.digests import sha256_text
 from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_dir
 from fsa_distill.models.teacher.base import GenerationRequest, TeacherAnswer, TeacherBackend
 from fsa_distill.models.teacher.prompts import ANSWER_FORMATS, PROMPT_DIR, PromptTemplate, load_prompt
+from fsa_distill.tasks.stages.keys import Placement, StageSettings
+from fsa_distill.tasks.stages.records import Reviews, StageResult
+from fsa_distill.tasks.stages.stage_task import (
+    current_stage_key,
+    metrics_logger,
+    model_heavy,
+    prefect_progress,
+    stage_dir,
+    stage_task_options,
+)
 from fsa_distill.tasks.stages.validation import validate_response
 from fsa_distill.tasks.store.answers import AnswerStore, StoredAnswer, answer_key, open_store, store_location
 
@@ -41,6 +53,56 @@ REASK_TEMPERATURE = 0.7  # a greedy re-ask would repeat the same answer; a re-as
 CHAT_TEMPLATE_TOKENS = 48  # allowance for role markers and a default system prompt around the user turn
 MIN_REVIEW_TOKENS = 16
 PLAN_BLOCK = 2048  # reviews planned (cleaned, keyed, looked up) at a time: bounds the jobs held in memory
+
+
+class GenerateSettings(StageSettings):
+    """What asking the teacher reads: the teacher, the generation settings, and the prompt templates' bytes."""
+
+    teacher: TeacherConfig
+    generation: GenerationConfig
+
+    @classmethod
+    def of(cls, config: DistillConfig) -> GenerateSettings:
+        return cls(teacher=config.teacher, generation=config.generation)
+
+    def content(self) -> list[str]:
+        """The templates' own digests: a custom `generation.prompt_dir` changes them without changing code."""
+        prompt_dir = self.generation.prompt_dir or PROMPT_DIR
+        return [load_prompt(name, prompt_dir=prompt_dir).digest for name in self.generation.prompts]
+
+
+class TeacherAnswersResult(StageResult):
+    dataset_dir: Path
+    rejected_dir: Path
+    cache_path: str  # a SQLite path or the store's URL without its password
+    teacher: str
+    reviews: int
+    reviews_used: int
+    skipped_empty: int
+    skipped_not_utf8: int
+    truncated: int
+    requests: int
+    unique_requests: int
+    generated: int
+    cached: int
+    cache_hit_rate: float
+    rows: int
+    acceptance_rate: float = 0.0
+    engine: str = "local"
+    chunk_barrier: bool = False  # the teacher answered in chunks (each waits for its slowest answer)
+    replica_metrics: dict[str, float] = Field(default_factory=dict)
+    rejected: int
+    rejected_by_reason: dict[str, int]
+    reasked: int
+    recovered: int
+    tokens: int  # completion tokens the teacher generated in this run (answers served from the store: none)
+    prompt_tokens: int = 0  # prompt tokens it read for them
+    tokens_per_s: float
+    generate_s: float
+    plan_s: float = 0.0
+    store_write_s: float = 0.0
+    dataset_write_s: float = 0.0
+    wall_s: float
 
 
 @dataclass(frozen=True)
@@ -96,17 +158,17 @@ def clean_reviews(
     return kept, counts
 
 
-def input_budget(config: DistillConfig, teacher: TeacherBackend, prompts: list[PromptTemplate]) -> int:
+def input_budget(settings: GenerateSettings, teacher: TeacherBackend, prompts: list[PromptTemplate]) -> int:
     """Review tokens that fit: the configured budget, but never past the model's context with the answer."""
     overhead = max(teacher.count_tokens(p.render("")) for p in prompts) + CHAT_TEMPLATE_TOKENS
-    room = teacher.max_model_len - config.generation.max_new_tokens - overhead
-    budget = min(config.generation.max_input_tokens, room)
+    room = teacher.max_model_len - settings.generation.max_new_tokens - overhead
+    budget = min(settings.generation.max_input_tokens, room)
     if budget < MIN_REVIEW_TOKENS:
         raise InputError(
             None,
             "teacher.max_model_len",
             f"{teacher.max_model_len} tokens leave no room for a review after the prompt ({overhead}) and "
-            f"{config.generation.max_new_tokens} new tokens; raise max_model_len or lower max_new_tokens",
+            f"{settings.generation.max_new_tokens} new tokens; raise max_model_len or lower max_new_tokens",
         )
     return budget
 
@@ -114,19 +176,19 @@ def input_budget(config: DistillConfig, teacher: TeacherBackend, prompts: list[P
 def build_jobs(
     reviews: list[tuple[str, str]],
     prompts: list[PromptTemplate],
-    config: DistillConfig,
+    settings: GenerateSettings,
     teacher: TeacherBackend,
     ignore_eos: bool = False,
 ) -> list[Job]:
     """Every review × prompt as a job with its cache key, in review order."""
-    return [make_job(review_id, text, prompt, config, teacher, ignore_eos)
+    return [make_job(review_id, text, prompt, settings, teacher, ignore_eos)
             for review_id, text in reviews for prompt in prompts]
 
 
-def make_job(review_id: str, text: str, prompt: PromptTemplate, config: DistillConfig, teacher: TeacherBackend,
+def make_job(review_id: str, text: str, prompt: PromptTemplate, settings: GenerateSettings, teacher: TeacherBackend,
              ignore_eos: bool = False, key: str | None = None) -> Job:
     """One review × prompt job; `key` is its cache key when already known (read back from the plan)."""
-    gen = config.generation
+    gen = settings.generation
     constrained = gen.structured_outputs and teacher.supports_structured_outputs
     request = prompt.request(
         text,
@@ -241,11 +303,11 @@ class JobPlan:
     answers is known before the first request, for an honest progress bar.
     """
 
-    def __init__(self, folder: Path, prompts: list[PromptTemplate], config: DistillConfig,
+    def __init__(self, folder: Path, prompts: list[PromptTemplate], settings: GenerateSettings,
                  teacher: TeacherBackend, ignore_eos: bool) -> None:
         self.path = Path(folder) / "plan.arrow"
         self.prompts = {prompt.name: prompt for prompt in prompts}
-        self.config, self.teacher, self.ignore_eos = config, teacher, ignore_eos
+        self.settings, self.teacher, self.ignore_eos = settings, teacher, ignore_eos
         self.counts: Counter[str] = Counter()
 
     def build(self, reviews: Iterable[dict[str, Any]], store: AnswerStore, budget: int, progress: bool = True) -> None:
@@ -264,7 +326,7 @@ class JobPlan:
                     self.counts[note or "clean"] += 1
                     if pair is not None:
                         kept.append(pair)
-                jobs = build_jobs(kept, list(self.prompts.values()), self.config, self.teacher, self.ignore_eos)
+                jobs = build_jobs(kept, list(self.prompts.values()), self.settings, self.teacher, self.ignore_eos)
                 first = {job.key: job for job in reversed(jobs)}  # the first job of each key
                 cached = store.lookup(first)
                 pending = [job is first[job.key] and job.key not in cached for job in jobs]
@@ -282,7 +344,7 @@ class JobPlan:
 
         plan = Dataset.from_file(str(self.path))
         for batch in plan.iter(batch_size=PLAN_BLOCK):
-            yield [(make_job(review_id, review, self.prompts[prompt], self.config, self.teacher, self.ignore_eos,
+            yield [(make_job(review_id, review, self.prompts[prompt], self.settings, self.teacher, self.ignore_eos,
                              key=key), pending)  # the key was computed while planning: not hashed again
                    for review_id, review, prompt, key, pending in zip(
                        batch["review_id"], batch["review"], batch["prompt"], batch["key"], batch["pending"],
@@ -398,17 +460,17 @@ def write_datasets(plan: JobPlan, cache: AnswerStore, out_dir: Path,
     return accepted, Counter({str(k): v for k, v in final_reasons.items()}), digest.hexdigest()
 
 
-def _configured_teacher(config: DistillConfig) -> TeacherBackend:
+def _configured_teacher(settings: GenerateSettings, work_dir: Path) -> TeacherBackend:
     """The configured teacher, started lazily: an all-cached rerun never starts an engine or Ray replicas."""
-    if config.generation.engine == "ray":  # replicas start on the first request
+    if settings.generation.engine == "ray":  # replicas start on the first request
         from fsa_distill.models.teacher.ray_backend import RayTeacher
 
-        return RayTeacher(config.teacher, config.work_dir, replicas=config.teacher.replicas,
-                          ray_address=config.generation.ray_address,
-                          micro_batch=max(1, config.generation.batch_size // 4))
+        return RayTeacher(settings.teacher, work_dir, replicas=settings.teacher.replicas,
+                          ray_address=settings.generation.ray_address,
+                          micro_batch=max(1, settings.generation.batch_size // 4))
     from fsa_distill.models.teacher.factory import LazyTeacher
 
-    return LazyTeacher(config.teacher, config.work_dir)  # started on the first chunk that needs it
+    return LazyTeacher(settings.teacher, work_dir)  # started on the first chunk that needs it
 
 
 def _answer_batches(plan: JobPlan, teacher: TeacherBackend, gen: Any, pending_total: int
@@ -459,7 +521,7 @@ def _numeric_stats(stats: dict[str, Any], final_reasons: Counter[str]) -> dict[s
 
 def generate_responses(
     reviews: Iterable[dict[str, Any]],
-    config: DistillConfig,
+    settings: GenerateSettings,
     out_dir: Path,
     teacher: TeacherBackend | None = None,
     log_metrics: LogMetrics | None = None,
@@ -467,25 +529,25 @@ def generate_responses(
     progress: bool = True,
     ignore_eos: bool = False,
     on_progress: Progress | None = None,
+    *,
+    work_dir: Path,
 ) -> dict[str, Any]:
-    """Answer every review with every configured prompt; returns the run's stats. `reviews` is read once,
-    lazily (a list, or a generator such as `iter_review_corpus` over a file). `teacher` defaults to the
-    configured one, started only when something is not cached, closed afterwards. The answer store is
+    """Answer every review with every configured prompt; returns the run's stats. `reviews` is read once, lazily.
+    `teacher` defaults to the configured one, started only when something is not cached. The answer store is
     `cache_path`, else `generation.cache_url`, else `<work_dir>/cache/teacher_responses.sqlite` (shared by all
-    runs; a postgresql:// URL by hosts too). `ignore_eos` is for benchmarks only (fixed-length answers)."""
-    started, gen = time.perf_counter(), config.generation
+    runs). `ignore_eos` is for benchmarks only (fixed-length answers)."""
+    started, gen = time.perf_counter(), settings.generation
     prompts = [load_prompt(name, prompt_dir=gen.prompt_dir or PROMPT_DIR) for name in gen.prompts]
     owns_teacher = teacher is None
-    teacher = _configured_teacher(config) if owns_teacher else teacher
-    location = str(cache_path) if cache_path else store_location(config.work_dir, gen.cache_url)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    teacher = _configured_teacher(settings, work_dir) if owns_teacher else teacher
+    location = str(cache_path) if cache_path else store_location(work_dir, gen.cache_url)
+    (out_dir := Path(out_dir)).parent.mkdir(parents=True, exist_ok=True)
     try:
-        budget = input_budget(config, teacher, prompts)
+        budget = input_budget(settings, teacher, prompts)
         with open_store(location) as cache, \
                 tempfile.TemporaryDirectory(prefix=".plan-", dir=out_dir.parent) as plan_dir:
             plan_started = time.perf_counter()
-            plan = JobPlan(Path(plan_dir), prompts, config, teacher, ignore_eos)
+            plan = JobPlan(Path(plan_dir), prompts, settings, teacher, ignore_eos)
             plan.build(reviews, cache, budget, progress)
             planned = plan.counts
             loop_started = time.perf_counter()
@@ -537,3 +599,20 @@ def generate_responses(
     if log_metrics is not None:
         log_metrics(_numeric_stats(stats, final_reasons), None)
     return stats
+
+
+@task(**stage_task_options("generate", timeout_hours=48))
+def generate_stage(reviews: Reviews, settings: GenerateSettings, placement: Placement,
+                   tracking_run_id: str | None = None) -> TeacherAnswersResult:
+    """Teacher analyses + rewrites every review (per-review cache: only new reviews reach the teacher).
+    The reviews are streamed from the collect stage's file and the digest comes from the dataset writer."""
+    from fsa_distill.benchmark.importers import iter_review_corpus
+
+    key = current_stage_key()
+    out_dir = stage_dir(placement, "generate", key)
+    with model_heavy(placement):
+        stats = generate_responses(
+            iter_review_corpus(reviews.path), settings, out_dir, log_metrics=metrics_logger(placement, tracking_run_id),
+            on_progress=prefect_progress(), work_dir=placement.work_dir,
+        )
+    return TeacherAnswersResult(**stats, trained_in_run=tracking_run_id, key=key)

@@ -1,23 +1,17 @@
-"""Stage cache keys, and the Prefect task options every stage shares.
+"""Stage cache keys: the one function that decides whether a stage's earlier result still holds.
 
-Each stage declares what it depends on beside its task in tasks/stages/prefect_tasks.py (a `StageSpec`), and `stage_key` is the
-one function that turns that declaration into the stage's key. The key is the digest of
-- the stage's upstream results, by their content digest (the task's parameters, config aside);
-- the config it reads: the sections or dotted keys it declares (`reads`, e.g. "finetune", "evaluate.views");
-- content that config values name, when it declares some (`content`, e.g. the prompt templates' digests);
-- its code: the task function and every `fsa_distill` module it imports, followed transitively with `ast`
-  (imports inside functions included), plus the data files those modules name beside them (prompts/, fsa_f1/).
-  Nobody keeps a list, so changing a helper a stage imports re-runs that stage.
+A stage's key is the digest of
+- its settings: the typed slice of the config its body receives (`StageSettings`), the whole of it, so nothing
+  the body can read is left out of the key, and nothing it cannot read is in it;
+- content that settings name (`StageSettings.content`, e.g. the prompt templates' digests);
+- its upstream results, by their content digest;
+- its code: its stage module and every `fsa_distill` module that module imports, transitively, wherever an import
+  statement sits, plus the data files those modules name beside them (prompts/, fsa_f1/). Each module counts by its
+  syntax tree without imports, docstrings and the stage task's decorator, so moving an import, rewording a
+  docstring or changing a timeout re-runs nothing, while changing a helper a stage runs re-runs that stage.
 
-Prefect's default cache policy includes the flow-run id, so a later run would recompute everything. Instead
-`StageCachePolicy` makes that key the Prefect cache key, and the task body reads the same key back
-(`current_stage_key`) to name its output folder and to let the stage function decide whether it already
-finished there. So:
-- an identical later run is served from the cache;
-- a changed prompt, config value or helper invalidates that stage and, because its output digest changes,
-  exactly the stages downstream of it;
-- a killed stage never completed, so the next run re-enters it with the same key and the same output folder,
-  where the stage resumes from whatever it had written.
+Nobody keeps a list: the flows (through the Prefect cache policy in tasks/stages/stage_task.py), the CLI's
+single-stage commands and the rank launcher all call `stage_key`. Nothing here imports Prefect.
 """
 
 from __future__ import annotations
@@ -25,40 +19,47 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.util
-import inspect
-import textwrap
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import timedelta
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import httpx
-from prefect.cache_policies import CachePolicy
-from prefect.context import TaskRunContext
-from prefect.transactions import get_transaction
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from pydantic_core import to_jsonable_python
 
-from fsa_distill.core.config import DistillConfig
+from fsa_distill.core.config import DistillConfig, TrackingConfig, TrainConfig, mlflow_uri
 from fsa_distill.core.digests import sha256_file, sha256_json, sha256_text
 
 PACKAGE = "fsa_distill"
-# Task parameters that are not upstream inputs: the config enters through `reads`, and the MLflow run that
-# receives live metrics changes where metrics go, never what is computed.
-NOT_INPUTS = frozenset({"config", "tracking_run_id"})
-# Config keys that only say where things go (output folders, tracking servers) or how many processes compute
-# them (`train`: N data-parallel processes reduce the loss to what one process computes): never part of a key.
-PLACEMENT = ("work_dir", "tracking", "train")
+TASK_DECORATORS = frozenset({"task"})  # Prefect's: retries and timeouts do not change what a stage computes
 
 
-@dataclass(frozen=True)
-class StageSpec:
-    """What a stage depends on besides its upstream results and its code (which is found, not declared)."""
+class StageSettings(BaseModel):
+    """The slice of the config one stage's body receives, and all of its cache key's config part."""
 
-    name: str
-    reads: tuple[str, ...]  # config sections or dotted keys the stage reads, e.g. ("data", "evaluate.views")
-    content: Callable[[DistillConfig], Any] | None = None  # digests of files that config values name
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def content(self) -> Any:
+        """Digests of files that settings values name (a prompt folder, a held-out file); None when none."""
+        return None
+
+
+class Placement(BaseModel):
+    """Where a stage's outputs and live metrics go, and how many processes compute them: never part of a key
+    (N data-parallel processes reduce the loss to what one computes). Stage bodies never receive it whole."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    work_dir: Path
+    tracking: TrackingConfig
+    train: TrainConfig
+
+    @classmethod
+    def of(cls, config: DistillConfig) -> Placement:
+        return cls(work_dir=config.work_dir, tracking=config.tracking, train=config.train)
+
+    @property
+    def mlflow_uri(self) -> str:
+        return mlflow_uri(self.tracking, self.work_dir)
 
 
 # ------------------------------------------------------------------------------------------------ code
@@ -73,10 +74,10 @@ def _module_file(name: str) -> Path | None:
     return Path(spec.origin) if spec is not None and spec.origin not in (None, "built-in", "frozen") else None
 
 
-def _imported_names(nodes: Iterable[ast.AST], module: str, is_package: bool) -> set[str]:
-    """Dotted names of the fsa_distill modules (or names inside them) that these import statements import."""
+def _imported_names(tree: ast.AST, module: str, is_package: bool) -> set[str]:
+    """Dotted names of the fsa_distill modules (or names inside them) that the tree's imports import."""
     names: set[str] = set()
-    for node in nodes:
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -91,25 +92,46 @@ def _imported_names(nodes: Iterable[ast.AST], module: str, is_package: bool) -> 
     return {name for name in names if name == PACKAGE or name.startswith(PACKAGE + ".")}
 
 
-def _import_nodes(tree: ast.AST) -> list[ast.AST]:
-    return [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+class _CodeOnly(ast.NodeTransformer):
+    """What a module computes: its tree without imports (they enter as closure members), docstrings, and the
+    stage task's decorator."""
+
+    def visit_Import(self, node: ast.AST) -> None:
+        return None
+
+    visit_ImportFrom = visit_Import
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:]  # type: ignore[attr-defined]
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            node.decorator_list = [d for d in node.decorator_list if _decorator_name(d) not in TASK_DECORATORS]
+        return super().generic_visit(node)
+
+
+def _decorator_name(decorator: ast.expr) -> str:
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
 
 
 @functools.lru_cache(maxsize=1024)
-def _parsed(path: Path, module: str, mtime_ns: int, size: int) -> tuple[frozenset[str], frozenset[str]]:
-    """(fsa_distill imports, string constants) of one source file; cached per file version (parsing is the cost)."""
+def _parsed(path: Path, module: str, mtime_ns: int, size: int) -> tuple[frozenset[str], frozenset[str], str]:
+    """(fsa_distill imports, string constants, code digest) of one source file, cached per file version."""
     tree = ast.parse(path.read_bytes(), filename=str(path))
-    imports = _imported_names(_import_nodes(tree), module, path.name == "__init__.py")
+    imports = _imported_names(tree, module, path.name == "__init__.py")
     constants = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
-    return frozenset(imports), frozenset(constants)
+    code = sha256_text(ast.dump(_CodeOnly().visit(tree)))
+    return frozenset(imports), frozenset(constants), code
 
 
-def _file_facts(path: Path, module: str) -> tuple[frozenset[str], frozenset[str]]:
+def _file_facts(path: Path, module: str) -> tuple[frozenset[str], frozenset[str], str]:
     stat = path.stat()
     return _parsed(path, module, stat.st_mtime_ns, stat.st_size)
 
 
-def _resources(module_dir: Path, constants: set[str]) -> list[Path]:
+def _resources(module_dir: Path, constants: Iterable[str]) -> list[Path]:
     """Files beside a module that its source names by a plain string ("prompts", "fsa_f1", "checksums.json"):
     data the module loads by path rather than by import, such as prompt templates or the metric script."""
     found: list[Path] = []
@@ -142,41 +164,23 @@ def module_closure(roots: Iterable[str]) -> dict[str, Path]:
         if path is None:  # a function or class imported from a module: the module itself is queued too
             continue
         found[name] = path
-        imports, _ = _file_facts(path, name)
+        imports, _, _ = _file_facts(path, name)
         pending.extend(imports | set(_parents(name)))
     return found
 
 
-def code_digest(function: Callable[..., Any]) -> str:
-    """Digest of the code a stage runs: its function (decorators and comments aside) and every fsa_distill
-    module that function or its module's top level imports, transitively, with the data files they name."""
-    module_name = function.__module__
-    module_file = Path(inspect.getfile(function))
-    function_tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
-    definition = function_tree.body[0]
-    assert isinstance(definition, (ast.FunctionDef, ast.AsyncFunctionDef))
-    definition.decorator_list = []  # the task's timeout or retries do not change what it computes
-    module_tree = ast.parse(module_file.read_bytes())
-    top_level_imports = [node for node in module_tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
-    roots = _imported_names(_import_nodes(function_tree) + top_level_imports, module_name, False)
-    parts: dict[str, str] = {f"{module_name}.{function.__name__}": sha256_text(ast.unparse(definition))}
-    for name, path in sorted(module_closure(roots).items()):
-        parts[name] = sha256_file(path)
-        _, constants = _file_facts(path, name)
+def code_digest(module: str) -> str:
+    """Digest of the code a stage runs: its module and every fsa_distill module it imports, transitively, each
+    by what it computes (imports, docstrings and the task decorator aside), with the data files they name."""
+    parts: dict[str, str] = {}
+    for name, path in sorted(module_closure([module]).items()):
+        _, constants, parts[name] = _file_facts(path, name)
         for resource in _resources(path.parent, constants):
             parts[f"{name}:{resource.relative_to(path.parent).as_posix()}"] = sha256_file(resource)
     return sha256_json(parts)
 
 
 # ---------------------------------------------------------------------------------------------- the key
-
-
-def config_value(config: DistillConfig, path: str) -> Any:
-    """The JSON value of a section or dotted key (`"finetune"`, `"evaluate.views"`) of the config."""
-    value: Any = config
-    for part in path.split("."):
-        value = getattr(value, part)
-    return value.model_dump(mode="json") if isinstance(value, BaseModel) else to_jsonable_python(value)
 
 
 def _digest_of(value: Any) -> Any:
@@ -190,75 +194,15 @@ def _digest_of(value: Any) -> Any:
     return to_jsonable_python(value)
 
 
-def stage_key(spec: StageSpec, function: Callable[..., Any], config: DistillConfig, **inputs: Any) -> str:
-    """The cache key of one stage: the one place that decides whether a stage's earlier result still holds."""
+def stage_key(stage: str, module: str, settings: StageSettings, **inputs: Any) -> str:
+    """The cache key of one stage run: `stage` (its name), `module` (its stage module's dotted name), the
+    settings its body receives and its upstream inputs."""
     return sha256_json(
         {
-            "stage": spec.name,
-            "inputs": {name: _digest_of(value) for name, value in sorted(inputs.items()) if name not in NOT_INPUTS},
-            "config": {path: config_value(config, path) for path in spec.reads},
-            "content": spec.content(config) if spec.content is not None else None,
-            "code": code_digest(function),
+            "stage": stage,
+            "inputs": {name: _digest_of(value) for name, value in sorted(inputs.items())},
+            "settings": settings.model_dump(mode="json"),
+            "content": settings.content(),
+            "code": code_digest(module),
         }
     )
-
-
-@dataclass
-class StageCachePolicy(CachePolicy):
-    """Prefect cache policy of a stage task: its `stage_key`, computed from the task's own parameters."""
-
-    spec: StageSpec = field(kw_only=True)  # keyword only: the base class's first field is `key_storage`
-
-    def compute_key(
-        self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
-    ) -> str:
-        return f"{self.spec.name}-{stage_key(self.spec, task_ctx.task.fn, **inputs)}"
-
-
-def current_stage_key() -> str:
-    """Inside a stage task: the key `StageCachePolicy` computed for this run (without the stage-name prefix).
-
-    Read back rather than recomputed, so the output folder and the stage's own "already done" check use the
-    very key Prefect caches under. Prefect logs and swallows an error in a cache policy (and then does not
-    cache); failing here makes that loud instead.
-    """
-    transaction = get_transaction()
-    if transaction is None or not transaction.key:
-        raise RuntimeError("no stage key for this task run: its cache policy failed (see the log above)")
-    return transaction.key.rsplit("-", 1)[1]  # stage names may hold a dash; the digest never does
-
-
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    ConnectionError,
-    TimeoutError,
-    httpx.TransportError,
-    OSError,
-)
-
-
-def retry_only_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect retry_condition_fn: retry connection/timeouts and I/O hiccups, never bad input or code bugs."""
-    from prefect.task_engine import TaskRunTimeoutError  # a TimeoutError, but the stage's own deadline
-
-    from fsa_distill.core.config import ConfigError
-    from fsa_distill.core.errors import InputError
-
-    try:
-        state.result()
-    except (InputError, ConfigError, FileNotFoundError, PermissionError, TaskRunTimeoutError):
-        return False  # a stage that ran out its timeout would only run it out again
-    except TRANSIENT_ERRORS:
-        return True
-    except Exception:  # noqa: BLE001 - any other failure is a bug or bad data: retrying cannot help
-        return False
-    return False
-
-
-STAGE_TASK_OPTIONS: dict[str, Any] = {
-    "persist_result": True,
-    "result_serializer": "json",
-    "cache_expiration": timedelta(days=365),
-    "retries": 2,
-    "retry_delay_seconds": [10, 60],
-    "retry_condition_fn": retry_only_transient,
-}

@@ -19,7 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fsa_distill.core.config import DistillConfig, TrainConfig
+from pydantic import BaseModel
+
+from fsa_distill.core.config import TrainConfig
 from fsa_distill.core.files import atomic_file
 
 ENTRY_MODULE = "fsa_distill.tasks.stages.launch"
@@ -69,18 +71,18 @@ def _wait_interruptibly(process: subprocess.Popen) -> int:
             continue
 
 
-def run_in_processes(stage: str, arguments: dict[str, Any], config: DistillConfig, out_dir: Path,
+def run_in_processes(stage: str, arguments: dict[str, Any], settings: BaseModel, train: TrainConfig, out_dir: Path,
                      num_processes: int) -> dict[str, Any]:
-    """Run `stage` ("pretrain" / "finetune") with `arguments` (paths and the stage key; the config is added) as
-    `num_processes` processes; return the result rank 0 wrote, or raise LaunchFailed naming the failed rank."""
+    """Run `stage` ("pretrain" / "finetune") with `arguments` (paths and the stage key) and the stage's settings
+    as `num_processes` processes; return the result rank 0 wrote, or raise LaunchFailed naming the failed rank."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = {"stage": stage, "arguments": {key: str(value) if isinstance(value, Path) else value
                                           for key, value in arguments.items()},
-            "config": config.model_dump(mode="json"), "out_dir": str(out_dir)}
+            "settings": settings.model_dump(mode="json"), "out_dir": str(out_dir)}
     with atomic_file(out_dir / SPEC_FILE) as handle:
         json.dump(spec, handle, indent=2)
-    command = launcher_command(config.train, num_processes, [ENTRY_MODULE, str(out_dir / SPEC_FILE)])
+    command = launcher_command(train, num_processes, [ENTRY_MODULE, str(out_dir / SPEC_FILE)])
     log_path = out_dir / LOG_FILE
     with open(log_path, "w", encoding="utf-8") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -103,18 +105,19 @@ def run_in_processes(stage: str, arguments: dict[str, Any], config: DistillConfi
 def main(spec_path: str) -> None:
     """One rank: read the spec the stage wrote and call the stage function (under torchrun/accelerate)."""
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
-    config = DistillConfig.model_validate(spec["config"])
     arguments = spec["arguments"]
     # The stage's module by name, not by an import statement: stage keys follow imports (tasks/stages/keys.py), and
     # a launcher importing both stages would tie pretraining's key to fine-tuning's code (the scorer).
     stage = importlib.import_module(f"fsa_distill.tasks.stages.{spec['stage']}")
     if spec["stage"] == "pretrain":
-        stage.pretrain(Path(arguments["student_dir"]), Path(arguments["corpus_dir"]), config.pretrain,
+        settings = stage.PretrainSettings.model_validate(spec["settings"])
+        stage.pretrain(Path(arguments["student_dir"]), Path(arguments["corpus_dir"]), settings.pretrain,
                        Path(spec["out_dir"]), key=arguments["key"],
                        cache_dir=Path(arguments["cache_dir"]) if arguments.get("cache_dir") else None)
     else:
+        settings = stage.FinetuneSettings.model_validate(spec["settings"])
         stage.finetune(Path(arguments["model_dir"]), arguments["task"], arguments["dataset"],
-                       int(arguments["seed"]), config, Path(spec["out_dir"]), key=arguments["key"])
+                       int(arguments["seed"]), settings, Path(spec["out_dir"]), key=arguments["key"])
 
 
 if __name__ == "__main__":

@@ -31,9 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from prefect import task
+from pydantic import Field
 from tqdm.auto import tqdm
 
-from fsa_distill.core.config import PretrainConfig
+from fsa_distill.core.config import DistillConfig, PretrainConfig
+from fsa_distill.core.digests import sha256_tree
 from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_file, remove_leftover_temporaries
 from fsa_distill.models.student.batching import Example, collate, epoch_batches
@@ -54,11 +57,49 @@ from fsa_distill.models.student.training import (
     saving_student,
     seed_everything,
 )
+from fsa_distill.tasks.stages.corpus import CorpusResult, stored_corpus_digest
+from fsa_distill.tasks.stages.keys import Placement, StageSettings
+from fsa_distill.tasks.stages.records import ModelResult
+from fsa_distill.tasks.stages.stage_task import (
+    current_stage_key,
+    metrics_logger,
+    model_heavy,
+    replay_train_log,
+    stage_dir,
+    stage_task_options,
+)
 
 MAX_EVAL_EXAMPLES = 2000  # validation loss on at most this many held-out responses (first N)
 KEEP_CHECKPOINTS = 2
 # Fields that do not change the training trajectory: a checkpoint stays resumable when only these differ.
 NON_TRAJECTORY_FIELDS = {"checkpoint_every", "eval_every", "log_every", "enabled"}
+
+
+class PretrainSettings(StageSettings):
+    """What distillation pretraining reads: its own section of the config."""
+
+    pretrain: PretrainConfig
+
+    @classmethod
+    def of(cls, config: DistillConfig) -> PretrainSettings:
+        return cls(pretrain=config.pretrain)
+
+
+class PretrainResult(ModelResult):
+    final_train_loss: float | None
+    final_eval_loss: float | None  # None: the corpus has no validation split
+    steps: int
+    resumed_from_step: int
+    epochs: float
+    tokens_per_s: float | None
+    padding_ratio: float | None
+    train_seconds: float | None = None
+    n_train: int
+    n_validation: int
+    num_processes: int = 1
+    config: dict[str, Any] = Field(default_factory=dict)  # the settings that shape the training trajectory (resuming checks them)
+    corpus_digest: str = ""
+    student_digest: str = ""
 
 
 @dataclass
@@ -171,11 +212,6 @@ def save_checkpoint(out_dir: Path, model, tokenizer, optimizer, scheduler, posit
     for old in sorted((Path(out_dir) / "checkpoints").glob("step-*"))[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
     return folder
-
-
-def _corpus_digest(corpus_dir: Path) -> str:
-    marker = Path(corpus_dir) / "corpus_digest.txt"
-    return marker.read_text(encoding="utf-8").strip() if marker.exists() else ""
 
 
 def _append_log(path: Path, record: dict[str, Any]) -> None:
@@ -357,7 +393,7 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
     result_path = out_dir / "pretrain_result.json"
     if (done := finished_result(result_path, key)) is not None:
         return done
-    inputs = {"corpus": _corpus_digest(corpus_dir), "student": model_digest(student_dir)}
+    inputs = {"corpus": stored_corpus_digest(corpus_dir), "student": model_digest(student_dir)}
 
     procs = start_processes()
     procs.local_batch_size(cfg.batch_size, "pretrain.batch_size")  # refuses a batch that does not split evenly
@@ -420,3 +456,26 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
             json.dump(result, handle, indent=2)
     procs.barrier()
     return result
+
+
+@task(**stage_task_options("pretrain", timeout_hours=72))
+def pretrain_stage(student: ModelResult, corpus: CorpusResult, settings: PretrainSettings, placement: Placement,
+                   tracking_run_id: str | None = None) -> PretrainResult:
+    """Distillation pretraining on teacher responses; resumes from the last checkpoint in its folder."""
+    key = current_stage_key()
+    out_dir = stage_dir(placement, "pretrain", key)
+    log_metrics = metrics_logger(placement, tracking_run_id)
+    tokenized_cache = placement.work_dir / "cache" / "tokenized"  # keyed inside by corpus + tokenizer digests
+    with model_heavy(placement):
+        if placement.train.num_processes > 1:
+            from fsa_distill.tasks.stages.launch import run_in_processes
+
+            arguments = {"student_dir": student.model_dir, "corpus_dir": corpus.dataset_dir, "key": key,
+                         "cache_dir": tokenized_cache}
+            result = run_in_processes("pretrain", arguments, settings, placement.train, out_dir,
+                                      placement.train.num_processes)
+            replay_train_log(out_dir / "train_log.jsonl", log_metrics)
+        else:
+            result = pretrain(student.model_dir, corpus.dataset_dir, settings.pretrain, out_dir,
+                              log_metrics=log_metrics, key=key, cache_dir=tokenized_cache)
+    return PretrainResult(**result, digest=sha256_tree(result["model_dir"]), trained_in_run=tracking_run_id)

@@ -12,10 +12,21 @@ script `run_t5_mlm_flax.py` has one, on token ids of a fixed length); this is th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prefect import task
+
+from fsa_distill.core.config import DistillConfig
+from fsa_distill.core.digests import sha256_tree
+from fsa_distill.models.student.sentinels import N_SENTINELS
+from fsa_distill.tasks.stages.keys import Placement, StageSettings
+from fsa_distill.tasks.stages.records import Reviews, StageResult
+from fsa_distill.tasks.stages.stage_task import current_stage_key, stage_dir, stage_task_options
+
+DENOISING_COPIES = 2  # differently corrupted versions per review: as many examples as arm C's two prompts
 
 NOISE_DENSITY = 0.15
 MEAN_SPAN_LENGTH = 3.0
@@ -91,3 +102,31 @@ def write_denoising_dataset(reviews: list[dict[str, str]], out_dir: Path, copies
         empty = Dataset.from_dict({name: [] for name in features}, features=features)
         empty.save_to_disk(str(tmp / "rejected"), num_shards=1)  # nothing is rejected: no teacher
     return Path(out_dir)
+
+
+class DenoisingSettings(StageSettings):
+    """What arm B's denoising data reads: the corpus seed that draws the corrupted spans."""
+
+    seed: int
+
+    @classmethod
+    def of(cls, config: DistillConfig) -> DenoisingSettings:
+        return cls(seed=config.corpus.seed)
+
+
+class DenoisingResult(StageResult):
+    """Arm B's span-corruption pairs, in the generate stage's dataset layout."""
+
+    dataset_dir: Path
+    rows: int
+
+
+@task(**stage_task_options("denoising-data", timeout_hours=1))
+def denoising_stage(reviews: Reviews, settings: DenoisingSettings, placement: Placement) -> DenoisingResult:
+    """Arm B's span-corruption pairs, saved in the generate stage's layout."""
+    rows = [json.loads(line) for line in Path(reviews.path).read_text(encoding="utf-8").splitlines()]
+    key = current_stage_key()
+    out_dir = stage_dir(placement, "denoising-data", key) / "dataset"
+    write_denoising_dataset(rows, out_dir, DENOISING_COPIES, settings.seed, N_SENTINELS - 1)
+    return DenoisingResult(dataset_dir=out_dir, digest=sha256_tree(out_dir), rows=len(rows) * DENOISING_COPIES,
+                           key=key)

@@ -15,9 +15,34 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from prefect import task
+
+from fsa_distill.core.config import DataConfig, DistillConfig, EvaluateConfig, TeacherConfig
+from fsa_distill.core.digests import sha256_json
 from fsa_distill.models.teacher.base import TeacherBackend
 from fsa_distill.models.teacher.prompts import PromptTemplate, load_prompt
+from fsa_distill.tasks.stages.keys import Placement, StageSettings
+from fsa_distill.tasks.stages.records import StageResult
+from fsa_distill.tasks.stages.stage_task import current_stage_key, model_heavy, stage_task_options
 from fsa_distill.tasks.stages.zeroshot import aspect_items, polarity_metrics
+
+
+class TeacherBaselineSettings(StageSettings):
+    """What scoring the teacher reads: the benchmark, the teacher, what to evaluate and the decoding budget."""
+
+    data: DataConfig
+    teacher: TeacherConfig
+    evaluate: EvaluateConfig
+    max_new_tokens: int
+
+    @classmethod
+    def of(cls, config: DistillConfig) -> TeacherBaselineSettings:
+        return cls(data=config.data, teacher=config.teacher, evaluate=config.evaluate,
+                   max_new_tokens=config.finetune.max_new_tokens)
+
+
+class TeacherBaselineResult(StageResult):
+    datasets: dict[str, dict[str, Any]]  # task/dataset → zero-shot and few-shot extraction scores of the teacher
 
 N_FEW_SHOT = 4
 POLARITY_ANSWER_TOKENS = 4  # the prompt asks for one word; a few tokens leave room for "The answer: …"
@@ -79,15 +104,29 @@ def teacher_baseline(teacher_backend: TeacherBackend, task: str, sentences: Sequ
             "prompts": [polarity.key, extraction.key]}
 
 
-def evaluate_teacher(teacher_backend: TeacherBackend, task: str, dataset: str, config) -> dict[str, Any]:
+def evaluate_teacher(teacher_backend: TeacherBackend, task: str, dataset: str, settings: TeacherBaselineSettings
+                     ) -> dict[str, Any]:
     """Teacher-baseline stage: zero-shot polarity and few-shot extraction (the first N_FEW_SHOT train
     sentences with aspects as examples) on the first `evaluate.teacher_max_sentences` test sentences."""
     from fsa_distill.benchmark.data import load_sentences
     from fsa_distill.benchmark.targets import linearise
 
-    sentences = load_sentences(task, dataset, "test", config.data.data_dir)[:config.evaluate.teacher_max_sentences]
-    examples = [s for s in load_sentences(task, dataset, "train", config.data.data_dir)
-                if linearise(s, task)][:N_FEW_SHOT]
-    result = teacher_baseline(teacher_backend, task, sentences, examples, views=list(config.evaluate.views),
-                              max_new_tokens=config.finetune.max_new_tokens)
+    data = settings.data
+    sentences = load_sentences(task, dataset, "test", data.data_dir)[:settings.evaluate.teacher_max_sentences]
+    examples = [s for s in load_sentences(task, dataset, "train", data.data_dir) if linearise(s, task)][:N_FEW_SHOT]
+    result = teacher_baseline(teacher_backend, task, sentences, examples, views=list(settings.evaluate.views),
+                              max_new_tokens=settings.max_new_tokens)
     return {"task": task, "dataset": dataset, "n_sentences": len(sentences), **result}
+
+
+@task(**stage_task_options("teacher-baseline", timeout_hours=24))
+def teacher_baseline_stage(settings: TeacherBaselineSettings, placement: Placement) -> TeacherBaselineResult:
+    """The teacher's zero-shot and few-shot scores on the same benchmark: the baseline row of every table."""
+    from fsa_distill.models.teacher.factory import build_teacher
+
+    results: dict[str, dict] = {}
+    with model_heavy(placement), build_teacher(settings.teacher, placement.work_dir) as teacher:
+        for dataset in settings.data.datasets:
+            task_name, dataset_name = dataset.split("/")
+            results[dataset] = evaluate_teacher(teacher, task_name, dataset_name, settings)
+    return TeacherBaselineResult(datasets=results, digest=sha256_json(results), key=current_stage_key())

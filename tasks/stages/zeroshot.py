@@ -17,12 +17,38 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from prefect import task
 from tqdm.auto import tqdm
 
+from fsa_distill.core.config import DataConfig, DistillConfig
+from fsa_distill.core.digests import sha256_json
 from fsa_distill.models.student.decoding import encode_sources
 from fsa_distill.models.student.load import load_student
 from fsa_distill.models.student.text import NL_TOKEN
 from fsa_distill.models.student.training import pick_device
+from fsa_distill.tasks.stages.keys import Placement, StageSettings
+from fsa_distill.tasks.stages.records import ModelResult, StageResult
+from fsa_distill.tasks.stages.stage_task import current_stage_key, model_heavy, stage_task_options
+
+
+class ZeroShotSettings(StageSettings):
+    """What zero-shot polarity ranking reads: the benchmark's test split and the decoding batch."""
+
+    data: DataConfig
+    eval_batch_size: int
+
+    @classmethod
+    def of(cls, config: DistillConfig) -> ZeroShotSettings:
+        return cls(data=config.data, eval_batch_size=config.finetune.eval_batch_size)
+
+
+class ZeroShotResult(StageResult):
+    dataset: str  # task/dataset
+    task: str
+    split: str
+    accuracy: float
+    macro_f1: float
+    n_aspects: int
 
 LABELS = ("positive", "negative", "neutral")
 DECODER_PREFIX = {
@@ -106,11 +132,21 @@ def zero_shot_eval(model_dir: Path | str, task: str, sentences: Sequence[dict[st
 
 # ------------------------------------------------------------------------------- stage entry points
 
-def evaluate_zero_shot(model_dir: Path | str, task: str, dataset: str, config) -> dict[str, Any]:
+def evaluate_zero_shot(model_dir: Path | str, task: str, dataset: str, settings: ZeroShotSettings) -> dict[str, Any]:
     """Zero-shot stage: the (pretrained, not fine-tuned) student on the test split (DataConfig subsample)."""
     from fsa_distill.benchmark.data import load_sentences
 
-    sentences = load_sentences(task, dataset, "test", config.data.data_dir)[:config.data.max_test_sentences]
-    result = zero_shot_eval(model_dir, task, sentences, batch_size=config.finetune.eval_batch_size)
+    sentences = load_sentences(task, dataset, "test", settings.data.data_dir)[:settings.data.max_test_sentences]
+    result = zero_shot_eval(model_dir, task, sentences, batch_size=settings.eval_batch_size)
     return {"task": task, "dataset": dataset, "split": "test", "accuracy": result["accuracy"],
             "macro_f1": result["macro_f1"], "n_aspects": result["n"]}
+
+
+@task(**stage_task_options("zero-shot", timeout_hours=4))
+def zeroshot_stage(model: ModelResult, dataset: str, settings: ZeroShotSettings, placement: Placement
+                   ) -> ZeroShotResult:
+    """Zero-shot polarity ranking with the distilled (not fine-tuned) student."""
+    task_name, dataset_name = dataset.split("/")
+    with model_heavy(placement):
+        result = evaluate_zero_shot(model.model_dir, task_name, dataset_name, settings)
+    return ZeroShotResult(**{**result, "dataset": dataset}, digest=sha256_json(result), key=current_stage_key())

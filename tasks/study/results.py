@@ -50,7 +50,7 @@ def _arm_tallies(config: DistillConfig, runs: list[dict[str, Any]]) -> dict[str,
     for run in runs:
         task, dataset = run["dataset"].split("/")
         if run["dataset"] not in tests:
-            tests[run["dataset"]] = load_task_data(task, dataset, config)["test"]
+            tests[run["dataset"]] = load_task_data(task, dataset, config.data)["test"]
         predictions = read_prediction_file(Path(run["predictions_path"]))
         run["prediction_profile"] = prediction_profile(predictions)
         tallies.setdefault(run["dataset"], {})[run["seed"]] = sentence_tallies(task, tests[run["dataset"]],

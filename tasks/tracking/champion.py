@@ -170,7 +170,7 @@ def load_test_sets(config: Any) -> dict[str, list[dict[str, Any]]]:
     """The test sentences every configured `task/dataset` is scored on (with the config's subsampling)."""
     from fsa_distill.benchmark.data import load_task_data
 
-    return {dataset: load_task_data(*dataset.split("/"), config)["test"] for dataset in config.data.datasets}
+    return {dataset: load_task_data(*dataset.split("/"), config.data)["test"] for dataset in config.data.datasets}
 
 
 def versus_champion(config: Any, registration: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],

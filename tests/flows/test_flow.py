@@ -67,8 +67,10 @@ def with_imported_answers(overrides: list[str]) -> list[str]:
     valid analysis and one valid rewrite for every review the config collects (`cache import`'s code path)."""
     from fsa_distill.benchmark.importers import read_review_corpus
     from fsa_distill.tasks.stages.collect import collect_reviews
+    from fsa_distill.tasks.stages.generate import GenerateSettings
     from fsa_distill.tasks.stages.import_answers import import_answers
     from fsa_distill.tasks.store.answer_files import AnswerRecord
+    from fsa_distill.tasks.store.answers import store_location
 
     swapped = [o for o in overrides if not o.startswith(("teacher.model=", "teacher.backend="))]
     swapped += ["teacher.backend=imported", f"teacher.model={IMPORTED_TEACHER}"]
@@ -83,7 +85,7 @@ def with_imported_answers(overrides: list[str]) -> list[str]:
         rewrite = f"I was there myself, and what I remember best is the {target}."
         records += [AnswerRecord(review["id"], review["text"], analysis, "analysis"),
                     AnswerRecord(review["id"], review["text"], rewrite, "rewrite")]
-    imported = import_answers(records, config, IMPORTED_TEACHER)
+    imported = import_answers(records, GenerateSettings.of(config), IMPORTED_TEACHER, store_location(config.work_dir, config.generation.cache_url))
     assert imported["accepted"] == len(records) == 2 * len(reviews), imported
     return swapped
 

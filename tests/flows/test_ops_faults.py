@@ -52,15 +52,15 @@ def _cache_rows(path: Path) -> list[tuple[str, int]]:
 
 def test_teacher_endpoint_down_then_back(tmp_path: Path, flaky_server) -> None:
     from fsa_distill.models.teacher.openai_backend import OpenAIBackend
-    from fsa_distill.tasks.stages.generate import generate_responses
+    from fsa_distill.tasks.stages.generate import GenerateSettings, generate_responses
 
     config = _config(tmp_path)
     config.generation.reask_rejected = False
     reviews = make_reviews(6)
     # The endpoint answers 503 (down behind its proxy) for the first requests, then serves again.
     server = flaky_server([503] * 6)
-    teacher = OpenAIBackend(server.base_url, model="served", backoff_s=0.05, max_retries=8, max_concurrency=2)
-    stats = generate_responses(reviews, config, tmp_path / "out", teacher=teacher, progress=False)
+    teacher = OpenAIBackend(server.base_url, model="served", max_retries=8, max_concurrency=2)
+    stats = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=teacher, progress=False, work_dir=config.work_dir)
 
     assert teacher.retries >= 6, "the outage was retried, not skipped"
     assert stats["generated"] == stats["unique_requests"] == 12
@@ -72,7 +72,7 @@ def test_teacher_endpoint_down_then_back(tmp_path: Path, flaky_server) -> None:
     assert len(keys) + rejected == 12, "every request ended in exactly one accepted or rejected answer"
 
     asked_before = len(server.requests)
-    again = generate_responses(reviews, config, tmp_path / "out2", teacher=teacher, progress=False)
+    again = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out2", teacher=teacher, progress=False, work_dir=config.work_dir)
     assert len(server.requests) == asked_before and again["cached"] == 12
 
 
@@ -149,7 +149,7 @@ _SLOW_GENERATION = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     from fsa_distill.core.config import DistillConfig
-    from fsa_distill.tasks.stages.generate import generate_responses
+    from fsa_distill.tasks.stages.generate import GenerateSettings, generate_responses
     from tests.teacher_fixtures import FakeTeacher, make_reviews
 
     class SlowTeacher(FakeTeacher):
@@ -162,15 +162,15 @@ _SLOW_GENERATION = textwrap.dedent(
     config = DistillConfig(work_dir=work)
     config.generation.batch_size = 2
     teacher = SlowTeacher()
-    stats = generate_responses(make_reviews(n_reviews), config, work / "out", teacher=teacher, progress=False,
-                               cache_path=store)
+    stats = generate_responses(make_reviews(n_reviews), GenerateSettings.of(config), work / "out", teacher=teacher, progress=False,
+                               cache_path=store, work_dir=config.work_dir)
     print(json.dumps({"rows": stats["rows"], "generated": stats["generated"], "asked": teacher.n_requests}))
     """
 )
 
 
 def test_kill_during_generation_keeps_finished_answers(tmp_path: Path) -> None:
-    from fsa_distill.tasks.stages.generate import generate_responses
+    from fsa_distill.tasks.stages.generate import GenerateSettings, generate_responses
 
     work = tmp_path / "work"
     cache_path = work / "cache" / "teacher_responses.sqlite"
@@ -183,7 +183,7 @@ def test_kill_during_generation_keeps_finished_answers(tmp_path: Path) -> None:
     config = DistillConfig(work_dir=work)
     config.generation.batch_size = 8
     teacher = FakeTeacher()
-    stats = generate_responses(make_reviews(40), config, work / "out", teacher=teacher, progress=False)
+    stats = generate_responses(make_reviews(40), GenerateSettings.of(config), work / "out", teacher=teacher, progress=False, work_dir=config.work_dir)
     assert stats["cached"] >= len(kept)
     assert teacher.n_requests == 80 - stats["cached"], "only the unfinished answers were asked again"
     keys = [key for key, _ in _cache_rows(cache_path)]
@@ -210,7 +210,7 @@ def _poll(condition: Callable[[], bool], child: subprocess.Popen, timeout_s: flo
 def test_postgres_restart_during_generation_loses_and_duplicates_nothing(
     tmp_path: Path, private_postgres: PrivatePostgres  # noqa: F811
 ) -> None:
-    from fsa_distill.tasks.stages.generate import generate_responses
+    from fsa_distill.tasks.stages.generate import GenerateSettings, generate_responses
     from fsa_distill.tasks.store.answers import AnswerStoreUnreachable, PostgresAnswerStore
 
     work, n_reviews = tmp_path / "work", 15
@@ -240,8 +240,8 @@ def test_postgres_restart_during_generation_loses_and_duplicates_nothing(
     # A rerun completes from the store alone: nothing asked again, nothing stored twice.
     config = DistillConfig(work_dir=work)
     teacher = FakeTeacher()
-    again = generate_responses(make_reviews(n_reviews), config, work / "out2", teacher=teacher, progress=False,
-                               cache_path=private_postgres.url)
+    again = generate_responses(make_reviews(n_reviews), GenerateSettings.of(config), work / "out2", teacher=teacher, progress=False,
+                               cache_path=private_postgres.url, work_dir=config.work_dir)
     assert teacher.n_requests == 0 and again["cached"] == again["rows"] == answers
     assert private_postgres.scalar("SELECT COUNT(*) FROM responses") == answers
     assert private_postgres.scalar("SELECT COUNT(*) FROM rejected") == 0
@@ -259,13 +259,13 @@ def test_postgres_restart_during_generation_loses_and_duplicates_nothing(
 
 
 def _generate_in_process(work: str, start: int) -> int:
-    from fsa_distill.tasks.stages.generate import generate_responses
+    from fsa_distill.tasks.stages.generate import GenerateSettings, generate_responses
 
     config = DistillConfig(work_dir=Path(work))
     config.generation.batch_size = 3
     reviews = make_reviews(30)[start:] + make_reviews(30)[:start]  # same reviews, different order
-    return generate_responses(reviews, config, Path(work) / f"out-{start}", teacher=FakeTeacher(),
-                              progress=False)["rows"]
+    return generate_responses(reviews, GenerateSettings.of(config), Path(work) / f"out-{start}", teacher=FakeTeacher(),
+                              progress=False, work_dir=config.work_dir)["rows"]
 
 
 def _register_in_process(args: tuple[str, str, str, float]) -> dict:

@@ -17,7 +17,7 @@ from fsa_distill.core.config import DistillConfig, TeacherConfig
 from fsa_distill.core.reaper import TOKENS_ENV, marked_processes
 from fsa_distill.models.teacher.factory import build_teacher
 from fsa_distill.models.teacher.ray_backend import RayTeacher
-from fsa_distill.tasks.stages.generate import generate_responses
+from fsa_distill.tasks.stages.generate import GenerateSettings, generate_responses
 from fsa_distill.tasks.store.answers import SQLiteAnswerStore
 from tests.teacher_fixtures import make_reviews
 
@@ -65,13 +65,13 @@ def test_ray_engine_accepts_the_same_answers_as_the_local_engine(
     local_config = _config(tmp_path / "local", tiny_llama_dir)
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     with build_teacher(local_config.teacher, local_config.work_dir) as teacher:
-        local = generate_responses(reviews, local_config, tmp_path / "local-out", teacher=teacher, progress=False)
+        local = generate_responses(reviews, GenerateSettings.of(local_config), tmp_path / "local-out", teacher=teacher, progress=False, work_dir=local_config.work_dir)
 
     token = "ray-engine-test-token"
     monkeypatch.setenv(TOKENS_ENV, token)
     ray_config = _config(tmp_path / "ray", tiny_llama_dir)
     with RayTeacher(ray_config.teacher, ray_config.work_dir, replicas=1, micro_batch=3) as teacher:
-        on_ray = generate_responses(reviews, ray_config, tmp_path / "ray-out", teacher=teacher, progress=False)
+        on_ray = generate_responses(reviews, GenerateSettings.of(ray_config), tmp_path / "ray-out", teacher=teacher, progress=False, work_dir=ray_config.work_dir)
         # The replica (and the engine inside it) carries the run token: the reaper ends it with a killed run.
         import ray
 
@@ -120,8 +120,8 @@ def test_a_replica_killed_mid_run_loses_nothing_and_a_rerun_asks_nothing(
     try:
         killer.start()
         try:
-            stats = generate_responses(reviews, config, tmp_path / "out", teacher=teacher, cache_path=cache_path,
-                                       progress=False)
+            stats = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=teacher, cache_path=cache_path,
+                                       progress=False, work_dir=config.work_dir)
         finally:
             generation_ended.set()
         killer.join()
@@ -138,8 +138,8 @@ def test_a_replica_killed_mid_run_loses_nothing_and_a_rerun_asks_nothing(
         assert len(load_from_disk(stats["dataset_dir"])) == stats["rows"]
 
         answered_before = sum(s.answers for s in teacher.stats.values())
-        rerun = generate_responses(reviews, config, tmp_path / "out", teacher=teacher, cache_path=cache_path,
-                                   progress=False)
+        rerun = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=teacher, cache_path=cache_path,
+                                   progress=False, work_dir=config.work_dir)
         assert rerun["generated"] == 0 and rerun["cached"] == 60
         assert sum(s.answers for s in teacher.stats.values()) == answered_before
         assert _attempts(str(cache_path)) == attempts

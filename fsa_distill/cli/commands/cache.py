@@ -44,16 +44,16 @@ def import_answers(
     them; stats count what was stored, already there, and refused."""
     with user_errors():
         from fsa_distill.core.config import ConfigError, resolve_config
-        from fsa_distill.tasks.stages.import_answers import answer_store_path
+        from fsa_distill.tasks.stages.generate import GenerateSettings
         from fsa_distill.tasks.stages.import_answers import import_answers as run_import
         from fsa_distill.tasks.store.answer_files import PROMPTS, read_answer_file
-        from fsa_distill.tasks.store.answers import open_store
+        from fsa_distill.tasks.store.answers import open_store, store_location
         from fsa_distill.tasks.store.transfer import import_store_export, is_store_export
 
         if prompt not in (*PROMPTS, "infer"):
             raise ConfigError(f"--prompt {prompt!r}: choose analysis, rewrite or infer")
         config = resolve_config(profile, config_file, overrides or [])
-        location = store or answer_store_path(config)
+        location = store or store_location(config.work_dir, config.generation.cache_url)
         if teacher_id is not None and not teacher_id.strip():
             raise ConfigError("--teacher-id must not be empty")
         if answers.is_file() and is_store_export(answers):
@@ -62,8 +62,8 @@ def import_answers(
         else:
             if teacher_id is None:
                 raise ConfigError("--teacher-id is required for answers that are not a `cache export` file")
-            stats = run_import(read_answer_file(answers, prompt), config, teacher_id,  # type: ignore[arg-type]
-                               cache_path=location)
+            stats = run_import(read_answer_file(answers, prompt), GenerateSettings.of(config), teacher_id,
+                               location)
     _report(stats, json_output)
 
 
@@ -81,15 +81,14 @@ def export_answers(
         from fsa_distill.core.config import ConfigError, resolve_config
         from fsa_distill.core.paths import check_output_file
         from fsa_distill.core.urls import SQLITE, store_target
-        from fsa_distill.tasks.stages.import_answers import answer_store_path
-        from fsa_distill.tasks.store.answers import open_store
+        from fsa_distill.tasks.store.answers import open_store, store_location
         from fsa_distill.tasks.store.transfer import export_store
 
         if fmt not in ("jsonl", "parquet"):
             raise ConfigError(f"--format {fmt!r}: choose jsonl or parquet")
         check_output_file(out, "export file")  # before the store is opened: a folder is named as such
         config = resolve_config(profile, config_file, overrides or [])
-        location = store or answer_store_path(config)
+        location = store or store_location(config.work_dir, config.generation.cache_url)
         kind, target = store_target(location)
         if kind == SQLITE and not Path(target).exists():
             raise ConfigError(f"no answer store at {target}")

@@ -1,5 +1,5 @@
-"""`fsa-distill finetune`: fine-tuning of one dataset × seed alone, from a resolved config, with no Prefect or
-MLflow; a plain function call between explicit folders (the shape `accelerate launch` / `torchrun` need)."""
+"""`fsa-distill finetune`: fine-tuning of one dataset × seed alone, from a resolved config, with no Prefect server
+or flow and no MLflow; a plain function call between explicit folders (the shape `accelerate launch` / `torchrun` need)."""
 
 from __future__ import annotations
 
@@ -33,15 +33,15 @@ def finetune(
     rerunning resumes after the last finished epoch (or returns the finished result)."""
     with user_errors():
         from fsa_distill.core.config import resolve_config
-        from fsa_distill.core.digests import sha256_json, sha256_tree
+        from fsa_distill.core.digests import sha256_tree
         from fsa_distill.core.errors import InputError
         from fsa_distill.core.paths import check_output_dir
         from fsa_distill.models.student.load import check_student_dir
-        from fsa_distill.tasks.stages.finetune import finetune as finetune_stage
+        from fsa_distill.tasks.stages import finetune as stage
+        from fsa_distill.tasks.stages.keys import stage_key
 
-        config = resolve_config(profile, config_file, overrides or [])
-        if data_dir is not None:
-            config.data.data_dir = data_dir
+        data_override = [f"data.data_dir={data_dir}"] if data_dir is not None else []
+        config = resolve_config(profile, config_file, [*(overrides or []), *data_override])
         match = DATASET_SPEC.match(dataset)
         if not match:
             raise InputError(dataset, "--dataset", "expected task/dataset, e.g. atsa/rest14 or acsa/rest16")
@@ -50,13 +50,12 @@ def finetune(
         if seed is None and not config.finetune.seeds:
             raise InputError(None, "--seed", "finetune.seeds is empty: give a seed")
         chosen_seed = config.finetune.seeds[0] if seed is None else seed
-        # Without Prefect there is no flow key (tasks/stages/keys.py): this one covers what the stage reads
-        # (as its StageSpec declares) and its inputs, so a rerun into the same --out returns the result or
-        # resumes.
-        key = sha256_json({"stage": "finetune", "data": config.data.model_dump(mode="json"),
-                           "finetune": config.finetune.model_dump(mode="json"), "views": config.evaluate.views,
-                           "model": sha256_tree(model), "dataset": dataset, "seed": chosen_seed})
-        result = finetune_stage(model, match.group(1), match.group(2), chosen_seed, config, out, key=key)
+        # The key the flow's finetune stage computes for the same model, dataset and seed (tasks/stages/keys.py),
+        # so a rerun into the same --out returns the result or resumes.
+        settings = stage.FinetuneSettings.of(config)
+        key = stage_key("finetune", stage.__name__, settings, model={"digest": sha256_tree(model)}, dataset=dataset,
+                        seed=chosen_seed)
+        result = stage.finetune(model, match.group(1), match.group(2), chosen_seed, settings, out, key=key)
     summary = {key: result.get(key) for key in SUMMARY_KEYS}
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch, rank 0 alone reports
         return

@@ -71,9 +71,10 @@ def generate(
 
         start_reaper()  # vLLM's engine processes end with this process
         with engine_logs(config.work_dir, verbose):  # before vLLM is imported
-            from fsa_distill.tasks.stages.generate import generate_responses
+            from fsa_distill.tasks.stages.generate import GenerateSettings, generate_responses
 
-            stats = generate_responses(reviews, config, out, progress=not json_output)
+            stats = generate_responses(reviews, GenerateSettings.of(config), out, progress=not json_output,
+                                       work_dir=config.work_dir)
         stats["cut_while_reading"] = counts["cut"]
     if json_output:
         print_json(stats)

@@ -1,4 +1,4 @@
-"""`fsa-distill pretrain`: the pretraining stage alone, from a resolved config, with no Prefect or MLflow.
+"""`fsa-distill pretrain`: the pretraining stage alone, from a resolved config, with no Prefect server or flow and no MLflow.
 
 A plain function call between explicit folders, so the same command runs data-parallel under `torchrun` or
 `accelerate launch` (tasks/stages/pretrain.py: rank 0 writes, the others train their part of each batch).
@@ -31,21 +31,23 @@ def pretrain(
     """Pretrain the student on teacher responses; rerunning resumes from the last checkpoint in --out."""
     with user_errors():
         from fsa_distill.core.config import resolve_config
-        from fsa_distill.core.digests import sha256_json, sha256_tree
+        from fsa_distill.core.digests import sha256_tree
         from fsa_distill.core.paths import check_input_dir, check_output_dir
         from fsa_distill.models.student.load import check_student_dir
-        from fsa_distill.tasks.stages.pretrain import pretrain as pretrain_stage
+        from fsa_distill.tasks.stages import pretrain as stage
+        from fsa_distill.tasks.stages.corpus import stored_corpus_digest
+        from fsa_distill.tasks.stages.keys import stage_key
 
         config = resolve_config(profile, config_file, overrides or [])
         check_student_dir(student)
         check_input_dir(corpus, "corpus folder")
         check_output_dir(out)  # before any model loads: a file or an unwritable place fails now, not at step 1
-        # Without Prefect there is no flow key (tasks/stages/keys.py): this one covers what the stage reads
-        # and the contents of its inputs, so a rerun into the same --out returns the finished result or
-        # resumes.
-        key = sha256_json({"stage": "pretrain", "pretrain": config.pretrain.model_dump(mode="json"),
-                           "student": sha256_tree(student), "corpus": sha256_tree(corpus)})
-        result = pretrain_stage(student, corpus, config.pretrain, out, key=key)
+        # The key the flow's pretrain stage computes for the same student and corpus (tasks/stages/keys.py), so
+        # a rerun into the same --out returns the finished result or resumes.
+        settings = stage.PretrainSettings.of(config)
+        key = stage_key("pretrain", stage.__name__, settings, student={"digest": sha256_tree(student)},
+                        corpus={"digest": stored_corpus_digest(corpus) or sha256_tree(corpus)})
+        result = stage.pretrain(student, corpus, settings.pretrain, out, key=key)
     summary = {key: result.get(key) for key in SUMMARY_KEYS}
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch, rank 0 alone reports
         return

@@ -13,7 +13,7 @@ from prefect import flow
 from fsa_distill.core.config import DistillConfig, resolve_config
 from fsa_distill.flows.distill import _finetune_all, _records
 from fsa_distill.flows.stage_runner import StageRunner
-from fsa_distill.tasks.stages import prefect_tasks as stages
+from fsa_distill.tasks.stages.finetune import FinetuneSettings, finetune_stage
 from fsa_distill.tasks.stages.records import ModelResult
 from fsa_distill.tasks.tracking.runs import RunTracker
 from fsa_distill.tasks.tracking.tables import aggregate_runs
@@ -39,8 +39,8 @@ def fine_tune_every_run(config: DistillConfig, model: ModelResult, fanned_out: b
     if fanned_out:
         runs = _finetune_all(run_stage, "finetune", model, config)
     else:
-        runs = [run_stage(f"finetune/{dataset}/seed-{seed}", stages.finetune_stage, live_metrics=True, model=model,
-                          dataset=dataset, seed=seed, config=config)
+        runs = [run_stage(f"finetune/{dataset}/seed-{seed}", finetune_stage, live_metrics=True, model=model,
+                          dataset=dataset, seed=seed, settings=FinetuneSettings.of(config))
                 for dataset in config.data.datasets for seed in config.finetune.seeds]
     tracker.finish(parent)
     return aggregate_runs(_records(runs)), run_stage.outcomes

@@ -17,11 +17,14 @@ from mlflow.tracking import MlflowClient
 from prefect import flow
 
 from fsa_distill.core.config import DistillConfig, resolve_config
+from fsa_distill.flows import distill as distill_flow
 from fsa_distill.flows.distill import _finetune_all
 from fsa_distill.flows.stage_runner import StageRunner
-from fsa_distill.tasks.stages import prefect_tasks as stages
+from fsa_distill.tasks.stages.finetune import FinetuneResult
+from fsa_distill.tasks.stages.keys import Placement
 from fsa_distill.tasks.stages.launch import ENTRY_MODULE, LOG_FILE, RESULT_FILES
-from fsa_distill.tasks.stages.records import FinetuneResult, ModelResult
+from fsa_distill.tasks.stages.records import ModelResult
+from fsa_distill.tasks.stages.stage_task import model_heavy
 from fsa_distill.tasks.tracking.runs import RunTracker
 
 pytestmark = pytest.mark.slow  # each stage run starts 2 fresh interpreters under torchrun
@@ -102,11 +105,11 @@ def stopped_then_finished(tmp_path_factory: pytest.TempPathFactory, tiny_student
     model = ModelResult(model_dir=student, digest="tiny", key="tiny")
     config = _config(tmp_path / "work", benchmark_dir)
     seen: dict = {"config": config}
-    stage = stages.finetune_stage
+    stage = distill_flow.finetune_stage
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv("OMP_NUM_THREADS", "1")  # each rank one thread on this 2-core machine
         # A short timeout, and no retry (a timeout is transient to the stages' retry condition): one attempt.
-        monkeypatch.setattr(stages, "finetune_stage",
+        monkeypatch.setattr(distill_flow, "finetune_stage",
                             stage.with_options(timeout_seconds=HUNG_RUN_TIMEOUT_S, retries=0))
         flow_ended = threading.Event()
 
@@ -132,14 +135,14 @@ def stopped_then_finished(tmp_path_factory: pytest.TempPathFactory, tiny_student
         seen["last_log_line"] = (folder / LOG_FILE).read_text(encoding="utf-8").splitlines()[-1]
         _, seen["alive_after_stop"] = psutil.wait_procs(_training_processes(), timeout=30)
         try:
-            with stages.model_heavy(config).acquire(timeout=0):
+            with model_heavy(Placement.of(config)).acquire(timeout=0):
                 seen["lock_given_back"] = True
         except filelock.Timeout:
             seen["lock_given_back"] = False
 
         (student / "config.json").unlink()
         shutil.copy(tiny_student_dir / "config.json", student / "config.json")  # the stuck read is over
-        monkeypatch.setattr(stages, "finetune_stage", stage)  # the next run, with the stage's own timeout
+        monkeypatch.setattr(distill_flow, "finetune_stage", stage)  # the next run, with the stage's own timeout
         [seen["result"]], seen["metric_runs"] = fine_tune(config, model)
     return seen
 

@@ -7,7 +7,7 @@ from prefect.states import Failed
 from prefect.task_engine import TaskRunTimeoutError
 
 from fsa_distill.core.errors import InputError
-from fsa_distill.tasks.stages.keys import retry_only_transient
+from fsa_distill.tasks.stages.stage_task import retry_only_transient
 
 
 @pytest.mark.parametrize(("error", "retried"), [

@@ -1,18 +1,20 @@
-"""Stage cache keys: every stage declares the config it reads, and its code is found from its imports.
+"""Stage cache keys: a stage's body receives its typed settings and nothing else of the config, and its key is
+made of exactly those settings, its upstream digests and its code (its module's import closure).
 
 Checked with real Prefect tasks on tiny inputs (t5-tiny student, tiny random Llama teacher, a slice of the
-benchmark):
-- every config key a stage reads is in its declared key (a config that records the reads);
+benchmark), for every stage of the `distill` and `study` flows:
+- each stage runs on its settings alone (a body that reads a setting its type lacks fails with AttributeError),
+  and the key it ran under is the one `stage_key` computes for the CLI and the rank launcher;
+- no stage body or task takes the whole config;
 - a run with `evaluate.views=[normal]` and then one with the default views re-runs fine-tuning and reports
-  every view;
+  every view, and a stage served from the cache returns the same typed result as a fresh run;
 - changing a helper a stage imports (or a data file its code loads by path) changes that stage's key and no
-  other;
-- the key the task ran under is the key `stage_key` computes from its declaration;
-- a stage served from the cache returns the same typed result as a fresh run (Prefect's JSON serializer).
+  other; moving an import between function and module level, in any stage module, changes none.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -26,61 +28,33 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from fsa_distill.core.config import DistillConfig, Section, resolve_config
-from fsa_distill.tasks.stages import prefect_tasks as stages
-from fsa_distill.tasks.stages.keys import PLACEMENT, StageSpec, stage_key
-from fsa_distill.tasks.stages.records import (
-    CorpusResult,
-    FinetuneResult,
-    ModelResult,
-    Reviews,
-    TeacherAnswersResult,
+from fsa_distill.core.config import DistillConfig, resolve_config
+from fsa_distill.tasks.stages import (
+    corpus,
+    finetune,
+    generate,
+    import_answers,
+    pretrain,
+    span_corruption,
+    student,
+    teacher_baseline,
+    zeroshot,
 )
+from fsa_distill.tasks.stages.keys import Placement, stage_key
+from fsa_distill.tasks.stages.records import ModelResult, Reviews
+from fsa_distill.tasks.stages.stage_task import NOT_INPUTS, result_storage
 from tests.teacher_fixtures import make_reviews
 
 ROOT = Path(__file__).resolve().parents[3]
-WHOLE_SECTION_READS = {"model_dump", "model_dump_json", "model_copy"}
-
-
-class ConfigReads:
-    """Records which keys of one config object are read: a field read gives `section.key`, and dumping or copying
-    a whole section gives the section's name (everything in it was read)."""
-
-    def __init__(self, config: DistillConfig) -> None:
-        self.prefixes: dict[int, str] = {}  # id(section object) → its dotted path + "."
-        self.read: set[str] = set()
-        self._index(config, "")
-
-    def _index(self, model: BaseModel, prefix: str) -> None:
-        self.prefixes[id(model)] = prefix
-        for name in type(model).model_fields:
-            value = model.__dict__[name]
-            if isinstance(value, BaseModel):
-                self._index(value, f"{prefix}{name}.")
-
-    @contextmanager
-    def recording(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[ConfigReads]:
-        """While active, attribute reads on any section of the config are recorded (patched on the base class,
-        so objects the code passes on, such as `config.pretrain`, are recorded too)."""
-
-        def getattribute(model: BaseModel, name: str) -> Any:
-            value = object.__getattribute__(model, name)
-            prefix = self.prefixes.get(id(model))
-            if prefix is not None:
-                if name in WHOLE_SECTION_READS:
-                    self.read.add(prefix.rstrip(".") or "<the whole config>")
-                elif name in type(model).model_fields and not isinstance(value, BaseModel):
-                    self.read.add(prefix + name)
-            return value
-
-        with monkeypatch.context() as patch:
-            patch.setattr(Section, "__getattribute__", getattribute)
-            yield self
-
-    def undeclared(self, spec: StageSpec) -> list[str]:
-        """Reads that no declared section or key covers (placement keys such as work_dir are never keyed)."""
-        allowed = (*spec.reads, *PLACEMENT)
-        return sorted(path for path in self.read if not any(path == a or path.startswith(a + ".") for a in allowed))
+STAGES_DIR = ROOT / "tasks" / "stages"
+# The stage modules: every one but the un-keyed review collection (its output's digest keys what follows), the
+# shared task machinery, the key itself, the shared records, the rank launcher and the answer checks.
+NOT_STAGE_MODULES = {"__init__", "collect", "keys", "stage_task", "records", "launch", "validation"}
+STAGE_MODULES = sorted(path.stem for path in STAGES_DIR.glob("*.py") if path.stem not in NOT_STAGE_MODULES)
+IMPORTED_TEACHER = "mixtral-8x7b-instruct-v0.1"
+ANSWERS = [{"ID": 1, "Text": "The pizza was wonderful but the waiter ignored us.",
+            "mixtral_response": 'Opinion Target 1: "pizza"\nAspect: "taste"\nSentiment: positive\n'
+                                'Reasoning: The reviewer calls it wonderful.'}]
 
 
 def tiny_config(work_dir: Path, benchmark_dir: Path, teacher_dir: Path, *overrides: str) -> DistillConfig:
@@ -114,8 +88,10 @@ def tiny_config(work_dir: Path, benchmark_dir: Path, teacher_dir: Path, *overrid
 
 
 def run_task(task: Any, config: DistillConfig, **parameters: Any) -> Any:
-    """One stage task through Prefect, its results stored in the work dir as in a flow run; returns its state."""
-    return task.with_options(result_storage=stages.result_storage(config))(config=config, **parameters, return_state=True)
+    """One stage task through Prefect, with the run's placement, its results stored in the work dir as in a flow
+    run; returns its state."""
+    storage = result_storage(config.work_dir)
+    return task.with_options(result_storage=storage)(placement=Placement.of(config), **parameters, return_state=True)
 
 
 @pytest.fixture(scope="module")
@@ -133,51 +109,87 @@ def upstream(result_type: type[BaseModel], **fields: Any) -> Any:
     return result_type.model_construct(key="fixture", **fields)
 
 
-STAGE_INPUTS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "generate": lambda fx: {"reviews": fx["reviews"]},
-    "corpus": lambda fx: {"generation": upstream(TeacherAnswersResult, dataset_dir=fx["generation"], digest="g")},
-    "student": lambda fx: {"corpus": upstream(CorpusResult, dataset_dir=fx["corpus"], digest="c")},
-    "pretrain": lambda fx: {"student": fx["student"], "corpus": upstream(CorpusResult, dataset_dir=fx["corpus"],
-                                                                         digest="c")},
-    "finetune": lambda fx: {"model": fx["student"], "dataset": "atsa/rest14", "seed": 42},
-    "zero-shot": lambda fx: {"model": fx["student"], "dataset": "atsa/rest14"},
-    "teacher-baseline": lambda fx: {},
-}
-STAGE_TASKS = {
-    "generate": (stages.generate_stage, stages.GENERATE),
-    "corpus": (stages.corpus_stage, stages.CORPUS),
-    "student": (stages.student_stage, stages.STUDENT),
-    "pretrain": (stages.pretrain_stage, stages.PRETRAIN),
-    "finetune": (stages.finetune_stage, stages.FINETUNE),
-    "zero-shot": (stages.zeroshot_stage, stages.ZERO_SHOT),
-    "teacher-baseline": (stages.teacher_baseline_stage, stages.TEACHER_BASELINE),
+def imported_settings(config: DistillConfig, folder: Path) -> import_answers.ImportSettings:
+    answers = folder / "answers.jsonl"
+    answers.write_text("".join(json.dumps(record) + "\n" for record in ANSWERS), encoding="utf-8")
+    imported = config.model_validate({**config.model_dump(), "study": {
+        "imported_answers": str(answers), "imported_teacher_id": IMPORTED_TEACHER}})
+    return import_answers.ImportSettings.of(imported)
+
+
+# stage → (its task, its settings for a config, its upstream inputs from the fixtures)
+STAGES: dict[str, tuple[Any, Callable[[DistillConfig, Path], Any], Callable[[dict[str, Any]], dict[str, Any]]]] = {
+    "generate": (generate.generate_stage, lambda c, _: generate.GenerateSettings.of(c),
+                 lambda fx: {"reviews": fx["reviews"]}),
+    "corpus": (corpus.corpus_stage, lambda c, _: corpus.CorpusSettings.of(c),
+               lambda fx: {"generations": [upstream(generate.TeacherAnswersResult, dataset_dir=fx["generation"],
+                                                    digest="g"),
+                                           upstream(span_corruption.DenoisingResult, dataset_dir=fx["generation"],
+                                                    digest="d")]}),
+    "student": (student.student_stage, lambda c, _: student.StudentSettings.of(c),
+                lambda fx: {"corpus": upstream(corpus.CorpusResult, dataset_dir=fx["corpus"], digest="c")}),
+    "study-student": (student.shared_student_stage, lambda c, _: student.StudentSettings.of(c),
+                      lambda fx: {"texts": fx["reviews"]}),
+    "pretrain": (pretrain.pretrain_stage, lambda c, _: pretrain.PretrainSettings.of(c),
+                 lambda fx: {"student": fx["student"],
+                             "corpus": upstream(corpus.CorpusResult, dataset_dir=fx["corpus"], digest="c")}),
+    "finetune": (finetune.finetune_stage, lambda c, _: finetune.FinetuneSettings.of(c),
+                 lambda fx: {"model": fx["student"], "dataset": "atsa/rest14", "seed": 42}),
+    "zero-shot": (zeroshot.zeroshot_stage, lambda c, _: zeroshot.ZeroShotSettings.of(c),
+                  lambda fx: {"model": fx["student"], "dataset": "atsa/rest14"}),
+    "teacher-baseline": (teacher_baseline.teacher_baseline_stage,
+                         lambda c, _: teacher_baseline.TeacherBaselineSettings.of(c), lambda fx: {}),
+    "import-answers": (import_answers.import_stage, imported_settings, lambda fx: {}),
+    "denoising-data": (span_corruption.denoising_stage, lambda c, _: span_corruption.DenoisingSettings.of(c),
+                       lambda fx: {"reviews": fx["reviews"]}),
 }
 
 
-@pytest.mark.parametrize("stage", list(STAGE_TASKS))
-def test_every_config_read_is_in_the_stage_key(
+def test_every_stage_module_is_covered() -> None:
+    """A new stage module must join STAGES (and so this file's checks)."""
+    tasks = {task.fn.__module__.rsplit(".", 1)[1] for task, _, _ in STAGES.values()}
+    assert tasks == set(STAGE_MODULES)
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_every_stage_runs_on_its_settings_alone_under_the_shared_key(
     stage: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     benchmark_dir: Path,
     tiny_llama_dir: Path,
     tiny_student_dir: Path,
     tiny_generation_dir: Path,
     tiny_corpus_dir: Path,
-    reviews_file: dict[str, Any],
+    reviews_file: Reviews,
 ) -> None:
-    task, spec = STAGE_TASKS[stage]
+    task, settings_of, inputs_of = STAGES[stage]
     config = tiny_config(tmp_path / "work", benchmark_dir, tiny_llama_dir)
     fixtures = {"reviews": reviews_file, "generation": tiny_generation_dir, "corpus": tiny_corpus_dir,
                 "student": ModelResult(model_dir=tiny_student_dir, digest="s", key="fixture")}
-    inputs = STAGE_INPUTS[stage](fixtures)
-    reads = ConfigReads(config)
-    with reads.recording(monkeypatch):
-        state = run_task(task, config, **inputs)
-    assert state.is_completed(), state
-    assert reads.read, "nothing was recorded: the recording config is broken"
-    assert reads.undeclared(spec) == [], f"{stage} reads config keys its StageSpec does not declare"
-    assert state.result().key == stage_key(spec, task.fn, config, **inputs)
+    settings, inputs = settings_of(config, tmp_path), inputs_of(fixtures)
+    state = run_task(task, config, settings=settings, **inputs)
+    assert state.is_completed(), state  # a body reading a setting its type lacks fails here (AttributeError)
+    assert state.result().key == stage_key(stage, task.fn.__module__, settings, **inputs)
+
+
+def _annotations(function: ast.FunctionDef) -> list[str]:
+    arguments = function.args
+    return [ast.unparse(a.annotation) for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
+            if a.annotation is not None]
+
+
+@pytest.mark.parametrize("module", STAGE_MODULES)
+def test_no_stage_function_takes_the_whole_config(module: str) -> None:
+    """Only a settings type's `of` sees the whole config: bodies and tasks get their settings (and a task its
+    placement, which is never keyed and never handed to a body whole)."""
+    tree = ast.parse((STAGES_DIR / f"{module}.py").read_text(encoding="utf-8"))
+    taking_config = [node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name != "of"
+                     and any("DistillConfig" in annotation for annotation in _annotations(node))]
+    assert taking_config == []
+
+
+def test_the_placement_never_enters_a_key() -> None:
+    assert {"settings", "placement", "tracking_run_id"} == NOT_INPUTS
 
 
 def test_changing_the_views_reruns_finetuning_and_reports_every_view(
@@ -187,14 +199,18 @@ def test_changing_the_views_reruns_finetuning_and_reports_every_view(
     only_normal = tiny_config(tmp_path / "work", benchmark_dir, tiny_llama_dir, "evaluate.views=[normal]")
     every_view = tiny_config(tmp_path / "work", benchmark_dir, tiny_llama_dir)
 
-    first = run_task(stages.finetune_stage, only_normal, model=model, dataset="atsa/rest14", seed=42)
+    def run(config: DistillConfig) -> Any:
+        return run_task(finetune.finetune_stage, config, settings=finetune.FinetuneSettings.of(config), model=model,
+                        dataset="atsa/rest14", seed=42)
+
+    first = run(only_normal)
     assert first.name == "Completed" and set(first.result().scores) == {"normal"}
-    second = run_task(stages.finetune_stage, every_view, model=model, dataset="atsa/rest14", seed=42)
+    second = run(every_view)
     assert second.name == "Completed", "fine-tuning was served from the cache of the normal-only run"
     assert set(second.result().scores) == {"normal", "implicit", "multi"}
-    again = run_task(stages.finetune_stage, every_view, model=model, dataset="atsa/rest14", seed=42)
+    again = run(every_view)
     assert again.name == "Cached"
-    assert isinstance(again.result(), FinetuneResult), "the cached result did not come back typed"
+    assert isinstance(again.result(), finetune.FinetuneResult), "the cached result did not come back typed"
     assert again.result() == second.result()
 
 
@@ -211,21 +227,18 @@ def installed_copy(tmp_path: Path) -> Path:
     return view
 
 
-CODE_DIGESTS = """
+CODE_DIGESTS = f"""
 import json, sys
-from fsa_distill.tasks.stages import prefect_tasks as stages
 from fsa_distill.tasks.stages.keys import code_digest
-tasks = [stages.generate_stage, stages.corpus_stage, stages.student_stage, stages.pretrain_stage,
-         stages.finetune_stage, stages.zeroshot_stage, stages.teacher_baseline_stage]
 for _ in sys.stdin:
-    print(json.dumps({task.name: code_digest(task.fn) for task in tasks}), flush=True)
+    print(json.dumps({{m: code_digest("fsa_distill.tasks.stages." + m) for m in {STAGE_MODULES!r}}}), flush=True)
 """
 
 
 @contextmanager
 def code_digests_of(view: Path) -> Iterator[Callable[[], dict[str, str]]]:
-    """A process importing the copy, asked for every stage's code digest whenever the test wants (importing
-    Prefect and torch once: the digests themselves read the files afresh on every call)."""
+    """A process importing the copy, asked for every stage module's code digest whenever the test wants (the
+    digests read the files afresh on every call)."""
     env = {**os.environ, "PYTHONPATH": str(view)}
     process = subprocess.Popen([sys.executable, "-c", CODE_DIGESTS], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                text=True, env=env, cwd=view)
@@ -265,4 +278,43 @@ def test_changing_an_imported_helper_reruns_exactly_the_stages_that_run_it(tmp_p
         after_metric = code_digests()
         changed = {name for name in before if after_helper[name] != after_metric[name]}
         # zero-shot ranks label likelihoods and never scores extractions: only the stages that run the scorer.
-        assert changed == {"finetune", "teacher-baseline"}
+        assert changed == {"finetune", "teacher_baseline"}
+
+
+def _move_an_import(source: str) -> str:
+    """The module with one `fsa_distill` import moved: the first one inside a function up to module level, or,
+    where no function imports anything, the last module-level one down into the first function (after its
+    docstring). Line-based, so the rest of the file stays byte for byte."""
+    tree = ast.parse(source)
+    lines = source.splitlines(keepends=True)
+    top = [n for n in tree.body if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("fsa_distill")]
+    functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+    inner = [n for f in functions for n in ast.walk(f)
+             if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("fsa_distill")]
+    if inner:
+        node, target = inner[0], top[-1].end_lineno  # after the last module-level import
+        text = "".join(line[node.col_offset:] for line in lines[node.lineno - 1:node.end_lineno])
+    else:
+        node, function = top[-1], functions[0]
+        first = function.body[1] if ast.get_docstring(function) else function.body[0]
+        target = first.lineno - 1
+        indent = " " * first.col_offset
+        text = "".join(indent + line for line in lines[node.lineno - 1:node.end_lineno])
+    del lines[node.lineno - 1:node.end_lineno]
+    if target >= node.end_lineno:
+        target -= node.end_lineno - node.lineno + 1
+    lines.insert(target, text)
+    return "".join(lines)
+
+
+def test_moving_an_import_in_any_stage_module_changes_no_key(tmp_path: Path) -> None:
+    view = installed_copy(tmp_path)
+    with code_digests_of(view) as code_digests:
+        before = code_digests()
+        for module in STAGE_MODULES:
+            path = view / "fsa_distill" / "tasks" / "stages" / f"{module}.py"
+            moved = _move_an_import(path.read_text(encoding="utf-8"))
+            assert moved != path.read_text(encoding="utf-8")
+            ast.parse(moved)  # still Python
+            path.write_text(moved, encoding="utf-8")
+        assert code_digests() == before

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from fsa_distill.cli.app import app
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.tasks.ops.predict import generate_predictions
-from fsa_distill.tasks.stages.finetune import finetune
+from fsa_distill.tasks.stages.finetune import FinetuneSettings, finetune
 from fsa_distill.tasks.stages.teacher_baseline import teacher_baseline
 from fsa_distill.tasks.stages.zeroshot import LABELS, aspect_items, rank_polarities
 from fsa_distill.tasks.tracking.tables import aggregate_runs
@@ -38,7 +38,7 @@ def test_finetune_writes_one_parseable_prediction_per_gold_sentence(
     from fsa_distill.benchmark.targets import parse_prediction
 
     config = _config(benchmark_dir)
-    result = finetune(tiny_student_dir, "atsa", "rest14", 42, config, tmp_path / "ft", key="k")
+    result = finetune(tiny_student_dir, "atsa", "rest14", 42, FinetuneSettings.of(config), tmp_path / "ft", key="k")
     gold = load_sentences("atsa", "rest14", "test", benchmark_dir)[:20]
     lines = Path(result["predictions_path"]).read_text(encoding="utf-8").splitlines()
     assert len(lines) == len(gold) == 20
@@ -48,7 +48,7 @@ def test_finetune_writes_one_parseable_prediction_per_gold_sentence(
     assert set(result["scores"]) == {"normal", "implicit", "multi"}
     assert 0.0 <= result["best_dev_f1"] <= 1.0 and len(result["dev_history"]) == 2
     assert Path(result["model_dir"], "config.json").exists() and not (tmp_path / "ft" / "last").exists()
-    assert finetune(tiny_student_dir, "atsa", "rest14", 42, config, tmp_path / "ft", key="k") == result  # cached
+    assert finetune(tiny_student_dir, "atsa", "rest14", 42, FinetuneSettings.of(config), tmp_path / "ft", key="k") == result  # cached
 
     other_seed = {"dataset": "atsa/rest14", "seed": 52, "scores": {"normal": {"precision": 1, "recall": 1, "f1": 1}}}
     summary = aggregate_runs([{**result, "dataset": "atsa/rest14"}, other_seed])["atsa/rest14"]
@@ -58,11 +58,11 @@ def test_finetune_writes_one_parseable_prediction_per_gold_sentence(
 def test_finetune_resumes_at_the_epoch_boundary(tmp_path: Path, tiny_student_dir: Path, benchmark_dir: Path) -> None:
     config = _config(benchmark_dir)
     config.data.max_train_sentences, config.data.max_dev_sentences, config.data.max_test_sentences = 16, 4, 4
-    full = finetune(tiny_student_dir, "acsa", "rest16", 7, config, tmp_path / "full", key="k")
+    full = finetune(tiny_student_dir, "acsa", "rest16", 7, FinetuneSettings.of(config), tmp_path / "full", key="k")
     with pytest.raises(Crash):  # after epoch 1
-        finetune(tiny_student_dir, "acsa", "rest16", 7, config, tmp_path / "resumed", log_metrics=crash_at(1),
+        finetune(tiny_student_dir, "acsa", "rest16", 7, FinetuneSettings.of(config), tmp_path / "resumed", log_metrics=crash_at(1),
                  key="k")
-    resumed = finetune(tiny_student_dir, "acsa", "rest16", 7, config, tmp_path / "resumed", key="k")
+    resumed = finetune(tiny_student_dir, "acsa", "rest16", 7, FinetuneSettings.of(config), tmp_path / "resumed", key="k")
     assert resumed["dev_history"] == full["dev_history"]  # epoch 2 continued exactly (same train loss)
     assert Path(resumed["predictions_path"]).read_text() == Path(full["predictions_path"]).read_text()
 
@@ -149,15 +149,15 @@ def test_teacher_baseline_scores_a_perfect_teacher(benchmark_dir: Path) -> None:
 
 def test_stage_entry_points(tiny_student_dir: Path, benchmark_dir: Path) -> None:
     from fsa_distill.benchmark.data import load_sentences
-    from fsa_distill.tasks.stages.teacher_baseline import evaluate_teacher
-    from fsa_distill.tasks.stages.zeroshot import evaluate_zero_shot
+    from fsa_distill.tasks.stages.teacher_baseline import TeacherBaselineSettings, evaluate_teacher
+    from fsa_distill.tasks.stages.zeroshot import ZeroShotSettings, evaluate_zero_shot
 
     config = _config(benchmark_dir)
     config.data.max_test_sentences = 6
     config.evaluate.teacher_max_sentences = 5
-    student = evaluate_zero_shot(tiny_student_dir, "acsa", "rest16", config)
+    student = evaluate_zero_shot(tiny_student_dir, "acsa", "rest16", ZeroShotSettings.of(config))
     assert student["n_aspects"] > 0 and 0 <= student["macro_f1"] <= 1
     gold = load_sentences("acsa", "rest16", "test", benchmark_dir)
-    teacher = evaluate_teacher(_FakeTeacher(gold, "acsa"), "acsa", "rest16", config)
+    teacher = evaluate_teacher(_FakeTeacher(gold, "acsa"), "acsa", "rest16", TeacherBaselineSettings.of(config))
     assert teacher["n_sentences"] == 5 and set(teacher["extraction"]) == {"normal", "implicit", "multi"}
     assert teacher["extraction"]["normal"]["f1"] == pytest.approx(1.0)

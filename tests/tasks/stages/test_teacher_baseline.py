@@ -89,12 +89,13 @@ def test_baseline_asks_with_the_templates_and_reports_their_versions() -> None:
 def test_the_templates_are_part_of_the_teacher_baseline_stage_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """The stage's code digest follows its imports to models/teacher/prompts.py and the templates beside it."""
     from fsa_distill.tasks.stages import keys as caching
-    from fsa_distill.tasks.stages import prefect_tasks as stages
+    from fsa_distill.tasks.stages import teacher_baseline
 
     hashed: list[str] = []
     real_sha256_file = caching.sha256_file
     monkeypatch.setattr(caching, "sha256_file", lambda path: hashed.append(path.name) or real_sha256_file(path))
-    caching.code_digest(stages.teacher_baseline_stage.fn)
+    caching._parsed.cache_clear()
+    caching.code_digest(teacher_baseline.__name__)
     assert {f"teacher_{kind}_{task}.v1.txt" for kind in ("polarity", "extraction") for task in ("atsa", "acsa")} \
         <= set(hashed)
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from fsa_distill.cli.app import app
 from fsa_distill.core.config import resolve_config
 from fsa_distill.models.teacher.base import GenerationRequest
-from fsa_distill.tasks.stages.generate import generate_responses
+from fsa_distill.tasks.stages.generate import GenerateSettings, generate_responses
 from fsa_distill.tasks.store.answers import SQLiteAnswerStore, StoredAnswer, open_store
 from tests.postgres_fixtures import postgres_url  # noqa: F401
 from tests.teacher_fixtures import FakeTeacher, make_reviews
@@ -99,8 +99,8 @@ def test_export_then_import_round_trips_every_answer_between_sqlite_and_postgres
     sqlite_path = tmp_path / "work" / "cache" / "teacher_responses.sqlite"
     # A real generate run fills the SQLite store: accepted answers, rejected attempts and their re-asks.
     config = resolve_config("demo", overrides=[f"work_dir={tmp_path / 'work'}"], environ={})
-    stats = generate_responses(make_reviews(12), config, tmp_path / "out", progress=False,
-                               teacher=FakeTeacher(answer=_bad_every_third))
+    stats = generate_responses(make_reviews(12), GenerateSettings.of(config), tmp_path / "out", progress=False,
+                               teacher=FakeTeacher(answer=_bad_every_third), work_dir=config.work_dir)
     assert stats["rejected"] > 0 and stats["rows"] > 0
     original = _records(str(sqlite_path))
 
@@ -121,8 +121,8 @@ def test_export_then_import_round_trips_every_answer_between_sqlite_and_postgres
 
     # A run on the PostgreSQL store finds every answer as its own and asks the teacher nothing.
     teacher = FakeTeacher(answer=_bad_every_third)
-    rerun = generate_responses(make_reviews(12), config, tmp_path / "out2", progress=False, teacher=teacher,
-                               cache_path=postgres_url)
+    rerun = generate_responses(make_reviews(12), GenerateSettings.of(config), tmp_path / "out2", progress=False, teacher=teacher,
+                               cache_path=postgres_url, work_dir=config.work_dir)
     assert teacher.n_requests == 0 and rerun["rows"] == stats["rows"]
 
 
@@ -132,7 +132,7 @@ def test_store_password_never_reported(postgres_url: str, tmp_path: Path) -> Non
     config = resolve_config("demo", overrides=[f"work_dir={tmp_path}", f"generation.cache_url={with_password}"],
                             environ={})
     assert "s3cret-pw" not in config.model_dump_json()
-    stats = generate_responses(make_reviews(2), config, tmp_path / "out", progress=False, teacher=FakeTeacher())
+    stats = generate_responses(make_reviews(2), GenerateSettings.of(config), tmp_path / "out", progress=False, teacher=FakeTeacher(), work_dir=config.work_dir)
     assert "s3cret-pw" not in json.dumps(stats) and stats["cache_path"].startswith("postgresql://***@")
     exported = _cli("export", str(tmp_path / "a.jsonl"), "--set", f"generation.cache_url={with_password}")
     assert "s3cret-pw" not in json.dumps(exported) and exported["records"] == 4
@@ -158,15 +158,15 @@ def test_prefect_run_shows_the_generation_progress(tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from fsa_distill.tasks.stages.prefect_tasks import prefect_progress
+    from fsa_distill.tasks.stages.stage_task import prefect_progress
 
     key = f"teacher-answers-{tmp_path.name.lower().replace('_', '-')}"[:60]
 
     @task
     def generate() -> dict[str, Any]:
         config = resolve_config("demo", overrides=[f"work_dir={tmp_path}", "generation.batch_size=4"], environ={})
-        return generate_responses(make_reviews(6), config, tmp_path / "out", progress=False, teacher=FakeTeacher(),
-                                  on_progress=prefect_progress(key=key, every_s=0.0))
+        return generate_responses(make_reviews(6), GenerateSettings.of(config), tmp_path / "out", progress=False, teacher=FakeTeacher(),
+                                  on_progress=prefect_progress(key=key, every_s=0.0), work_dir=config.work_dir)
 
     @flow
     def run() -> dict[str, Any]:
