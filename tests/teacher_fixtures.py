@@ -173,8 +173,8 @@ class FlakyServer:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with outer.lock:
-                    outer.requests.append({"path": self.path, "headers": dict(self.headers),
-                                           "body": json.loads(body)})
+                    # The headers as received, looked up in any letter case (HTTP's rule; clients differ in it).
+                    outer.requests.append({"path": self.path, "headers": self.headers, "body": json.loads(body)})
                     status = outer.fail_with.pop(0) if outer.fail_with else None
                 if status is not None:
                     self._send(status, {"error": {"message": "failing on purpose"}})

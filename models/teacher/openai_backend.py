@@ -1,7 +1,9 @@
-"""Any OpenAI-compatible endpoint (`vllm serve`, a hosted model) as the teacher.
+"""Any OpenAI-compatible endpoint (`vllm serve`, a hosted model) as the teacher, through the `openai` client.
 
-Requests run concurrently under a semaphore; timeouts, 429 and 5xx are retried with exponential backoff.
-The API key is read from the environment variable the config names and is never logged or stored.
+Requests run concurrently under a semaphore; the client retries timeouts, dropped connections, 408, 409, 429 and
+5xx itself (`max_retries`, exponential backoff from 0.5 s to 8 s, or the server's Retry-After). vLLM's own request
+fields (`structured_outputs`, `ignore_eos`, `min_tokens`) travel in `extra_body`. The API key is read from the
+environment variable the config names and is never logged or stored.
 """
 
 from __future__ import annotations
@@ -11,22 +13,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+import openai
+from openai import AsyncOpenAI
 
-from fsa_distill.core.redact import redact_text, redact_url
+from fsa_distill.core.redact import REDACTED, redact_text, redact_url
 from fsa_distill.models.teacher.base import GenerationRequest, TeacherAnswer, TeacherBackend, TeacherError
 
-RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
-FATAL_STATUS = {401, 403, 404}
-
-
-class RetryableError(Exception):
-    """A transient failure worth another try (timeout, connection reset, 429, 5xx)."""
-
-
-def _is_retryable(error: BaseException) -> bool:
-    return isinstance(error, (RetryableError, httpx.TimeoutException, httpx.TransportError))
+FATAL_STATUS = {401, 403, 404}  # the endpoint refuses every request: stop the run
+_NO_KEY = "no-api-key"
 
 
 class OpenAIBackend(TeacherBackend):
@@ -42,7 +36,6 @@ class OpenAIBackend(TeacherBackend):
         max_concurrency: int = 16,
         request_timeout_s: float = 120.0,
         max_retries: int = 5,
-        backoff_s: float = 0.5,
         max_model_len: int = 2048,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -51,74 +44,90 @@ class OpenAIBackend(TeacherBackend):
         self.weights_digest = weights_digest or f"served:{model}"
         self.max_model_len = max_model_len
         self.max_concurrency = max_concurrency
-        self.timeout = httpx.Timeout(request_timeout_s)
+        self.request_timeout_s = request_timeout_s
         self.max_retries = max_retries
-        self.backoff_s = backoff_s
         self._api_key_env = api_key_env
-        self.retries = 0  # transient failures seen, for reporting
+        self.retries = 0  # retries the client made, for reporting
 
-    def _headers(self) -> dict[str, str]:
+    def _client(self) -> AsyncOpenAI:
+        """A client for one `generate` call (its connections belong to that call's event loop)."""
         key = os.environ.get(self._api_key_env)  # the one allowed env read: secrets never enter the config
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        # The client insists on a key (else it reads OPENAI_API_KEY): a keyless endpoint, such as a local
+        # `vllm serve`, gets a placeholder that `_create` keeps off the wire.
+        return AsyncOpenAI(base_url=self.base_url, api_key=key or _NO_KEY, max_retries=self.max_retries,
+                           timeout=self.request_timeout_s)
 
     def _payload(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
-        body: dict[str, Any] = {
+        """The endpoint and the arguments of its `create` call; vLLM's own fields go in `extra_body`."""
+        arguments: dict[str, Any] = {
             "model": self.model_id,
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "top_p": request.top_p,
             "seed": request.seed,
         }
-        if request.ignore_eos:  # vLLM extensions; only sent by benchmarks
-            body.update(ignore_eos=True, min_tokens=request.max_tokens)
-        if request.regex:  # vLLM server's structured outputs (the OpenAI client's `extra_body`)
-            body["structured_outputs"] = {"regex": request.regex}
+        extra: dict[str, Any] = {}
+        if request.ignore_eos:  # only sent by benchmarks
+            extra.update(ignore_eos=True, min_tokens=request.max_tokens)
+        if request.regex:  # the vLLM server's structured outputs
+            extra["structured_outputs"] = {"regex": request.regex}
+        if extra:
+            arguments["extra_body"] = extra
         if request.messages is not None:
-            return "/chat/completions", {**body, "messages": list(request.messages)}
-        return "/completions", {**body, "prompt": request.prompt}
+            return "/chat/completions", {**arguments, "messages": list(request.messages)}
+        return "/completions", {**arguments, "prompt": request.prompt}
 
-    async def _post(self, client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> httpx.Response:
-        response = await client.post(path, json=body)
-        if response.status_code in RETRY_STATUS:
-            self.retries += 1
-            raise RetryableError(f"HTTP {response.status_code} from {self.shown_url}{path}")
-        if response.status_code in FATAL_STATUS:
-            raise TeacherError(f"HTTP {response.status_code} from {self.shown_url}{path}: "
-                               f"{redact_text(response.text[:200])}")
-        return response
+    async def _create(self, client: AsyncOpenAI, path: str, arguments: dict[str, Any]) -> Any:
+        """One request, retried by the client; the parsed completion, or None for a request the server refused
+        (e.g. 400 prompt too long: this request's problem, not the run's)."""
+        endpoint = client.chat.completions if path == "/chat/completions" else client.completions
+        try:
+            raw = await endpoint.with_raw_response.create(  # raw: how many retries it took
+                **arguments, extra_headers={"Authorization": openai.omit} if client.api_key == _NO_KEY else None)
+        except openai.APIStatusError as error:
+            if error.status_code in FATAL_STATUS:
+                body = redact_text(error.response.text[:200]).replace(client.api_key, REDACTED)  # an echoed key too
+                raise TeacherError(f"HTTP {error.status_code} from {self.shown_url}{path}: {body}") from None
+            if not self._transient(error.status_code):
+                return None
+            self.retries += self.max_retries
+            raise self._gave_up(f"HTTP {error.status_code} from {self.shown_url}{path}") from None
+        except openai.APIConnectionError as error:  # refused, unreachable, timed out: after every retry
+            self.retries += self.max_retries
+            cause = f" ({type(error.__cause__).__name__}: {error.__cause__})" if error.__cause__ else ""
+            raise self._gave_up(f"{type(error).__name__}: {error}{cause}") from None
+        self.retries += raw.retries_taken
+        return raw.parse()
 
-    async def _one(
-        self, client: httpx.AsyncClient, semaphore: asyncio.Semaphore, request: GenerationRequest
-    ) -> TeacherAnswer:
-        path, body = self._payload(request)
+    @staticmethod
+    def _transient(status: int) -> bool:
+        """The statuses the client retries (openai's `_should_retry`): still failing after them, the endpoint is
+        down, not this request wrong."""
+        return status in (408, 409, 429) or status >= 500
+
+    def _gave_up(self, problem: str) -> TeacherError:
+        return TeacherError(f"teacher at {self.shown_url} failed after {self.max_retries} retries: "
+                            f"{redact_text(problem)}")
+
+    async def _one(self, client: AsyncOpenAI, semaphore: asyncio.Semaphore, request: GenerationRequest
+                   ) -> TeacherAnswer:
+        path, arguments = self._payload(request)
+        # A semaphore, not the client's connection limit: a request queued for a pooled connection would spend
+        # its timeout waiting.
         async with semaphore:
-            try:
-                async for attempt in AsyncRetrying(
-                    retry=retry_if_exception(_is_retryable),
-                    stop=stop_after_attempt(self.max_retries + 1),
-                    wait=wait_exponential(multiplier=self.backoff_s, max=30),
-                    reraise=True,
-                ):
-                    with attempt:
-                        response = await self._post(client, path, body)
-            except (RetryableError, httpx.HTTPError) as error:
-                raise TeacherError(f"teacher at {self.shown_url} failed after {self.max_retries} retries: "
-                                   f"{type(error).__name__}: {redact_text(str(error))}") from None
-        if response.status_code >= 400:  # e.g. 400 prompt too long: this request's problem, not the run's
+            completion = await self._create(client, path, arguments)
+        if completion is None:
             return TeacherAnswer("", 0, "error")
-        choice = response.json()["choices"][0]
-        text = choice["message"]["content"] if "message" in choice else choice["text"]
-        usage = response.json().get("usage") or {}
-        finish = "length" if choice.get("finish_reason") == "length" else "stop"
-        return TeacherAnswer(text or "", int(usage.get("completion_tokens", 0)), finish,
-                                int(usage.get("prompt_tokens", 0)))
+        choice = completion.choices[0]
+        text = choice.message.content if path == "/chat/completions" else choice.text
+        usage = completion.usage
+        finish = "length" if choice.finish_reason == "length" else "stop"
+        return TeacherAnswer(text or "", int(usage.completion_tokens or 0) if usage else 0, finish,
+                             int(usage.prompt_tokens or 0) if usage else 0)
 
     async def agenerate(self, requests: list[GenerationRequest]) -> list[TeacherAnswer]:
         semaphore = asyncio.Semaphore(self.max_concurrency)
-        limits = httpx.Limits(max_connections=self.max_concurrency)
-        async with httpx.AsyncClient(
-            base_url=self.base_url, headers=self._headers(), timeout=self.timeout, limits=limits
-        ) as client:
+        async with self._client() as client:
             return list(await asyncio.gather(*(self._one(client, semaphore, r) for r in requests)))
 
     def generate(self, requests: list[GenerationRequest]) -> list[TeacherAnswer]:

@@ -69,7 +69,7 @@ def test_teacher_errors_do_not_show_the_password() -> None:
     from fsa_distill.models.teacher.base import GenerationRequest, TeacherError
     from fsa_distill.models.teacher.openai_backend import OpenAIBackend
 
-    teacher = OpenAIBackend(TEACHER_URL, model="served", max_retries=0, backoff_s=0.01, request_timeout_s=2)
+    teacher = OpenAIBackend(TEACHER_URL, model="served", max_retries=0, request_timeout_s=2)
     with pytest.raises(TeacherError) as caught:
         teacher.generate([GenerationRequest(prompt="hi", max_tokens=1)])
     assert "http://***@127.0.0.1:9/v1" in str(caught.value) and SECRET not in str(caught.value)

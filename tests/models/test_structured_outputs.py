@@ -47,11 +47,12 @@ def test_only_supporting_backends_get_the_regex_and_only_when_on(tmp_path: Path)
     assert unsupported["analysis"].request.regex is None and unsupported["analysis"].key == off["analysis"].key
 
 
-def test_openai_compatible_requests_carry_the_regex(tmp_path: Path) -> None:
+def test_openai_compatible_requests_carry_the_regex(tmp_path: Path, flaky_server) -> None:
+    """What goes over the wire: the openai client sends `extra_body` as top-level fields, where vLLM reads them."""
     job = _jobs(tmp_path, _VLLMLikeTeacher(), structured=True)["analysis"]
-    backend = OpenAIBackend("http://127.0.0.1:9/v1", model="served")
-    try:
-        path, body = backend._payload(job.request)
-    finally:
-        backend.close()
-    assert path == "/chat/completions" and body["structured_outputs"] == {"regex": ANSWER_FORMATS["analysis"]}
+    server = flaky_server([])
+    with OpenAIBackend(server.base_url, model="served") as backend:
+        backend.generate([job.request])
+    [sent] = server.requests
+    assert sent["path"] == "/v1/chat/completions"
+    assert sent["body"]["structured_outputs"] == {"regex": ANSWER_FORMATS["analysis"]}

@@ -21,7 +21,7 @@ def chat(text: str, **sampling: object) -> GenerationRequest:
 
 
 def client(base_url: str, **kwargs: object) -> OpenAIBackend:
-    return OpenAIBackend(base_url, model="served", backoff_s=0.01, **kwargs)  # type: ignore[arg-type]
+    return OpenAIBackend(base_url, model="served", **kwargs)  # type: ignore[arg-type]
 
 
 def test_openai_backend_retries_503_and_429_then_answers(flaky_server, monkeypatch) -> None:
