@@ -119,10 +119,14 @@ class RunTracker:
             self.client.log_artifact(run_id, str(path), artifact_path)
 
     def log_dataset(self, run_id: str, dataset_dir: Path, name: str, digest: str, context: str) -> None:
-        """Record a dataset on disk (HF `save_to_disk` folder) as an MLflow dataset input with its digest."""
+        """Record a dataset on disk (HF `save_to_disk` folder) as MLflow dataset inputs, one per split, with its
+        digest and `<context>-<split>` as the input's context.
+
+        `mlflow.log_input` logs to the thread's active run; this run is named by id (see the module docstring), so
+        the client's `log_inputs` gets the dataset entity, built from the dataset's public `to_dict()`."""
         import datasets
-        import mlflow.data
         from mlflow.data.huggingface_dataset import from_huggingface
+        from mlflow.entities import Dataset, DatasetInput, InputTag
 
         loaded = datasets.load_from_disk(str(dataset_dir))
         splits = loaded if isinstance(loaded, datasets.DatasetDict) else {"all": loaded}
@@ -131,6 +135,9 @@ class RunTracker:
             dataset = from_huggingface(
                 split, source=str(Path(dataset_dir).resolve()), name=f"{name}-{split_name}", digest=digest[:16]
             )
-            tags = [mlflow.entities.InputTag(key="mlflow.data.context", value=f"{context}-{split_name}")]
-            inputs.append(mlflow.entities.DatasetInput(dataset=dataset._to_mlflow_entity(), tags=tags))
+            fields = dataset.to_dict()  # name, digest, source, source_type, schema, profile
+            entity = Dataset(name=fields["name"], digest=fields["digest"], source_type=fields["source_type"],
+                             source=fields["source"], schema=fields.get("schema"), profile=fields.get("profile"))
+            tags = [InputTag(key="mlflow.data.context", value=f"{context}-{split_name}")]  # as mlflow.log_input
+            inputs.append(DatasetInput(dataset=entity, tags=tags))
         self.client.log_inputs(run_id, datasets=inputs)
