@@ -22,7 +22,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from fsa_distill.core.config import DistillConfig, GenerationConfig, TeacherConfig, resolve_config
+from fsa_distill.core.config import DistillConfig, GenerationConfig, TeacherConfig
+from fsa_distill.flows.config_parameter import flow_config
 from fsa_distill.flows.stage_runner import StageRunner
 from fsa_distill.tasks.stages.corpus import CorpusResult, CorpusSettings, corpus_stage
 from fsa_distill.tasks.stages.finetune import FinetuneResult, FinetuneSettings, finetune_stage
@@ -202,7 +203,8 @@ def run_study(config: DistillConfig) -> dict[str, Any]:
 
 
 @flow(name="study")
-def study(config_file: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """The controlled distillation study for the `study` profile (+ config file + `key=value` overrides)."""
-    config = resolve_config("study", Path(config_file) if config_file else None, overrides or [])
-    return run_study(config)
+def study(config_file: str | None = None, overrides: list[str] | None = None,
+          config: DistillConfig | None = None) -> dict[str, Any]:
+    """The controlled distillation study. The CLI resolves the config and passes it as `config`; deployments pass
+    a config file and `key=value` overrides over the `study` profile, resolved here once."""
+    return run_study(flow_config(config, "study", config_file, overrides))

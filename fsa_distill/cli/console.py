@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -82,3 +83,14 @@ def user_errors() -> Iterator[None]:
 def print_json(payload: dict[str, Any]) -> None:
     """Machine-readable summaries go to stdout as exactly one JSON line."""
     print(json.dumps(payload, ensure_ascii=False), flush=True)
+
+
+def print_rank_zero_summary(summary: dict[str, Any], as_json: bool, line: Callable[[dict[str, Any]], str]) -> None:
+    """A training command's summary, as JSON or as one line; under torchrun / accelerate launch only rank 0
+    reports (the ranks share one result)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if as_json:
+        print_json(summary)
+    else:
+        typer.echo(line(summary))

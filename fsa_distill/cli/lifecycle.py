@@ -27,7 +27,7 @@ def start_reaper() -> str:
     inherited = os.environ.get(TOKENS_ENV)
     os.environ[TOKENS_ENV] = f"{inherited}:{token}" if inherited else token  # a run inside a run: both watch
     if sys.platform.startswith("linux"):
-        subprocess.Popen(  # noqa: S603 - our own module
+        subprocess.Popen(
             [sys.executable, "-m", "fsa_distill.core.reaper", str(os.getpid()), token],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,  # a signal to our process group must not take the watchdog with it

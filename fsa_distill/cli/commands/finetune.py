@@ -3,14 +3,13 @@ or flow and no MLflow; a plain function call between explicit folders (the shape
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fsa_distill.cli.console import print_json, user_errors
+from fsa_distill.cli.console import print_rank_zero_summary, user_errors
 from fsa_distill.cli.options import ConfigFile, JsonSummary, Overrides, Profile
 
 DATASET_SPEC = re.compile(r"^(atsa|acsa)/([\w.-]+)$")
@@ -57,11 +56,10 @@ def finetune(
                         seed=chosen_seed)
         result = stage.finetune(model, match.group(1), match.group(2), chosen_seed, settings, out, key=key)
     summary = {key: result.get(key) for key in SUMMARY_KEYS}
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch, rank 0 alone reports
-        return
-    if as_json:
-        print_json(summary)
-    else:
-        scores = "  ".join(f"{view} F1 {100 * score['f1']:.2f}" for view, score in summary["scores"].items())
-        typer.echo(f"{dataset} seed {chosen_seed}: best dev F1 {100 * summary['best_dev_f1']:.2f} "
-                   f"(epoch {summary['best_epoch']}); test {scores}; model at {summary['model_dir']}")
+
+    def line(s: dict) -> str:
+        scores = "  ".join(f"{view} F1 {100 * score['f1']:.2f}" for view, score in s["scores"].items())
+        return (f"{dataset} seed {s['seed']}: best dev F1 {100 * s['best_dev_f1']:.2f} (epoch {s['best_epoch']}); "
+                f"test {scores}; model at {s['model_dir']}")
+
+    print_rank_zero_summary(summary, as_json, line)

@@ -6,13 +6,12 @@ A plain function call between explicit folders, so the same command runs data-pa
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fsa_distill.cli.console import print_json, user_errors
+from fsa_distill.cli.console import print_rank_zero_summary, user_errors
 from fsa_distill.cli.options import ConfigFile, JsonSummary, Overrides, Profile
 
 SUMMARY_KEYS = ("model_dir", "steps", "resumed_from_step", "final_train_loss", "final_eval_loss", "tokens_per_s",
@@ -49,11 +48,6 @@ def pretrain(
                         corpus={"digest": stored_corpus_digest(corpus) or sha256_tree(corpus)})
         result = stage.pretrain(student, corpus, settings.pretrain, out, key=key)
     summary = {key: result.get(key) for key in SUMMARY_KEYS}
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch, rank 0 alone reports
-        return
-    if as_json:
-        print_json(summary)
-    else:
-        typer.echo(f"pretrained {summary['steps']} steps (resumed from {summary['resumed_from_step']}): "
-                   f"train loss {summary['final_train_loss']}, eval loss {summary['final_eval_loss']}; "
-                   f"model at {summary['model_dir']}")
+    print_rank_zero_summary(summary, as_json, lambda s: (
+        f"pretrained {s['steps']} steps (resumed from {s['resumed_from_step']}): train loss {s['final_train_loss']}, "
+        f"eval loss {s['final_eval_loss']}; model at {s['model_dir']}"))

@@ -57,7 +57,7 @@ def study(
         with flow_command(resolved.work_dir, resolved.tracking.prefect_api_url, verbose):
             from fsa_distill.flows.study import study as study_flow
 
-            results = study_flow(config_file=str(config) if config else None, overrides=overrides or [])
+            results = study_flow(config=resolved)
     if as_json:
         print_json(results)
     elif markdown:
