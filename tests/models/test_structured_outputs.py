@@ -9,7 +9,7 @@ from pathlib import Path
 from fsa_distill.core.config import DistillConfig
 from fsa_distill.models.teacher.openai_backend import OpenAIBackend
 from fsa_distill.models.teacher.prompts import ANSWER_FORMATS, load_prompt
-from fsa_distill.tasks.stages.generate import build_jobs
+from fsa_distill.tasks.stages.generate import GenerateSettings, build_jobs
 from fsa_distill.tasks.stages.validation import parse_opinion_targets
 from tests.teacher_fixtures import FakeTeacher
 
@@ -34,7 +34,7 @@ def _jobs(tmp_path: Path, teacher: FakeTeacher, structured: bool) -> dict[str, o
     config = DistillConfig(work_dir=tmp_path)
     config.generation.structured_outputs = structured
     prompts = [load_prompt("analysis"), load_prompt("rewrite")]
-    return {job.prompt.name: job for job in build_jobs([("r1", "The pizza was great.")], prompts, config, teacher)}
+    return {job.prompt.name: job for job in build_jobs([("r1", "The pizza was great.")], prompts, GenerateSettings.of(config), teacher)}
 
 
 def test_only_supporting_backends_get_the_regex_and_only_when_on(tmp_path: Path) -> None:
