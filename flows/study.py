@@ -9,8 +9,8 @@ recipe; every arm that pretrains gets the same number of steps:
 - D: the imported real answers (Mixtral) on their own reviews;
 - D_prime: SmolLM2 on D's reviews with the prompt D got for each: the like-for-like test of teacher quality.
 
-Wiring only: every step is a cached stage (tasks/stages/), so an interrupted study resumes where it stopped; the statistics live in benchmark/stats.py and the results file in
-tasks/study/results.py.
+Wiring only: every step is a cached stage (tasks/stages/), so an interrupted study resumes where it stopped; the
+statistics live in benchmark/stats.py and the results file in tasks/study/results.py.
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ def bench_dtype(student: str, work: Path, data_dir: Path | None, n_train: int = 
         if data_dir is not None:
             overrides.append(f"data.data_dir={data_dir}")
         config = resolve_config("demo", overrides=overrides)
-        result = finetune(student_dir, "atsa", "rest14", 42, FinetuneSettings.of(config), work / "dtype" / mode, key=config.digest())
+        result = finetune(student_dir, "atsa", "rest14", 42, FinetuneSettings.of(config),
+                          work / "dtype" / mode, key=config.digest())
         peak = peak_matmul_flops(dtype=dtype)
         runs[dtype] = {"train_tokens_per_s": round(result["train_tokens_per_s"], 1),
                        "dev_f1_x100": round(100 * result["best_dev_f1"], 2),

@@ -45,7 +45,8 @@ def run_quality_bench(datasets: list[str], overrides: list[str], work_dir: Path,
     for name in datasets:
         task, dataset = name.split("/")
         started = time.perf_counter()
-        result = finetune(student_dir, task, dataset, 42, FinetuneSettings.of(config), work_dir / "quality" / name.replace("/", "-"),
+        result = finetune(student_dir, task, dataset, 42, FinetuneSettings.of(config),
+                          work_dir / "quality" / name.replace("/", "-"),
                           key=config.digest("finetune", "data", "student") + name)
         runs[name] = {
             "test_f1_x100": {view: round(100 * scores["f1"], 2) for view, scores in result["scores"].items()},

@@ -38,8 +38,11 @@ from fsa_distill.perf import RESULTS_DIR
 
 RESULTS_PATH = RESULTS_DIR / "scale.json"
 SMALL_PAIRS = 20_000
-WORDS = ["food", "service", "staff", "pizza", "pasta", "wine", "battery", "screen", "keyboard", "price", "view", "ambience", "dessert", "menu", "waiter", "table", "room", "bed", "location", "quality", "taste", "portion", "drinks", "music", "noise", "delivery", "support", "display", "sound"]
-MOODS = ["great", "awful", "fine", "slow", "friendly", "bright", "cold", "warm", "rude", "lovely", "bland", "fresh", "overpriced", "cheap", "noisy", "quiet", "excellent", "terrible", "decent", "amazing"]
+WORDS = ["food", "service", "staff", "pizza", "pasta", "wine", "battery", "screen", "keyboard", "price",
+         "view", "ambience", "dessert", "menu", "waiter", "table", "room", "bed", "location", "quality", "taste",
+         "portion", "drinks", "music", "noise", "delivery", "support", "display", "sound"]
+MOODS = ["great", "awful", "fine", "slow", "friendly", "bright", "cold", "warm", "rude", "lovely", "bland",
+         "fresh", "overpriced", "cheap", "noisy", "quiet", "excellent", "terrible", "decent", "amazing"]
 
 
 def synthetic_rows(n_pairs: int, seed: int):

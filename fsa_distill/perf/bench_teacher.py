@@ -147,7 +147,8 @@ def run_teacher_bench(
     try:
         budget = input_budget(GenerateSettings.of(config), backend, prompts)
         reviews = [{"id": r["id"], "text": backend.truncate(r["text"], budget)} for r in reviews]
-        jobs = build_jobs([(r["id"], r["text"]) for r in reviews], prompts, GenerateSettings.of(config), backend, ignore_eos=True)
+        jobs = build_jobs([(r["id"], r["text"]) for r in reviews], prompts, GenerateSettings.of(config),
+                          backend, ignore_eos=True)
         requests = [job.request for job in jobs][:n_prompts]
         backend.generate(requests[:4])  # warm-up (first-step allocations), not timed
         direct_runs, pipeline_runs = [], []

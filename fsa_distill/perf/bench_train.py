@@ -106,7 +106,8 @@ def pipeline_corpus(config, teacher, n_reviews: int, work: Path) -> tuple[Path, 
         text = sentence["sentence"].strip()
         if text and text not in seen and len(seen) < n_reviews:
             seen[text] = {"id": str(sentence.get("ID", len(seen))), "text": text}
-    stats = generate_responses(list(seen.values()), GenerateSettings.of(config), work / "generations", teacher=teacher, progress=False, work_dir=config.work_dir)
+    stats = generate_responses(list(seen.values()), GenerateSettings.of(config), work / "generations",
+                               teacher=teacher, progress=False, work_dir=config.work_dir)
     build_corpus([work / "generations"], work / "corpus", CorpusConfig(dev_fraction=0.0))
     keep = ("reviews_used", "requests", "rows", "rejected", "rejected_by_reason", "generated", "cached", "tokens",
             "tokens_per_s", "generate_s")

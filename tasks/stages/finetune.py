@@ -90,7 +90,8 @@ class FinetuneResult(ModelResult):
     n_dev: int
     n_test: int
     num_processes: int = 1
-    variety: dict[str, float | int | str] = Field(default_factory=dict)  # benchmark/variety.py: distinct outputs, top output's share
+    # benchmark/variety.py: distinct outputs, the top output's share
+    variety: dict[str, float | int | str] = Field(default_factory=dict)
     train_tokens_per_s: float | None = None  # real (unpadded) tokens per second of the epochs this run trained
 
 

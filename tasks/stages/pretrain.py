@@ -97,7 +97,8 @@ class PretrainResult(ModelResult):
     n_train: int
     n_validation: int
     num_processes: int = 1
-    config: dict[str, Any] = Field(default_factory=dict)  # the settings that shape the training trajectory (resuming checks them)
+    # the settings that shape the training trajectory (resuming checks them)
+    config: dict[str, Any] = Field(default_factory=dict)
     corpus_digest: str = ""
     student_digest: str = ""
 

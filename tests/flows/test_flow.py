@@ -85,7 +85,8 @@ def with_imported_answers(overrides: list[str]) -> list[str]:
         rewrite = f"I was there myself, and what I remember best is the {target}."
         records += [AnswerRecord(review["id"], review["text"], analysis, "analysis"),
                     AnswerRecord(review["id"], review["text"], rewrite, "rewrite")]
-    imported = import_answers(records, GenerateSettings.of(config), IMPORTED_TEACHER, store_location(config.work_dir, config.generation.cache_url))
+    imported = import_answers(records, GenerateSettings.of(config), IMPORTED_TEACHER,
+                              store_location(config.work_dir, config.generation.cache_url))
     assert imported["accepted"] == len(records) == 2 * len(reviews), imported
     return swapped
 

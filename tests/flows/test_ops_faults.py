@@ -60,7 +60,8 @@ def test_teacher_endpoint_down_then_back(tmp_path: Path, flaky_server) -> None:
     # The endpoint answers 503 (down behind its proxy) for the first requests, then serves again.
     server = flaky_server([503] * 6)
     teacher = OpenAIBackend(server.base_url, model="served", max_retries=8, max_concurrency=2)
-    stats = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=teacher, progress=False, work_dir=config.work_dir)
+    stats = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=teacher,
+                               progress=False, work_dir=config.work_dir)
 
     assert teacher.retries >= 6, "the outage was retried, not skipped"
     assert stats["generated"] == stats["unique_requests"] == 12
@@ -72,7 +73,8 @@ def test_teacher_endpoint_down_then_back(tmp_path: Path, flaky_server) -> None:
     assert len(keys) + rejected == 12, "every request ended in exactly one accepted or rejected answer"
 
     asked_before = len(server.requests)
-    again = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out2", teacher=teacher, progress=False, work_dir=config.work_dir)
+    again = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out2", teacher=teacher,
+                               progress=False, work_dir=config.work_dir)
     assert len(server.requests) == asked_before and again["cached"] == 12
 
 
@@ -162,7 +164,8 @@ _SLOW_GENERATION = textwrap.dedent(
     config = DistillConfig(work_dir=work)
     config.generation.batch_size = 2
     teacher = SlowTeacher()
-    stats = generate_responses(make_reviews(n_reviews), GenerateSettings.of(config), work / "out", teacher=teacher, progress=False,
+    stats = generate_responses(make_reviews(n_reviews), GenerateSettings.of(config), work / "out",
+                               teacher=teacher, progress=False,
                                cache_path=store, work_dir=config.work_dir)
     print(json.dumps({"rows": stats["rows"], "generated": stats["generated"], "asked": teacher.n_requests}))
     """
@@ -183,7 +186,8 @@ def test_kill_during_generation_keeps_finished_answers(tmp_path: Path) -> None:
     config = DistillConfig(work_dir=work)
     config.generation.batch_size = 8
     teacher = FakeTeacher()
-    stats = generate_responses(make_reviews(40), GenerateSettings.of(config), work / "out", teacher=teacher, progress=False, work_dir=config.work_dir)
+    stats = generate_responses(make_reviews(40), GenerateSettings.of(config), work / "out", teacher=teacher,
+                               progress=False, work_dir=config.work_dir)
     assert stats["cached"] >= len(kept)
     assert teacher.n_requests == 80 - stats["cached"], "only the unfinished answers were asked again"
     keys = [key for key, _ in _cache_rows(cache_path)]
@@ -240,7 +244,8 @@ def test_postgres_restart_during_generation_loses_and_duplicates_nothing(
     # A rerun completes from the store alone: nothing asked again, nothing stored twice.
     config = DistillConfig(work_dir=work)
     teacher = FakeTeacher()
-    again = generate_responses(make_reviews(n_reviews), GenerateSettings.of(config), work / "out2", teacher=teacher, progress=False,
+    again = generate_responses(make_reviews(n_reviews), GenerateSettings.of(config), work / "out2",
+                               teacher=teacher, progress=False,
                                cache_path=private_postgres.url, work_dir=config.work_dir)
     assert teacher.n_requests == 0 and again["cached"] == again["rows"] == answers
     assert private_postgres.scalar("SELECT COUNT(*) FROM responses") == answers

@@ -34,7 +34,8 @@ def _jobs(tmp_path: Path, teacher: FakeTeacher, structured: bool) -> dict[str, o
     config = DistillConfig(work_dir=tmp_path)
     config.generation.structured_outputs = structured
     prompts = [load_prompt("analysis"), load_prompt("rewrite")]
-    return {job.prompt.name: job for job in build_jobs([("r1", "The pizza was great.")], prompts, GenerateSettings.of(config), teacher)}
+    return {job.prompt.name: job for job in build_jobs([("r1", "The pizza was great.")], prompts,
+                                                       GenerateSettings.of(config), teacher)}
 
 
 def test_only_supporting_backends_get_the_regex_and_only_when_on(tmp_path: Path) -> None:

@@ -155,13 +155,16 @@ def test_lazy_teacher_starts_the_engine_only_when_something_is_missing(tmp_path:
     config.generation.max_new_tokens = 4
     reviews = make_reviews(2)
     first = LazyTeacher(config.teacher, config.work_dir)
-    generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=first, progress=False, work_dir=config.work_dir)
+    generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=first, progress=False,
+                       work_dir=config.work_dir)
     assert first.started and first.model_id == tiny_llama_dir.name
     first.close()
     rerun = LazyTeacher(config.teacher, config.work_dir)
-    stats = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=rerun, progress=False, work_dir=config.work_dir)
+    stats = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=rerun,
+                               progress=False, work_dir=config.work_dir)
     assert stats["cached"] == 4 and not rerun.started
-    assert generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", progress=False, work_dir=config.work_dir)["cached"] == 4  # default path
+    assert generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", progress=False,
+                              work_dir=config.work_dir)["cached"] == 4  # default path
 
 
 def test_vllm_worker_gets_every_core_only_on_small_cpu_machines(monkeypatch) -> None:

@@ -65,13 +65,15 @@ def test_ray_engine_accepts_the_same_answers_as_the_local_engine(
     local_config = _config(tmp_path / "local", tiny_llama_dir)
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     with build_teacher(local_config.teacher, local_config.work_dir) as teacher:
-        local = generate_responses(reviews, GenerateSettings.of(local_config), tmp_path / "local-out", teacher=teacher, progress=False, work_dir=local_config.work_dir)
+        local = generate_responses(reviews, GenerateSettings.of(local_config), tmp_path / "local-out",
+                                   teacher=teacher, progress=False, work_dir=local_config.work_dir)
 
     token = "ray-engine-test-token"
     monkeypatch.setenv(TOKENS_ENV, token)
     ray_config = _config(tmp_path / "ray", tiny_llama_dir)
     with RayTeacher(ray_config.teacher, ray_config.work_dir, replicas=1, micro_batch=3) as teacher:
-        on_ray = generate_responses(reviews, GenerateSettings.of(ray_config), tmp_path / "ray-out", teacher=teacher, progress=False, work_dir=ray_config.work_dir)
+        on_ray = generate_responses(reviews, GenerateSettings.of(ray_config), tmp_path / "ray-out",
+                                    teacher=teacher, progress=False, work_dir=ray_config.work_dir)
         # The replica (and the engine inside it) carries the run token: the reaper ends it with a killed run.
         import ray
 
@@ -120,7 +122,8 @@ def test_a_replica_killed_mid_run_loses_nothing_and_a_rerun_asks_nothing(
     try:
         killer.start()
         try:
-            stats = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=teacher, cache_path=cache_path,
+            stats = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out",
+                                       teacher=teacher, cache_path=cache_path,
                                        progress=False, work_dir=config.work_dir)
         finally:
             generation_ended.set()
@@ -138,7 +141,8 @@ def test_a_replica_killed_mid_run_loses_nothing_and_a_rerun_asks_nothing(
         assert len(load_from_disk(stats["dataset_dir"])) == stats["rows"]
 
         answered_before = sum(s.answers for s in teacher.stats.values())
-        rerun = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=teacher, cache_path=cache_path,
+        rerun = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=teacher,
+                                   cache_path=cache_path,
                                    progress=False, work_dir=config.work_dir)
         assert rerun["generated"] == 0 and rerun["cached"] == 60
         assert sum(s.answers for s in teacher.stats.values()) == answered_before

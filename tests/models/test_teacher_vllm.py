@@ -40,7 +40,8 @@ def test_vllm_engine_generates_and_caches(tmp_path: Path, tiny_llama_dir: Path, 
     with build_teacher(config.teacher, config.work_dir) as teacher:
         fixed = teacher.generate([GenerationRequest(prompt="Hello there", max_tokens=12, ignore_eos=True)])
         assert fixed[0].n_tokens == 12 and fixed[0].finish_reason == "length"
-        first = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=teacher, progress=False, work_dir=config.work_dir)
+        first = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=teacher,
+                                   progress=False, work_dir=config.work_dir)
         assert first["generated"] == 12 and first["tokens"] > 0 and first["tokens_per_s"] > 0
         assert first["chunk_barrier"] is False  # the stage fed the engine through `generate_stream`
         # The stream (2 requests in the engine at a time, refilled as each finishes) answers as one
@@ -86,7 +87,8 @@ def test_vllm_serve_through_the_openai_backend(tmp_path: Path, vllm_server: str,
     proxy = flaky_server([503, 429], upstream=vllm_server)  # fails twice, then forwards to the real server
     config = small_config(tmp_path, "tiny", backend="openai", base_url=proxy.base_url, max_concurrency=4)
     with build_teacher(config.teacher, config.work_dir) as teacher:
-        stats = generate_responses(make_reviews(3), GenerateSettings.of(config), tmp_path / "out", teacher=teacher, progress=False, work_dir=config.work_dir)
+        stats = generate_responses(make_reviews(3), GenerateSettings.of(config), tmp_path / "out",
+                                   teacher=teacher, progress=False, work_dir=config.work_dir)
         assert teacher.retries == 2
         fixed = teacher.generate([GenerationRequest(prompt="Hello", max_tokens=9, ignore_eos=True)])
     assert stats["generated"] == 6 and stats["tokens"] > 0

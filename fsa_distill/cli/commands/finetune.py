@@ -1,5 +1,6 @@
 """`fsa-distill finetune`: fine-tuning of one dataset × seed alone, from a resolved config, with no Prefect server
-or flow and no MLflow; a plain function call between explicit folders (the shape `accelerate launch` / `torchrun` need)."""
+or flow and no MLflow; a plain function call between explicit folders (the shape `accelerate launch` / `torchrun`
+need)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`fsa-distill pretrain`: the pretraining stage alone, from a resolved config, with no Prefect server or flow and no MLflow.
+"""`fsa-distill pretrain`: the pretraining stage alone, from a resolved config, with no Prefect server or flow and no
+MLflow.
 
 A plain function call between explicit folders, so the same command runs data-parallel under `torchrun` or
 `accelerate launch` (tasks/stages/pretrain.py: rank 0 writes, the others train their part of each batch).

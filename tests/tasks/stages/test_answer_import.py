@@ -60,7 +60,8 @@ def test_imported_answers_are_validated_and_a_run_with_that_teacher_generates_no
     # analysis: 2 imported, 1 accepted (the invented-target one is stored as rejected); rewrite: 1 accepted
     for prompt, indices, usable in (("analysis", [0, 2], 1), ("rewrite", [1], 1)):
         reviews = [{"id": str(RECORDS[i]["ID"]), "text": RECORDS[i]["Text"]} for i in indices]
-        run = generate_responses(reviews, GenerateSettings.of(_config(tmp_path, [prompt])), tmp_path / f"out-{prompt}", progress=False, work_dir=tmp_path)
+        run = generate_responses(reviews, GenerateSettings.of(_config(tmp_path, [prompt])),
+                                 tmp_path / f"out-{prompt}", progress=False, work_dir=tmp_path)
         assert run["generated"] == 0 and run["cached"] == len(indices) and run["teacher"] == TEACHER
         assert run["rows"] == usable and run["rejected"] == len(indices) - usable
     again = CliRunner().invoke(app, ["cache", "import", str(answers), "--teacher-id", TEACHER,
@@ -73,7 +74,8 @@ def test_a_review_that_was_never_imported_is_an_error_not_a_gap(tmp_path: Path) 
     import_answers(read_answer_file(_write(tmp_path / "answers.jsonl", RECORDS[:1])), GenerateSettings.of(config),
                    TEACHER, store_location(config.work_dir, config.generation.cache_url))
     with pytest.raises(TeacherError, match="not in the answer store"):
-        generate_responses([{"id": "x", "text": "A review nobody imported."}], GenerateSettings.of(config), tmp_path / "out",
+        generate_responses([{"id": "x", "text": "A review nobody imported."}], GenerateSettings.of(config),
+                           tmp_path / "out",
                            progress=False, work_dir=config.work_dir)
 
 

@@ -42,7 +42,8 @@ def test_reviews_stream_through_planned_blocks(tmp_path: Path, monkeypatch: pyte
     reviews.append({"id": "again", "text": reviews[0]["text"]})  # block 4 repeats block 1's first review
     pulled: list[int] = []
     teacher = FakeTeacher()
-    stats = generate_responses(_stream(reviews, pulled), GenerateSettings.of(_config(tmp_path)), tmp_path / "out", teacher=teacher,
+    stats = generate_responses(_stream(reviews, pulled), GenerateSettings.of(_config(tmp_path)),
+                               tmp_path / "out", teacher=teacher,
                                progress=False, work_dir=tmp_path / "work")
     assert len(pulled) == 11
     assert (stats["reviews"], stats["reviews_used"], stats["skipped_empty"]) == (11, 10, 1)
@@ -58,7 +59,8 @@ def test_reviews_stream_through_planned_blocks(tmp_path: Path, monkeypatch: pyte
     assert not list((tmp_path).glob(".plan-*")) and not list(tmp_path.glob(".rows-*")), "temporary files left"
 
     again = FakeTeacher()
-    rerun = generate_responses(_stream(reviews, []), GenerateSettings.of(_config(tmp_path)), tmp_path / "out2", teacher=again,
+    rerun = generate_responses(_stream(reviews, []), GenerateSettings.of(_config(tmp_path)),
+                               tmp_path / "out2", teacher=again,
                                progress=False, work_dir=tmp_path / "work")
     assert again.n_requests == 0 and rerun["cached"] == rerun["unique_requests"]
 
@@ -67,16 +69,19 @@ def test_digest_is_computed_while_writing(tmp_path: Path) -> None:
     """The stage's digest is the accepted (review id, prompt, response) rows in plan order: recomputed from the
     written dataset it matches, and an all-cached rerun gives the same digest."""
     config = _config(tmp_path)
-    first = generate_responses(make_reviews(7), GenerateSettings.of(config), tmp_path / "out", teacher=FakeTeacher(), progress=False, work_dir=config.work_dir)
+    first = generate_responses(make_reviews(7), GenerateSettings.of(config), tmp_path / "out",
+                               teacher=FakeTeacher(), progress=False, work_dir=config.work_dir)
     dataset = load_from_disk(str(tmp_path / "out"))
     hasher = hashlib.sha256()
     for row in dataset:
         hasher.update(json.dumps([row["review_id"], row["prompt"], row["response"]], ensure_ascii=False).encode()
                       + b"\n")
     assert first["digest"] == hasher.hexdigest()
-    rerun = generate_responses(make_reviews(7), GenerateSettings.of(config), tmp_path / "out", teacher=FakeTeacher(), progress=False, work_dir=config.work_dir)
+    rerun = generate_responses(make_reviews(7), GenerateSettings.of(config), tmp_path / "out",
+                               teacher=FakeTeacher(), progress=False, work_dir=config.work_dir)
     assert rerun["generated"] == 0 and rerun["digest"] == first["digest"]
-    changed = generate_responses(make_reviews(8), GenerateSettings.of(config), tmp_path / "out", teacher=FakeTeacher(), progress=False, work_dir=config.work_dir)
+    changed = generate_responses(make_reviews(8), GenerateSettings.of(config), tmp_path / "out",
+                                 teacher=FakeTeacher(), progress=False, work_dir=config.work_dir)
     assert changed["digest"] != first["digest"]
 
 

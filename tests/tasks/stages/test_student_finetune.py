@@ -48,7 +48,8 @@ def test_finetune_writes_one_parseable_prediction_per_gold_sentence(
     assert set(result["scores"]) == {"normal", "implicit", "multi"}
     assert 0.0 <= result["best_dev_f1"] <= 1.0 and len(result["dev_history"]) == 2
     assert Path(result["model_dir"], "config.json").exists() and not (tmp_path / "ft" / "last").exists()
-    assert finetune(tiny_student_dir, "atsa", "rest14", 42, FinetuneSettings.of(config), tmp_path / "ft", key="k") == result  # cached
+    assert finetune(tiny_student_dir, "atsa", "rest14", 42, FinetuneSettings.of(config), tmp_path / "ft",
+                    key="k") == result  # cached
 
     other_seed = {"dataset": "atsa/rest14", "seed": 52, "scores": {"normal": {"precision": 1, "recall": 1, "f1": 1}}}
     summary = aggregate_runs([{**result, "dataset": "atsa/rest14"}, other_seed])["atsa/rest14"]
@@ -60,9 +61,11 @@ def test_finetune_resumes_at_the_epoch_boundary(tmp_path: Path, tiny_student_dir
     config.data.max_train_sentences, config.data.max_dev_sentences, config.data.max_test_sentences = 16, 4, 4
     full = finetune(tiny_student_dir, "acsa", "rest16", 7, FinetuneSettings.of(config), tmp_path / "full", key="k")
     with pytest.raises(Crash):  # after epoch 1
-        finetune(tiny_student_dir, "acsa", "rest16", 7, FinetuneSettings.of(config), tmp_path / "resumed", log_metrics=crash_at(1),
+        finetune(tiny_student_dir, "acsa", "rest16", 7, FinetuneSettings.of(config), tmp_path / "resumed",
+                 log_metrics=crash_at(1),
                  key="k")
-    resumed = finetune(tiny_student_dir, "acsa", "rest16", 7, FinetuneSettings.of(config), tmp_path / "resumed", key="k")
+    resumed = finetune(tiny_student_dir, "acsa", "rest16", 7, FinetuneSettings.of(config),
+                       tmp_path / "resumed", key="k")
     assert resumed["dev_history"] == full["dev_history"]  # epoch 2 continued exactly (same train loss)
     assert Path(resumed["predictions_path"]).read_text() == Path(full["predictions_path"]).read_text()
 

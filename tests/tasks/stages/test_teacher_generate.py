@@ -37,12 +37,14 @@ def test_second_run_is_all_cache_hits(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     reviews = make_reviews(10)
     first_teacher = FakeTeacher()
-    first = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=first_teacher, progress=False, work_dir=config.work_dir)
+    first = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=first_teacher,
+                               progress=False, work_dir=config.work_dir)
     assert first["generated"] == 20 and first["cached"] == 0 and first["rows"] == 20
     assert first_teacher.n_requests == 20
 
     again = FakeTeacher()
-    second = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=again, progress=False, work_dir=config.work_dir)
+    second = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=again,
+                                progress=False, work_dir=config.work_dir)
     assert again.n_requests == 0
     assert second["cached"] == 20 and second["generated"] == 0 and second["cache_hit_rate"] == 1.0
     assert second["rows"] == 20
@@ -50,10 +52,12 @@ def test_second_run_is_all_cache_hits(tmp_path: Path) -> None:
 
 def test_ten_percent_new_reviews_generate_only_those(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    generate_responses(make_reviews(30), GenerateSettings.of(config), tmp_path / "out", teacher=FakeTeacher(), progress=False, work_dir=config.work_dir)
+    generate_responses(make_reviews(30), GenerateSettings.of(config), tmp_path / "out",
+                       teacher=FakeTeacher(), progress=False, work_dir=config.work_dir)
     grown = make_reviews(30) + make_reviews(3, start=30)  # 10% new
     teacher = FakeTeacher()
-    stats = generate_responses(grown, GenerateSettings.of(config), tmp_path / "out", teacher=teacher, progress=False, work_dir=config.work_dir)
+    stats = generate_responses(grown, GenerateSettings.of(config), tmp_path / "out", teacher=teacher,
+                               progress=False, work_dir=config.work_dir)
     asked = {r.messages[0]["content"].rsplit("Review: ", 1)[-1].split()[0] for c in teacher.calls for r in c}
     assert asked == {"Pasta30", "Pasta31", "Pasta32"}
     assert teacher.n_requests == 6 and stats["cached"] == 60 and stats["generated"] == 6
@@ -62,13 +66,16 @@ def test_ten_percent_new_reviews_generate_only_those(tmp_path: Path) -> None:
 
 def test_changed_prompt_set_or_sampling_is_a_cache_miss(tmp_path: Path) -> None:
     reviews = make_reviews(4)
-    generate_responses(reviews, GenerateSettings.of(make_config(tmp_path)), tmp_path / "out", teacher=FakeTeacher(), progress=False, work_dir=tmp_path / "work")
+    generate_responses(reviews, GenerateSettings.of(make_config(tmp_path)), tmp_path / "out",
+                       teacher=FakeTeacher(), progress=False, work_dir=tmp_path / "work")
     hotter = FakeTeacher()
-    generate_responses(reviews, GenerateSettings.of(make_config(tmp_path, temperature=0.5)), tmp_path / "o2", teacher=hotter,
+    generate_responses(reviews, GenerateSettings.of(make_config(tmp_path, temperature=0.5)), tmp_path / "o2",
+                       teacher=hotter,
                        progress=False, work_dir=tmp_path / "work")
     assert hotter.n_requests == 8
     other_model = FakeTeacher(model_id="another-teacher")
-    generate_responses(reviews, GenerateSettings.of(make_config(tmp_path)), tmp_path / "o3", teacher=other_model, progress=False, work_dir=tmp_path / "work")
+    generate_responses(reviews, GenerateSettings.of(make_config(tmp_path)), tmp_path / "o3",
+                       teacher=other_model, progress=False, work_dir=tmp_path / "work")
     assert other_model.n_requests == 8
     rewrite_only = FakeTeacher()
     generate_responses(reviews, GenerateSettings.of(make_config(tmp_path, prompts=["rewrite"])), tmp_path / "o4",
@@ -80,12 +87,14 @@ def test_crash_mid_run_keeps_finished_chunks(tmp_path: Path) -> None:
     config = make_config(tmp_path)  # 12 reviews x 2 prompts = 24 answers = 6 chunks of 4
     reviews = make_reviews(12)
     with pytest.raises(RuntimeError, match="on purpose"):
-        generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=FakeTeacher(fail_after_calls=3),
+        generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out",
+                           teacher=FakeTeacher(fail_after_calls=3),
                            progress=False, work_dir=config.work_dir)
     cache_path = config.work_dir / "cache" / "teacher_responses.sqlite"
     assert answers_cached_so_far(cache_path) == 12
     resumed = FakeTeacher()
-    stats = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=resumed, progress=False, work_dir=config.work_dir)
+    stats = generate_responses(reviews, GenerateSettings.of(config), tmp_path / "out", teacher=resumed,
+                               progress=False, work_dir=config.work_dir)
     assert resumed.n_requests == 12 and stats["cached"] == 12 and stats["rows"] == 24
 
 
@@ -109,7 +118,8 @@ def test_killed_process_resumes_where_it_stopped(tmp_path: Path) -> None:
     done = answers_cached_so_far(cache_path)
     assert 8 <= done < 80 and done % 4 == 0  # whole chunks only
     resumed = FakeTeacher()
-    stats = generate_responses(make_reviews(40), GenerateSettings.of(make_config(tmp_path)), tmp_path / "out", teacher=resumed,
+    stats = generate_responses(make_reviews(40), GenerateSettings.of(make_config(tmp_path)),
+                               tmp_path / "out", teacher=resumed,
                                progress=False, work_dir=tmp_path / "work")
     assert resumed.n_requests == 80 - done and stats["rows"] == 80
 
@@ -125,7 +135,8 @@ def test_rejected_answers_are_reasked_once_and_kept_apart(tmp_path: Path) -> Non
 
     teacher = FakeTeacher(answer=answer)
     config = make_config(tmp_path)
-    stats = generate_responses(make_reviews(4), GenerateSettings.of(config), tmp_path / "out", teacher=teacher, progress=False, work_dir=config.work_dir)
+    stats = generate_responses(make_reviews(4), GenerateSettings.of(config), tmp_path / "out",
+                               teacher=teacher, progress=False, work_dir=config.work_dir)
     assert stats["reasked"] == 3 and stats["recovered"] == 2
     assert stats["rejected"] == 1 and stats["rejected_by_reason"] == {"target_not_in_review": 1}
     reasks = [r for call in teacher.calls for r in call if r.seed == 1]
@@ -152,7 +163,8 @@ def test_bad_input_reviews_are_counted_not_fatal(tmp_path: Path) -> None:
         {"id": "surrogate", "text": "broken \udcff text"},
         {"id": "long", "text": "Noodles were great. " * 400},
     ]
-    stats = generate_responses(reviews, GenerateSettings.of(make_config(tmp_path, max_input_tokens=64)), tmp_path / "out",
+    stats = generate_responses(reviews, GenerateSettings.of(make_config(tmp_path, max_input_tokens=64)),
+                               tmp_path / "out",
                                teacher=FakeTeacher(), progress=False, work_dir=tmp_path / "work")
     assert stats["reviews"] == 6 and stats["reviews_used"] == 2
     assert stats["skipped_empty"] == 2 and stats["skipped_not_utf8"] == 2 and stats["truncated"] == 1

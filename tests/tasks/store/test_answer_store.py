@@ -121,7 +121,8 @@ def test_export_then_import_round_trips_every_answer_between_sqlite_and_postgres
 
     # A run on the PostgreSQL store finds every answer as its own and asks the teacher nothing.
     teacher = FakeTeacher(answer=_bad_every_third)
-    rerun = generate_responses(make_reviews(12), GenerateSettings.of(config), tmp_path / "out2", progress=False, teacher=teacher,
+    rerun = generate_responses(make_reviews(12), GenerateSettings.of(config), tmp_path / "out2",
+                               progress=False, teacher=teacher,
                                cache_path=postgres_url, work_dir=config.work_dir)
     assert teacher.n_requests == 0 and rerun["rows"] == stats["rows"]
 
@@ -132,7 +133,8 @@ def test_store_password_never_reported(postgres_url: str, tmp_path: Path) -> Non
     config = resolve_config("demo", overrides=[f"work_dir={tmp_path}", f"generation.cache_url={with_password}"],
                             environ={})
     assert "s3cret-pw" not in config.model_dump_json()
-    stats = generate_responses(make_reviews(2), GenerateSettings.of(config), tmp_path / "out", progress=False, teacher=FakeTeacher(), work_dir=config.work_dir)
+    stats = generate_responses(make_reviews(2), GenerateSettings.of(config), tmp_path / "out",
+                               progress=False, teacher=FakeTeacher(), work_dir=config.work_dir)
     assert "s3cret-pw" not in json.dumps(stats) and stats["cache_path"].startswith("postgresql://***@")
     exported = _cli("export", str(tmp_path / "a.jsonl"), "--set", f"generation.cache_url={with_password}")
     assert "s3cret-pw" not in json.dumps(exported) and exported["records"] == 4
@@ -165,7 +167,8 @@ def test_prefect_run_shows_the_generation_progress(tmp_path: Path) -> None:
     @task
     def generate() -> dict[str, Any]:
         config = resolve_config("demo", overrides=[f"work_dir={tmp_path}", "generation.batch_size=4"], environ={})
-        return generate_responses(make_reviews(6), GenerateSettings.of(config), tmp_path / "out", progress=False, teacher=FakeTeacher(),
+        return generate_responses(make_reviews(6), GenerateSettings.of(config), tmp_path / "out",
+                                  progress=False, teacher=FakeTeacher(),
                                   on_progress=prefect_progress(key=key, every_s=0.0), work_dir=config.work_dir)
 
     @flow
