@@ -117,6 +117,7 @@ def test_stage_launcher_fails_cleanly_when_a_rank_is_killed_and_the_rerun_resume
     tmp_path: Path, ddp_run: Path, student_without_dropout: Path, tiny_corpus_dir: Path
 ) -> None:
     from fsa_distill.tasks.stages.launch import ENTRY_MODULE, LaunchFailed, run_in_processes
+    from fsa_distill.tasks.stages.pretrain import PretrainSettings
 
     config = DistillConfig(pretrain=PretrainConfig(**SETTINGS))
     config.train.num_processes = 2
@@ -126,7 +127,7 @@ def test_stage_launcher_fails_cleanly_when_a_rank_is_killed_and_the_rerun_resume
 
     def run() -> None:
         try:
-            run_in_processes("pretrain", arguments, config, out, 2)
+            run_in_processes("pretrain", arguments, PretrainSettings.of(config), config.train, out, 2)
         except BaseException as error:  # noqa: BLE001
             outcome["error"] = error
 
@@ -145,7 +146,7 @@ def test_stage_launcher_fails_cleanly_when_a_rank_is_killed_and_the_rerun_resume
     assert "pretrain with 2 processes failed" in message and "rank" in message and "resumes" in message
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in ranks)  # no rank outlives it
 
-    result = run_in_processes("pretrain", arguments, config, out, 2)
+    result = run_in_processes("pretrain", arguments, PretrainSettings.of(config), config.train, out, 2)
     assert 0 < result["resumed_from_step"] < SETTINGS["max_steps"] and result["num_processes"] == 2
     assert train_log(out) == train_log(ddp_run)
 

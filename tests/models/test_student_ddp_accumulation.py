@@ -9,7 +9,7 @@ import pytest
 
 from fsa_distill.core.config import DistillConfig, PretrainConfig
 from fsa_distill.tasks.stages.launch import run_in_processes
-from fsa_distill.tasks.stages.pretrain import pretrain
+from fsa_distill.tasks.stages.pretrain import PretrainSettings, pretrain
 from tests.student_fixtures import train_log
 
 pytestmark = pytest.mark.slow  # starts 2 fresh interpreters under torchrun
@@ -30,7 +30,7 @@ def test_two_processes_accumulating_two_micro_batches_give_the_losses_of_one_who
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # each rank one thread on this 2-core machine
     config = DistillConfig(pretrain=PretrainConfig(**DDP))
     arguments = {"student_dir": student_without_dropout, "corpus_dir": tiny_corpus_dir, "key": "k"}
-    two = run_in_processes("pretrain", arguments, config, tmp_path / "ddp", 2)
+    two = run_in_processes("pretrain", arguments, PretrainSettings.of(config), config.train, tmp_path / "ddp", 2)
     one = pretrain(student_without_dropout, tiny_corpus_dir, PretrainConfig(**WHOLE_BATCH), tmp_path / "one",
                    key="k")
     assert (two["num_processes"], one["num_processes"]) == (2, 1)
