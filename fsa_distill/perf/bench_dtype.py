@@ -49,7 +49,8 @@ def bench_dtype(student: str, work: Path, data_dir: Path | None, n_train: int = 
             "runs": runs, "bf16_speedup": round(speedup, 3), "dev_f1_drop_x100": round(drop, 2),
             "bf16_is_cpu_default": speedup > 1 and drop <= MAX_DEV_F1_DROP_X100,
             "cpu_flags_bf16": _cpu_has_native_bf16(),
-            "note": "MFU = 6*N*(real tokens/s) over a 2048^3 matmul's FLOP/s in the dtype used, same run."}
+            "note": ("MFU = 6*N*(real tokens/s) over the best square matmul's (up to 2048^3) FLOP/s in the "
+                     "dtype used, same run.")}
 
 
 def _cpu_has_native_bf16() -> bool:
