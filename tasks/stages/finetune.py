@@ -29,26 +29,11 @@ from fsa_distill.benchmark.data import load_task_data
 from fsa_distill.core.config import DataConfig, DistillConfig, FinetuneConfig, View
 from fsa_distill.core.digests import sha256_tree
 from fsa_distill.core.files import atomic_file
+from fsa_distill.models.student import training
 from fsa_distill.models.student.batching import collate, epoch_batches, tokenize_pairs
 from fsa_distill.models.student.decoding import greedy_decode
 from fsa_distill.models.student.distributed import Processes, interleave, start_processes
 from fsa_distill.models.student.load import load_student
-from fsa_distill.models.student.training import (
-    STATE_FILE,
-    LogMetrics,
-    adamw,
-    bf16_autocast,
-    capture_rng_state,
-    finished_result,
-    load_training_state,
-    parameter_groups,
-    resume_rng,
-    rng_untouched,
-    save_student,
-    save_training_state,
-    saving_student,
-    seed_everything,
-)
 from fsa_distill.tasks.stages.keys import Placement, StageSettings
 from fsa_distill.tasks.stages.records import ModelResult, Scores
 from fsa_distill.tasks.stages.stage_task import (
@@ -99,8 +84,8 @@ def _optimizer_and_schedule(model: torch.nn.Module, ft: Any, total_steps: int) -
     """AdamW (the cross-attention at its own rate) with the learning rate decaying linearly to 0 at the end."""
     from transformers import get_linear_schedule_with_warmup
 
-    groups = parameter_groups(model, ft.learning_rate, ft.cross_attention_learning_rate)
-    optimizer = adamw(groups, lr=ft.learning_rate, fused=True)
+    groups = training.parameter_groups(model, ft.learning_rate, ft.cross_attention_learning_rate)
+    optimizer = training.adamw(groups, lr=ft.learning_rate, fused=True)
     return optimizer, get_linear_schedule_with_warmup(optimizer, 0, total_steps)
 
 
@@ -125,7 +110,7 @@ def train_step(model, optimizer, scheduler, procs: Processes, batch: dict[str, t
     token sum over every process / the all-reduced token count, times N because DDP averages gradients)."""
     n_tokens = (batch["labels"] != -100).sum()
     global_tokens = max(procs.sum(float(n_tokens) * weight), 1.0)
-    with bf16_autocast(bf16, procs.device):
+    with training.bf16_autocast(bf16, procs.device):
         token_sum = model(**batch).loss.float() * n_tokens
     procs.accelerator.backward(token_sum * (weight * procs.world / global_tokens))
     optimizer.step()
@@ -152,7 +137,7 @@ def _train_epoch(procs: Processes, model, optimizer, scheduler, train: list[tupl
 
 def _dev_f1(procs: Processes, model, tokenizer, task: str, dev: list[dict[str, Any]], ft: Any, desc: str) -> float:
     """Normal-view F1 on the dev sentences, the number the best epoch is chosen on."""
-    with rng_untouched():  # decoding must not shift the training randomness
+    with training.rng_untouched():  # decoding must not shift the training randomness
         predictions = decode_split(procs, model, tokenizer, [s["sentence"] for s in dev], ft, progress=True,
                                    desc=desc)
     return score_views(task, dev, predictions, ["normal"])["normal"]["f1"]
@@ -160,22 +145,22 @@ def _dev_f1(procs: Processes, model, tokenizer, task: str, dev: list[dict[str, A
 
 def _save_last(procs: Processes, model, tokenizer, optimizer, last_dir: Path, state: dict[str, Any]) -> None:
     """The resumable end-of-epoch checkpoint in `last/`: model, optimizer and every process's RNG state."""
-    rng_states = procs.gather(capture_rng_state())
+    rng_states = procs.gather(training.capture_rng_state())
     if procs.is_main:
-        with saving_student(procs.unwrap(model), tokenizer, last_dir) as tmp:
-            save_training_state(tmp, optimizer, {**state, "rng_by_rank": rng_states})
+        with training.saving_student(procs.unwrap(model), tokenizer, last_dir) as tmp:
+            training.save_training_state(tmp, optimizer, {**state, "rng_by_rank": rng_states})
     procs.barrier()
 
 
 def _score_best_on_test(procs: Processes, model, tokenizer, best_dir: Path, task: str, test: list[dict[str, Any]],
-                        settings: FinetuneSettings, out_dir: Path, log_metrics: LogMetrics | None
+                        settings: FinetuneSettings, out_dir: Path, log_metrics: training.LogMetrics | None
                         ) -> tuple[dict[str, Any], dict[str, Any], Path]:
     """Decode the test split with the best-dev checkpoint: (scores per view, output variety, predictions file,
     one JSON line per gold sentence in gold order)."""
     from fsa_distill.benchmark.variety import output_variety
 
     if not best_dir.exists() and procs.is_main:  # epochs = 0: the student as given is the "best" model
-        save_student(procs.unwrap(model), tokenizer, best_dir)
+        training.save_student(procs.unwrap(model), tokenizer, best_dir)
     procs.barrier()
     best_model, _ = load_student(best_dir, device=procs.device)
     predictions = decode_split(procs, best_model, tokenizer, [s["sentence"] for s in test], settings.finetune,
@@ -194,7 +179,7 @@ def _score_best_on_test(procs: Processes, model, tokenizer, best_dir: Path, task
 
 
 def finetune(model_dir: Path, task: str, dataset: str, seed: int, settings: FinetuneSettings, out_dir: Path,
-             log_metrics: LogMetrics | None = None, *, key: str) -> dict[str, Any]:
+             log_metrics: training.LogMetrics | None = None, *, key: str) -> dict[str, Any]:
     """Fine-tune on `task/dataset` with `seed`; return model_dir (best), best_dev_f1, scores per view,
     predictions_path (test JSONL, one line per gold sentence in gold order) and the dev history. `key` is the
     stage's cache key (tasks/stages/keys.py `stage_key`): a result finished in `out_dir` under the same
@@ -204,15 +189,16 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, settings: Fine
     ft = settings.finetune
     out_dir = Path(out_dir)
     result_path = out_dir / "finetune_result.json"
-    if (done := finished_result(result_path, key)) is not None:
+    if (done := training.finished_result(result_path, key)) is not None:
         return done
 
     splits = load_task_data(task, dataset, settings.data)
     procs = start_processes()
     procs.local_batch_size(ft.batch_size, "finetune.batch_size")  # refuses a batch that does not split evenly
-    seed_everything(seed + procs.rank)  # rank 0 draws what a single process draws
+    training.seed_everything(seed + procs.rank)  # rank 0 draws what a single process draws
     last_dir, best_dir = out_dir / "last", out_dir / "best"
-    optimizer_state, state = load_training_state(last_dir) if (last_dir / STATE_FILE).exists() else (None, None)
+    has_state = (last_dir / training.STATE_FILE).exists()
+    optimizer_state, state = training.load_training_state(last_dir) if has_state else (None, None)
     resuming = state is not None and state["key"] == key  # after the last finished epoch of this same run
     model, tokenizer = load_student(last_dir if resuming else model_dir, device=procs.device, dropout=ft.dropout)
     train = tokenize_pairs(tokenizer, [s["sentence"] for s in splits["train"]],
@@ -226,7 +212,7 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, settings: Fine
     if resuming:
         optimizer.load_state_dict(optimizer_state)
         scheduler.load_state_dict(state["scheduler"])
-        resume_rng(state, last_dir, procs.world, procs.rank)
+        training.resume_rng(state, last_dir, procs.world, procs.rank)
         epoch, best_f1, best_epoch, history = (state["epoch"], state["best_f1"], state["best_epoch"],
                                                state["history"])
     else:
@@ -250,14 +236,13 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, settings: Fine
             if dev_f1 > best_f1:
                 best_f1, best_epoch = dev_f1, epoch
                 if procs.is_main:
-                    save_student(procs.unwrap(model), tokenizer, best_dir)
+                    training.save_student(procs.unwrap(model), tokenizer, best_dir)
         history.append(record)
         _save_last(procs, model, tokenizer, optimizer, last_dir, {
             "key": key, "epoch": epoch, "best_f1": best_f1, "best_epoch": best_epoch, "history": history,
             "scheduler": scheduler.state_dict()})
         if log_metrics and procs.is_main:
             log_metrics({f"finetune/{name}": value for name, value in record.items() if name != "epoch"}, epoch)
-
     scores, variety, predictions_path = _score_best_on_test(procs, model, tokenizer, best_dir, task, splits["test"],
                                                             settings, out_dir, log_metrics)
     result = {

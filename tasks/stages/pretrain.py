@@ -39,24 +39,11 @@ from fsa_distill.core.config import DistillConfig, PretrainConfig
 from fsa_distill.core.digests import sha256_tree
 from fsa_distill.core.errors import InputError
 from fsa_distill.core.files import atomic_file, remove_leftover_temporaries
+from fsa_distill.models.student import training
 from fsa_distill.models.student.batching import Example, collate, epoch_batches
 from fsa_distill.models.student.distributed import Processes, start_processes
 from fsa_distill.models.student.load import load_student, load_tokenizer, model_digest
 from fsa_distill.models.student.tokenized import length_keys, rows, tokenized_split, tokenizer_digest
-from fsa_distill.models.student.training import (
-    LogMetrics,
-    adamw,
-    bf16_autocast,
-    capture_rng_state,
-    finished_result,
-    load_training_state,
-    parameter_groups,
-    resume_rng,
-    save_student,
-    save_training_state,
-    saving_student,
-    seed_everything,
-)
 from fsa_distill.tasks.stages.corpus import CorpusResult, stored_corpus_digest
 from fsa_distill.tasks.stages.keys import Placement, StageSettings
 from fsa_distill.tasks.stages.records import ModelResult
@@ -136,13 +123,13 @@ def load_corpus_split(corpus_dir: Path, split: str) -> tuple[list[str], list[str
 # ----------------------------------------------------------------------------------- optimisation
 
 def make_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, cfg.learning_rate, cfg.cross_attention_learning_rate)
+    groups = training.parameter_groups(model, cfg.learning_rate, cfg.cross_attention_learning_rate)
     if cfg.optimizer == "adafactor":
         from transformers.optimization import Adafactor
 
         return Adafactor(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                          scale_parameter=False, relative_step=False, warmup_init=False, clip_threshold=1.0)
-    return adamw(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return training.adamw(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
 
 def lr_schedule(optimizer: torch.optim.Optimizer, cfg: PretrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
@@ -156,7 +143,7 @@ def lr_schedule(optimizer: torch.optim.Optimizer, cfg: PretrainConfig) -> torch.
 
 def autocast_context(cfg: PretrainConfig, device: str) -> torch.autocast:
     """The configured bf16 autocast (`pretrain.bf16`) on `device`."""
-    return bf16_autocast(cfg.bf16, device)
+    return training.bf16_autocast(cfg.bf16, device)
 
 
 @torch.no_grad()
@@ -204,8 +191,8 @@ def save_checkpoint(out_dir: Path, model, tokenizer, optimizer, scheduler, posit
     states are one per process (`rng_by_rank`). `saved_by` names the writing process (rank 0 of N, its pid).
     """
     folder = Path(out_dir) / "checkpoints" / f"step-{position.step:08d}"
-    with saving_student(model, tokenizer, folder) as tmp:
-        save_training_state(tmp, optimizer, {
+    with training.saving_student(model, tokenizer, folder) as tmp:
+        training.save_training_state(tmp, optimizer, {
             "position": asdict(position), "scheduler": scheduler.state_dict(), "rng_by_rank": rng_by_rank,
             "config": _trajectory_config(cfg), "inputs": inputs,
             "saved_by": {"rank": 0, "num_processes": len(rng_by_rank), "pid": os.getpid()},
@@ -292,7 +279,7 @@ def _open_checkpoint(out_dir: Path, procs: Processes, cfg: PretrainConfig, input
     if checkpoint is None:
         return None, None, None
     checkpoint = Path(checkpoint)
-    optimizer_state, state = load_training_state(checkpoint)
+    optimizer_state, state = training.load_training_state(checkpoint)
     if state["config"] != _trajectory_config(cfg) or state["inputs"] != inputs:
         raise InputError(checkpoint, None, "checkpoint was made with another pretrain config, corpus or "
                                            "student; use a new output folder or delete its checkpoints/")
@@ -310,7 +297,7 @@ def _resume(checkpoint: Path | None, state: dict[str, Any] | None, optimizer_sta
     # Order matters: building the scheduler resets the lr, so the optimizer state is loaded after it.
     optimizer.load_state_dict(optimizer_state)
     scheduler.load_state_dict(state["scheduler"])
-    resume_rng(state, checkpoint, procs.world, procs.rank)
+    training.resume_rng(state, checkpoint, procs.world, procs.rank)
     position = Position(**state["position"])
     if procs.is_main:
         _truncate_log(log_path, position.step)
@@ -339,7 +326,7 @@ def _step_batches(train: Any, lengths: Any, batches: list[list[int]], position: 
 
 
 def _record_step(model, validation: list[Example], pad_id: int, step: int, lr: float, losses: dict[str, float],
-                 cfg: PretrainConfig, procs: Processes, log_path: Path, log_metrics: LogMetrics | None,
+                 cfg: PretrainConfig, procs: Processes, log_path: Path, log_metrics: training.LogMetrics | None,
                  tokens_per_s: float) -> None:
     """The step's line in train_log.jsonl and its MLflow metrics; the validation loss when one is due."""
     record = {"step": step, "loss": losses["train"], "lr": lr}
@@ -380,7 +367,7 @@ def _speed(tokens: dict[str, int], train_seconds: float, procs: Processes) -> di
 
 
 def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: Path,
-             log_metrics: LogMetrics | None = None, *, key: str, cache_dir: Path | None = None
+             log_metrics: training.LogMetrics | None = None, *, key: str, cache_dir: Path | None = None
              ) -> dict[str, Any]:
     """Train the student on review → teacher response; resume from the latest checkpoint in `out_dir`.
 
@@ -392,7 +379,7 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
     second of training steps, all processes), padding_ratio and key."""
     out_dir = Path(out_dir)
     result_path = out_dir / "pretrain_result.json"
-    if (done := finished_result(result_path, key)) is not None:
+    if (done := training.finished_result(result_path, key)) is not None:
         return done
     inputs = {"corpus": stored_corpus_digest(corpus_dir), "student": model_digest(student_dir)}
 
@@ -409,7 +396,7 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
     optimizer = make_optimizer(model, cfg)
     scheduler = lr_schedule(optimizer, cfg)
     model, optimizer = procs.prepare(model, optimizer)
-    seed_everything(cfg.seed + procs.rank)  # rank 0 draws what a single process draws; other ranks differ
+    training.seed_everything(cfg.seed + procs.rank)  # rank 0 draws what a single process draws; other ranks differ
     position = _resume(checkpoint, state, optimizer_state, optimizer, scheduler, procs, log_path)
     resumed_from_step = position.step
     batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, position.epoch, cfg.group_by_length)
@@ -437,7 +424,7 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
         _record_step(model, validation, tokenizer.pad_token_id, position.step, lr, losses, cfg, procs, log_path,
                      log_metrics, tokens["real"] * procs.world / max(train_seconds, 1e-9))
         if position.step % cfg.checkpoint_every == 0 or position.step == cfg.max_steps:
-            rng_by_rank = procs.gather(capture_rng_state())  # every rank's RNG: each resumes with its own
+            rng_by_rank = procs.gather(training.capture_rng_state())  # every rank's RNG: each resumes with its own
             if procs.is_main:
                 save_checkpoint(out_dir, procs.unwrap(model), tokenizer, optimizer, scheduler, position, cfg,
                                 inputs, rng_by_rank)
@@ -452,7 +439,7 @@ def pretrain(student_dir: Path, corpus_dir: Path, cfg: PretrainConfig, out_dir: 
         "student_digest": inputs["student"], "key": key,
     }
     if procs.is_main:
-        save_student(procs.unwrap(model), tokenizer, out_dir / "model")
+        training.save_student(procs.unwrap(model), tokenizer, out_dir / "model")
         with atomic_file(result_path) as handle:
             json.dump(result, handle, indent=2)
     procs.barrier()

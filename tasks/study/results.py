@@ -234,8 +234,8 @@ def markdown_tables(results: dict[str, Any]) -> str:
             f" | {arm_results['f1_mean_by_view']['multi']:.1f} | "
             + (f"{delta['mean']:+.1f} [{delta['ci95'][0]:+.1f}, {delta['ci95'][1]:+.1f}]" if delta else "–")
             + " | " + ", ".join(f"{z['accuracy']:.2f} / {z['macro_f1']:.2f}" for z in zero.values()) + " |")
-    lines += ["", "| teacher (arm) | answers accepted | gold-scored analyses | pair P / R / F1 | target F1 |"
-                  " rejections |", "|---|---|---|---|---|---|"]
+    lines += ["", ("| teacher (arm) | answers accepted | gold-scored analyses | pair P / R / F1 | target F1 |"
+                  " rejections |"), "|---|---|---|---|---|---|"]
     for arm, q in results["teacher_quality"].items():
         scored = "pair_f1" in q
         lines.append(

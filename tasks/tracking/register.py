@@ -53,9 +53,9 @@ def name_filter(name: str) -> str:
 
 
 def _find_version_by_digest(client: MlflowClient, name: str, model_digest: str) -> Any | None:
-    for version in client.search_model_versions(name_filter(name)):
-        if version.name == name and version.tags.get("model_digest") == model_digest:  # never another model's
-            return version
+    for model_version in client.search_model_versions(name_filter(name)):
+        if model_version.name == name and model_version.tags.get("model_digest") == model_digest:  # only ours
+            return model_version
     return None
 
 
