@@ -63,9 +63,12 @@ def generate(
                     raise ConfigError(f"--{key.replace('_', '-')}: {error.errors()[0]['msg']}") from None
         check_config_paths(config)
         max_chars = chars_for_tokens(config.generation.max_input_tokens)
+        # A bad line ends the command with one error line at once: one streamed pass that holds nothing checks the
+        # whole corpus before the teacher's tokenizer loads (a GGUF teacher takes ~30 s to convert).
+        for _ in itertools.islice(_read_counting_cuts(corpus, text_field, max_chars, Counter()), max_reviews):
+            pass
         counts: Counter[str] = Counter()
-        # streamed: the generate stage plans jobs lazily and never holds the corpus; a bad line still ends the
-        # command with one error line, before the teacher starts (planning comes first)
+        # streamed: the generate stage plans jobs lazily and never holds the corpus
         reviews = itertools.islice(_read_counting_cuts(corpus, text_field, max_chars, counts), max_reviews)
         from fsa_distill.cli.lifecycle import engine_logs, start_reaper
 
