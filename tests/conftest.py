@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-# Before anything imports Prefect or MLflow: a Prefect home of the test session's own (its ephemeral server's
-# database), and no telemetry calls to the outside world, which this machine cannot reach anyway.
-if "PREFECT_HOME" not in os.environ:
-    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="fsa-prefect-home-")
+# Before anything imports Prefect or MLflow: a Prefect home of each test process's own (its ephemeral server's
+# database; xdist workers inherit the controller's environment, so a home this file made is replaced, not shared),
+# and no telemetry calls to the outside world, which this machine cannot reach anyway.
+if os.environ.get("PREFECT_HOME", "") in ("", os.environ.get("FSA_TEST_PREFECT_HOME")):
+    os.environ["PREFECT_HOME"] = os.environ["FSA_TEST_PREFECT_HOME"] = tempfile.mkdtemp(prefix="fsa-prefect-home-")
     # Registered before Prefect is imported, so it runs after Prefect's own exit handlers stop its server.
     atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -62,7 +63,7 @@ def benchmark_dir(shared_dir: Path) -> Path:
 
 
 # Teacher tests (models/teacher, tasks/generate): tiny Llama, converted SmolLM2, fake backends, flaky server.
-from tests.serving_fixtures import talking_student_dir  # noqa: F401, E402
+from tests.serving_fixtures import talking_student_dir  # noqa: F401
 from tests.student_fixtures import student_without_dropout  # noqa: F401
 from tests.teacher_fixtures import flaky_server, smollm2_dir, smollm2_tokenizer_dir, tiny_llama_dir  # noqa: F401
 
@@ -117,3 +118,9 @@ def tiny_corpus_dir(tmp_path_factory: pytest.TempPathFactory, tiny_generation_di
     out = tmp_path_factory.mktemp("corpus") / "corpus"
     build_corpus([tiny_generation_dir], out, CorpusConfig(dev_fraction=0.1))
     return out
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (a stable sort): with `make test`'s two workers, the quick modules then fill the end of the
+    run instead of one long module running alone on one worker while the other idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -14,7 +14,8 @@ has, outputs in input order, and a job that resumes where it stopped.
   atomically, which is what resuming needs. When every shard is in, they are joined into `<out>` (atomically)
   and the shard folder is removed.
 
-Embedded local Ray (`ray.init(num_cpus=...)`) by default; with RAY_ADDRESS set, `ray.init()` joins that cluster.
+A new embedded Ray (`ray.init(address="local", num_cpus=...)`) by default, never another process's; with
+RAY_ADDRESS set, `ray.init()` joins that cluster.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def start_ray(num_cpus: int | None = None) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
+        # "local": a new embedded instance even where another process runs Ray here (ray.init() would join it)
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
     return True
 
 

@@ -74,7 +74,7 @@ def test_ray_prediction_keeps_order_resumes_and_equals_predict(tmp_path: Path, r
     assert not out.exists()
 
     written: list[int] = []
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         summary = predict_with_ray(talking_student_dir, reviews, out, "ctranslate2", batch_size=16,
                                    max_new_tokens=24, shard_size=SHARD_SIZE, on_shard=written.append)

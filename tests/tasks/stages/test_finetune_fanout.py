@@ -53,7 +53,7 @@ def test_fanned_out_runs_give_the_sequential_table(tmp_path: Path, tiny_student_
     model = ModelResult(model_dir=tiny_student_dir, digest="tiny", key="tiny")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as a Ray task with num_cpus=1 gets: the same float arithmetic everywhere
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         sequential, _ = fine_tune_every_run(_config(tmp_path / "seq", benchmark_dir, "thread"), model, False)
         threaded, thread_outcomes = fine_tune_every_run(_config(tmp_path / "thread", benchmark_dir, "thread"),

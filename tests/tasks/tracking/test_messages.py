@@ -45,7 +45,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.path != f"/{SECRET_PATH}?token={SECRET_QUERY}":
                     self.send_response(404)
@@ -277,12 +277,11 @@ def test_a_webhook_that_is_not_http_is_one_error_line(monkeypatch: pytest.Monkey
     assert err == "error: FSA_NOTIFY_WEBHOOK: not an http(s) URL (ftp://files.example/***)\n"
 
 
-
 @pytest.mark.parametrize(("url", "problem"), [
     (f"https://hooks.example/{SECRET_PATH} x", "contains a space"),
     ("http://[::1", "cannot read the host and port"),
     (f"https://hooks.example:99999/{SECRET_PATH}", "not a number from 1 to 65535"),
-])
+], ids=["space", "bracket", "port"])  # fixed ids: the URLs hold a random secret
 def test_a_webhook_that_could_never_be_called_is_refused_up_front(url: str, problem: str) -> None:
     from fsa_distill.core.errors import InputError
     from fsa_distill.tasks.tracking.messages import webhook_from_env
