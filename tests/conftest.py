@@ -18,6 +18,10 @@ if os.environ.get("PREFECT_HOME", "") in ("", os.environ.get("FSA_TEST_PREFECT_H
     os.environ["PREFECT_HOME"] = os.environ["FSA_TEST_PREFECT_HOME"] = tempfile.mkdtemp(prefix="fsa-prefect-home-")
     # Registered before Prefect is imported, so it runs after Prefect's own exit handlers stop its server.
     atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
+# Under xdist, each worker's share of the cores for torch's threads (and the processes a test starts): two workers
+# of two threads each on two cores made OpenMP's spinning threads wait on each other (a flow test 56 s -> 256 s).
+if (workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // workers)))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # The ephemeral server gets 20 s to start by default: too little on a loaded 2-core machine.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
