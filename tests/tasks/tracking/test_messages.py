@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from tests.postgres_fixtures import postgres_url  # noqa: F401 - a fixture
 from tests.teacher_fixtures import free_port, stop_group, wait_until_healthy
 
 pytestmark = pytest.mark.slow
@@ -81,16 +82,20 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture()
-def prefect_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """`prefect server start` on a fresh SQLite database (its own PREFECT_HOME); this process's clients and events
-    go to it while the test runs."""
+def prefect_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, Path]]:
+    """`prefect server start` on a fresh PostgreSQL database, as deployments/servers.sh runs it (its own
+    PREFECT_HOME); this process's clients and events go to it while the test runs. Not SQLite: there Prefect
+    before 3.8.8 can deadlock its event loop while creating an automation (PrefectHQ/prefect#23055; seen here
+    on a loaded machine: the create call timed out six times)."""
     from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    database = request.getfixturevalue("postgres_url")
     port, log = free_port(), tmp_path / "prefect-server.log"
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_UI_URL": f"http://127.0.0.1:{port}"}
+           "PREFECT_UI_URL": f"http://127.0.0.1:{port}",
+           "PREFECT_API_DATABASE_CONNECTION_URL": database.replace("postgresql://", "postgresql+asyncpg://", 1)}
     env.pop("PREFECT_API_URL", None)
     with open(log, "w") as out:
         server = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host",
