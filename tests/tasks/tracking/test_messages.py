@@ -86,7 +86,7 @@ def prefect_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[t
     """`prefect server start` on a fresh PostgreSQL database, as deployments/servers.sh runs it (its own
     PREFECT_HOME); this process's clients and events go to it while the test runs. Not SQLite: there Prefect
     before 3.8.8 can deadlock its event loop while creating an automation (PrefectHQ/prefect#23055; seen here
-    on a loaded machine: the create call timed out six times)."""
+    on a loaded machine: the create call failed with a read timeout after 429 s)."""
     from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
