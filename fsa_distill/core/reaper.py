@@ -75,7 +75,7 @@ def _prefect_api_urls(pids: list[int]) -> list[str]:
 def _post(url: str, body: dict) -> object:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - the run's own API
+    with urllib.request.urlopen(request, timeout=10) as response:  # the run's own Prefect API
         payload = response.read()
     return json.loads(payload) if payload else None
 
@@ -143,7 +143,7 @@ def watch(parent_pid: int, token: str) -> None:
         try:
             mark_flow_runs_crashed(api_url, run_tag(token), f"the fsa-distill process (pid {parent_pid}) ended "
                                    "while this flow run was still running; its child processes were stopped")
-        except Exception:  # noqa: BLE001 - best effort: the API may be down too; ending processes matters more
+        except Exception:  # noqa: BLE001, S110 - best effort: the API may be down too; ending processes matters more
             pass
     end_processes(token)
 

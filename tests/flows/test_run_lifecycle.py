@@ -73,7 +73,7 @@ def test_sigkilled_run_leaves_no_process_and_a_crashed_flow_run(tmp_path: Path, 
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300", "PREFECT_API_URL": "", "PYTHONUNBUFFERED": "1"}
     env.pop("PREFECT_API_URL")
     args = [arg for override in tiny_overrides(tmp_path / "work", smollm2_dir[0]) for arg in ("--set", override)]
-    log = open(tmp_path / "run.log", "wb")
+    log = open(tmp_path / "run.log", "wb")  # noqa: SIM115 - the child writes to it; closed in the finally
     run = subprocess.Popen([sys.executable, "-m", "fsa_distill.cli", "run", "--json", *args], cwd=ROOT, env=env,
                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -23,8 +23,8 @@ SENTENCES = [
 ]
 ANALYSES = [
     # pizza right ("strongly positive" counts as positive); service found but with the wrong polarity
-    'Opinion Target 1: "pizza"\nAspect: "taste"\nSentiment: strongly positive\nReasoning: great.\n\n'
-    'Opinion Target 2: "service"\nAspect: "speed"\nSentiment: Neutral\nReasoning: slow.',
+    ('Opinion Target 1: "pizza"\nAspect: "taste"\nSentiment: strongly positive\nReasoning: great.\n\n'
+     'Opinion Target 2: "service"\nAspect: "speed"\nSentiment: Neutral\nReasoning: slow.'),
     # a target that is not in the sentence (dropped by the protocol) and no wine list: recall 0 here
     'Opinion Target 1: "drinks"\nAspect: "choice"\nSentiment: mildly positive\nReasoning: nice.',
 ]
