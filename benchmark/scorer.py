@@ -88,6 +88,20 @@ def score_predictions(
     )
 
 
+def score_aspects_only(task: str, sentences: Sequence[Mapping[str, Any]], predictions: Sequence[str]
+                       ) -> dict[str, float | int]:
+    """The normal view with polarity ignored (an element is the term or category alone): how much of the F1 a
+    student loses finding aspects, as against judging their sentiment. A diagnosis, not the protocol's score."""
+    check_task(task)
+    if len(sentences) != len(predictions):
+        raise ValueError(f"{len(sentences)} gold sentences but {len(predictions)} predictions")
+    return _micro_scores(
+        ([aspect for aspect, _ in gold_pairs(sentence, task)],
+         [aspect for aspect, _ in parse_prediction(prediction, task, sentence["sentence"])])
+        for sentence, prediction in zip(sentences, predictions)
+    )
+
+
 def read_prediction_file(path: Path) -> list[str]:
     """Raw outputs of a prediction JSONL file; a broken line is an InputError naming the line."""
     path = Path(path)

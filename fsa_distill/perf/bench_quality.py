@@ -52,6 +52,7 @@ def run_quality_bench(datasets: list[str], overrides: list[str], work_dir: Path,
             "test_f1_x100": {view: round(100 * scores["f1"], 2) for view, scores in result["scores"].items()},
             "test_scores": result["scores"], "best_epoch": result["best_epoch"],
             "best_dev_f1_x100": round(100 * result["best_dev_f1"], 2), "dev_curve": result["dev_history"],
+            "breakdown": test_breakdown(task, dataset, config.data, Path(result["predictions_path"])),
             "variety": result["variety"], "n_train": result["n_train"], "n_dev": result["n_dev"],
             "n_test": result["n_test"], "wall_s": round(time.perf_counter() - started, 1),
             "student": student_origin(config.student.model), "recipe": config.finetune.model_dump(mode="json"),
@@ -63,6 +64,29 @@ def run_quality_bench(datasets: list[str], overrides: list[str], work_dir: Path,
         with atomic_file(Path(results_path)) as handle:
             json.dump(output, handle, indent=2)
     return output
+
+
+def test_breakdown(task: str, dataset: str, data: Any, predictions_path: Path) -> dict[str, Any]:
+    """Where the normal view's F1 is lost: test.json and hard_test.json apart (the SemEval sentences against the
+    paper's hard ones; null for a part the run did not score), and the aspects found with polarity ignored.
+    F1, P and R x 100."""
+    from fsa_distill.benchmark.data import load_sentences, load_task_data
+    from fsa_distill.benchmark.scorer import read_prediction_file, score_aspects_only, score_predictions
+
+    test, predictions = load_task_data(task, dataset, data)["test"], read_prediction_file(predictions_path)
+    # the test split is test.json, then hard_test.json (a run may score only its first sentences)
+    n_plain = len(load_sentences(task, dataset, "test", data.data_dir)) - len(
+        load_sentences(task, dataset, "hard_test", data.data_dir))
+
+    def rounded(first: int, last: int | None) -> dict[str, float] | None:
+        if not test[first:last]:
+            return None
+        scores = score_predictions(task, test[first:last], predictions[first:last])
+        return {name: round(100 * scores[name], 2) for name in ("f1", "precision", "recall")}
+
+    aspects = score_aspects_only(task, test, predictions)
+    return {"test_json": rounded(0, n_plain), "hard_test_json": rounded(n_plain, None),
+            "aspects_only": {name: round(100 * aspects[name], 2) for name in ("f1", "precision", "recall")}}
 
 
 def _earlier_runs(results_path: Path | None) -> dict[str, Any]:

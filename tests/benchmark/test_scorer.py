@@ -16,6 +16,7 @@ from fsa_distill.benchmark.data import load_sentences, load_split
 from fsa_distill.benchmark.scorer import (
     METRIC_DIR,
     read_prediction_file,
+    score_aspects_only,
     score_pairs,
     score_predictions,
     view_mask,
@@ -93,6 +94,14 @@ def test_empty_predictions_and_empty_gold():
     # no gold but something predicted: recall 1 by definition, precision 0
     assert prf(score_predictions("atsa", [no_gold], ["Monday | neutral"])) == (0.0, 1.0, 0.0)
     assert prf(score_pairs([], [])) == (1.0, 1.0, 1.0)
+
+
+def test_aspects_only_ignores_polarity_but_not_the_term():
+    sentence = atsa("The soup was cold, the bread fine.", ("soup", "negative"), ("bread", "positive"))
+    prediction = "soup | positive ; bread | positive ; wine | negative"  # soup: wrong polarity; wine: not in the review, dropped
+    assert prf(score_predictions("atsa", [sentence], [prediction])) == (0.5, 0.5, 0.5)
+    assert prf(score_aspects_only("atsa", [sentence], [prediction])) == (1.0, 1.0, 1.0)
+    assert prf(score_aspects_only("atsa", [sentence], ["soup | negative"])) == (1.0, 0.5, 2 / 3)
 
 
 def test_micro_average_over_sentences_and_no_credit_across_sentences():

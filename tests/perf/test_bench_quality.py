@@ -56,6 +56,10 @@ def test_quality_bench_writes_dev_curve_and_test_views(tmp_path: Path, shared_di
     assert all(0 <= value <= 100 for value in run["test_f1_x100"].values())
     assert run["test_f1_x100"]["normal"] == round(100 * run["test_scores"]["normal"]["f1"], 2)
     assert 1 <= run["variety"]["distinct_outputs"] <= 12 and run["wall_s"] > 0
+    # the 12 scored sentences are all test.json's: no hard part; polarity ignored, F1 cannot fall
+    breakdown = run["breakdown"]
+    assert breakdown["test_json"]["f1"] == run["test_f1_x100"]["normal"] and breakdown["hard_test_json"] is None
+    assert breakdown["aspects_only"]["f1"] >= run["test_f1_x100"]["normal"]
 
 
 def test_dtype_bench_compares_bf16_with_float32_at_the_same_recipe(tmp_path: Path, shared_dir: Path) -> None:
