@@ -247,6 +247,8 @@ class FinetuneConfig(Section):
     epochs: int = Field(20, ge=0, description="Training epochs; 0: score the (pre)trained student as it is")
     dropout: float | None = Field(None, ge=0.0, lt=1.0, description="Dropout rate while fine-tuning (every "
                                                                    "dropout of the model); null: the student's own")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Share of each target token's probability "
+                                                                   "spread over the vocabulary in the loss; 0: none")
     seeds: list[Annotated[int, Field(**SEED_BOUNDS)]] = Field(
         default_factory=lambda: [42], min_length=1, description="One fine-tuning run per seed")
     max_source_length: int = Field(128, ge=1, description="Sentence tokens kept")

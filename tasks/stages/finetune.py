@@ -104,14 +104,26 @@ def decode_split(procs: Processes, model, tokenizer, texts: list[str], ft, progr
     return interleave(procs.gather(part))
 
 
+def token_loss_sum(model, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:
+    """The batch's summed target-token cross-entropy. transformers' seq2seq models compute the plain loss only,
+    so with label smoothing it is torch's cross-entropy over the model's logits."""
+    outputs = model(**batch)
+    labels = batch["labels"]
+    if not label_smoothing:
+        return outputs.loss.float() * (labels != -100).sum()
+    logits = outputs.logits.float()
+    return torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100,
+                                             label_smoothing=label_smoothing, reduction="sum")
+
+
 def train_step(model, optimizer, scheduler, procs: Processes, batch: dict[str, torch.Tensor], weight: float,
-               bf16: str = "off") -> float:
+               bf16: str = "off", label_smoothing: float = 0.0) -> float:
     """One optimizer step on this process's part of a global batch; the loss is the global token mean (the
     token sum over every process / the all-reduced token count, times N because DDP averages gradients)."""
     n_tokens = (batch["labels"] != -100).sum()
     global_tokens = max(procs.sum(float(n_tokens) * weight), 1.0)
     with training.bf16_autocast(bf16, procs.device):
-        token_sum = model(**batch).loss.float() * n_tokens
+        token_sum = token_loss_sum(model, batch, label_smoothing)
     procs.accelerator.backward(token_sum * (weight * procs.world / global_tokens))
     optimizer.step()
     scheduler.step()
@@ -131,7 +143,8 @@ def _train_epoch(procs: Processes, model, optimizer, scheduler, train: list[tupl
         batch, real_tokens = collate([train[i] for i in indices], pad_id)
         epoch_tokens += real_tokens
         epoch_loss += train_step(model, optimizer, scheduler, procs,
-                                 {k: v.to(procs.device) for k, v in batch.items()}, weight, ft.bf16)
+                                 {k: v.to(procs.device) for k, v in batch.items()}, weight, ft.bf16,
+                                 ft.label_smoothing)
     return epoch_loss, epoch_tokens
 
 

@@ -164,3 +164,28 @@ def test_stage_entry_points(tiny_student_dir: Path, benchmark_dir: Path) -> None
     teacher = evaluate_teacher(_FakeTeacher(gold, "acsa"), "acsa", "rest16", TeacherBaselineSettings.of(config))
     assert teacher["n_sentences"] == 5 and set(teacher["extraction"]) == {"normal", "implicit", "multi"}
     assert teacher["extraction"]["normal"]["f1"] == pytest.approx(1.0)
+
+
+def test_label_smoothing_is_the_plain_loss_at_zero_and_adds_the_vocabulary_term_above(tiny_student_dir: Path) -> None:
+    """Fine-tuning's loss: 0 is the model's own token loss; ε mixes in the mean over the vocabulary, as
+    (1 - ε) · NLL + ε · mean(-log p) per target token (torch's definition)."""
+    import torch
+
+    from fsa_distill.models.student.load import load_student
+    from fsa_distill.tasks.stages.finetune import token_loss_sum
+
+    model, tokenizer = load_student(tiny_student_dir)
+    model.eval()
+    batch = dict(tokenizer(["the food was great", "slow service"], padding=True, return_tensors="pt"))
+    labels = tokenizer(["food | positive", "service | negative ; x | neutral"], padding=True,
+                       return_tensors="pt")["input_ids"]
+    batch["labels"] = labels.masked_fill(labels == tokenizer.pad_token_id, -100)
+    with torch.no_grad():
+        plain = token_loss_sum(model, batch, 0.0)
+        smoothed = token_loss_sum(model, batch, 0.1)
+        log_p = torch.log_softmax(model(**batch).logits.float(), dim=-1)
+    mask = batch["labels"] != -100
+    nll = -log_p.gather(-1, batch["labels"].clamp(min=0).unsqueeze(-1)).squeeze(-1)[mask].sum()
+    uniform = -log_p.mean(-1)[mask].sum()
+    assert torch.allclose(plain, nll, rtol=1e-4)
+    assert torch.allclose(smoothed, 0.9 * nll + 0.1 * uniform, rtol=1e-4)
