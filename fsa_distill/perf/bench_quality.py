@@ -52,7 +52,7 @@ def run_quality_bench(datasets: list[str], overrides: list[str], work_dir: Path,
             "test_f1_x100": {view: round(100 * scores["f1"], 2) for view, scores in result["scores"].items()},
             "test_scores": result["scores"], "best_epoch": result["best_epoch"],
             "best_dev_f1_x100": round(100 * result["best_dev_f1"], 2), "dev_curve": result["dev_history"],
-            "breakdown": test_breakdown(task, dataset, config.data, Path(result["predictions_path"])),
+            "breakdown": normal_view_breakdown(task, dataset, config.data, Path(result["predictions_path"])),
             "variety": result["variety"], "n_train": result["n_train"], "n_dev": result["n_dev"],
             "n_test": result["n_test"], "wall_s": round(time.perf_counter() - started, 1),
             "student": student_origin(config.student.model), "recipe": config.finetune.model_dump(mode="json"),
@@ -66,7 +66,7 @@ def run_quality_bench(datasets: list[str], overrides: list[str], work_dir: Path,
     return output
 
 
-def test_breakdown(task: str, dataset: str, data: Any, predictions_path: Path) -> dict[str, Any]:
+def normal_view_breakdown(task: str, dataset: str, data: Any, predictions_path: Path) -> dict[str, Any]:
     """Where the normal view's F1 is lost: test.json and hard_test.json apart (the SemEval sentences against the
     paper's hard ones; null for a part the run did not score), and the aspects found with polarity ignored.
     F1, P and R x 100."""

@@ -377,11 +377,10 @@ def quality(
         views = ", ".join(f"{view} {f1}" for view, f1 in run["test_f1_x100"].items())
         typer.echo(f"{name}: test F1 x 100 {views}; best dev {run['best_dev_f1_x100']} at epoch "
                    f"{run['best_epoch']}; {run['wall_s']} s")
-        parts = {"test.json": run.get("breakdown", {}).get("test_json"),
-                 "hard_test.json": run.get("breakdown", {}).get("hard_test_json"),
-                 "polarity ignored": run.get("breakdown", {}).get("aspects_only")}
-        shown = "; ".join(f"{part} {scores['f1']}" for part, scores in parts.items() if scores)
-        if shown:  # runs written before the breakdown existed have none
+        breakdown = run.get("breakdown") or {}  # runs written before the breakdown existed have none
+        parts = {"test.json": breakdown.get("test_json"), "hard_test.json": breakdown.get("hard_test_json"),
+                 "polarity ignored": breakdown.get("aspects_only")}
+        if shown := "; ".join(f"{part} {scores['f1']}" for part, scores in parts.items() if scores):
             typer.echo(f"  normal view by part: {shown}")
 
 
