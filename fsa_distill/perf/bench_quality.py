@@ -78,15 +78,14 @@ def normal_view_breakdown(task: str, dataset: str, data: Any, predictions_path: 
     n_plain = len(load_sentences(task, dataset, "test", data.data_dir)) - len(
         load_sentences(task, dataset, "hard_test", data.data_dir))
 
-    def rounded(first: int, last: int | None) -> dict[str, float] | None:
-        if not test[first:last]:
-            return None
-        scores = score_predictions(task, test[first:last], predictions[first:last])
+    def x100(scores: dict[str, Any]) -> dict[str, float]:
         return {name: round(100 * scores[name], 2) for name in ("f1", "precision", "recall")}
 
-    aspects = score_aspects_only(task, test, predictions)
-    return {"test_json": rounded(0, n_plain), "hard_test_json": rounded(n_plain, None),
-            "aspects_only": {name: round(100 * aspects[name], 2) for name in ("f1", "precision", "recall")}}
+    def part(first: int, last: int | None) -> dict[str, float] | None:
+        return x100(score_predictions(task, test[first:last], predictions[first:last])) if test[first:last] else None
+
+    return {"test_json": part(0, n_plain), "hard_test_json": part(n_plain, None),
+            "aspects_only": x100(score_aspects_only(task, test, predictions))}
 
 
 def _earlier_runs(results_path: Path | None) -> dict[str, Any]:
