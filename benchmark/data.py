@@ -268,6 +268,22 @@ def load_split(task: str, dataset: str, split: str, data_dir: Path | None = None
     return Dataset.from_list(rows, features=features())
 
 
+def auxiliary_train(task: str, dataset: str, auxiliary: list[str], data: DataConfig,
+                    held_out: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(task, sentence) of the auxiliary datasets' train splits (finetune.auxiliary_datasets), without
+    `task/dataset` itself and without any sentence whose text is in `held_out` (the run's dev and test: the
+    SemEval restaurant and laptop sets share sentences across years, e.g. 209 of rest16's train are rest14 dev)."""
+    unseen = {sentence["sentence"].strip().lower() for sentence in held_out}
+    pairs = []
+    for name in auxiliary:
+        if name == f"{task}/{dataset}":
+            continue
+        aux_task, aux_dataset = name.split("/")
+        sentences = load_sentences(aux_task, aux_dataset, "train", data.data_dir)[:data.max_train_sentences]
+        pairs.extend((aux_task, s) for s in sentences if s["sentence"].strip().lower() not in unseen)
+    return pairs
+
+
 def load_task_data(task: str, dataset: str, data: DataConfig) -> dict[str, list[dict[str, Any]]]:
     """train / dev / test sentences, each cut to the first N when DataConfig asks for a subsample."""
     limits = {"train": data.max_train_sentences, "dev": data.max_dev_sentences, "test": data.max_test_sentences}

@@ -79,3 +79,14 @@ def linearise(sentence: Mapping[str, Any], task: str) -> str:
 def gold_pairs(sentence: Mapping[str, Any], task: str) -> list[Pair]:
     """Gold pairs with multiplicity: the linearised target read back through the protocol's parser."""
     return parse_prediction(linearise(sentence, task), task, sentence["sentence"])
+
+
+# Marks the source of an auxiliary task's training sentence (finetune.auxiliary_datasets), so the student learns
+# both target kinds from the same review text; the dataset's own sentences stay unmarked, so scoring and serving
+# read plain reviews.
+TASK_MARKERS = {"atsa": "aspect terms:", "acsa": "aspect categories:"}
+
+
+def marked_source(sentence: str, task: str) -> str:
+    """An auxiliary training source: `aspect categories: <sentence>` for ACSA, `aspect terms: ...` for ATSA."""
+    return f"{TASK_MARKERS[task]} {sentence}"

@@ -57,6 +57,14 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def known_datasets(value: list[str]) -> list[str]:
+    """`value` when every name is a benchmark dataset (task/name)."""
+    unknown = [name for name in value if name not in DATASETS]
+    if unknown:
+        raise ValueError(f"unknown dataset(s) {unknown}; choose from {list(DATASETS)}")
+    return value
+
+
 class DataConfig(Section):
     """Benchmark data: which datasets to train and score on, and how much of each split."""
 
@@ -76,12 +84,9 @@ class DataConfig(Section):
     @field_validator("datasets")
     @classmethod
     def _known_datasets(cls, value: list[str]) -> list[str]:
-        unknown = [name for name in value if name not in DATASETS]
-        if unknown:
-            raise ValueError(f"unknown dataset(s) {unknown}; choose from {list(DATASETS)}")
         if not value:
             raise ValueError("at least one dataset is needed")
-        return value
+        return known_datasets(value)
 
 
 class CorpusConfig(Section):
@@ -249,6 +254,11 @@ class FinetuneConfig(Section):
                                                                    "dropout of the model); null: the student's own")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Share of each target token's probability "
                                                                    "spread over the vocabulary in the loss; 0: none")
+    auxiliary_datasets: list[str] = Field(
+        default_factory=list,
+        description="Other benchmark datasets (task/name) whose train sentences each run also trains on, every "
+                    "source marked with its task (e.g. acsa/rest16 beside atsa/rest14); a dataset is never its own "
+                    "auxiliary, and sentences of the run's dev or test split are left out; []: none")
     seeds: list[Annotated[int, Field(**SEED_BOUNDS)]] = Field(
         default_factory=lambda: [42], min_length=1, description="One fine-tuning run per seed")
     max_source_length: int = Field(128, ge=1, description="Sentence tokens kept")
@@ -262,6 +272,11 @@ class FinetuneConfig(Section):
     bf16: Switch = Field(
         "auto", description="bfloat16 autocast of training steps; auto: on CUDA GPUs with bf16 only (CPUs: "
                             "compare with `fsa-distill bench train --part dtype`)")
+
+    @field_validator("auxiliary_datasets")
+    @classmethod
+    def _known_auxiliary_datasets(cls, value: list[str]) -> list[str]:
+        return known_datasets(value)
 
 
 class TrainConfig(Section):

@@ -25,7 +25,7 @@ from prefect import task
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from fsa_distill.benchmark.data import load_task_data
+from fsa_distill.benchmark.data import auxiliary_train, load_task_data
 from fsa_distill.core.config import DataConfig, DistillConfig, FinetuneConfig, View
 from fsa_distill.core.digests import sha256_tree
 from fsa_distill.core.files import atomic_file
@@ -191,14 +191,26 @@ def _score_best_on_test(procs: Processes, model, tokenizer, best_dir: Path, task
     return scores, variety, predictions_path
 
 
+def _train_sources_and_targets(task: str, dataset: str, splits: dict[str, list[dict[str, Any]]],
+                               settings: FinetuneSettings) -> tuple[list[str], list[str]]:
+    """The dataset's own train sentences as they are, then the auxiliary datasets' with their task marked."""
+    from fsa_distill.benchmark.targets import linearise, marked_source
+
+    sources = [s["sentence"] for s in splits["train"]]
+    targets = [linearise(s, task) for s in splits["train"]]
+    for aux_task, sentence in auxiliary_train(task, dataset, settings.finetune.auxiliary_datasets, settings.data,
+                                              splits["dev"] + splits["test"]):
+        sources.append(marked_source(sentence["sentence"], aux_task))
+        targets.append(linearise(sentence, aux_task))
+    return sources, targets
+
+
 def finetune(model_dir: Path, task: str, dataset: str, seed: int, settings: FinetuneSettings, out_dir: Path,
              log_metrics: training.LogMetrics | None = None, *, key: str) -> dict[str, Any]:
     """Fine-tune on `task/dataset` with `seed`; return model_dir (best), best_dev_f1, scores per view,
     predictions_path (test JSONL, one line per gold sentence in gold order) and the dev history. `key` is the
     stage's cache key (tasks/stages/keys.py `stage_key`): a result finished in `out_dir` under the same
     key is returned as it is, and only an epoch checkpoint made under it is resumed from."""
-    from fsa_distill.benchmark.targets import linearise
-
     ft = settings.finetune
     out_dir = Path(out_dir)
     result_path = out_dir / "finetune_result.json"
@@ -214,8 +226,8 @@ def finetune(model_dir: Path, task: str, dataset: str, seed: int, settings: Fine
     optimizer_state, state = training.load_training_state(last_dir) if has_state else (None, None)
     resuming = state is not None and state["key"] == key  # after the last finished epoch of this same run
     model, tokenizer = load_student(last_dir if resuming else model_dir, device=procs.device, dropout=ft.dropout)
-    train = tokenize_pairs(tokenizer, [s["sentence"] for s in splits["train"]],
-                           [linearise(s, task) for s in splits["train"]], ft.max_source_length, ft.max_target_length)
+    sources, targets = _train_sources_and_targets(task, dataset, splits, settings)
+    train = tokenize_pairs(tokenizer, sources, targets, ft.max_source_length, ft.max_target_length)
     lengths = [len(source) for source, _ in train]  # the sort key when group_by_length (targets are short)
     steps_per_epoch = math.ceil(len(train) / ft.batch_size)
     total_steps = max(1, ft.epochs * steps_per_epoch)

@@ -13,16 +13,19 @@ from pathlib import Path
 import pytest
 
 from fsa_distill.benchmark.data import (
+    auxiliary_train,
     checksums,
     download_benchmark,
     features,
     load_sentences,
     load_split,
+    load_task_data,
     raw_base_url,
     read_benchmark_file,
     resolve_data_dir,
 )
-from fsa_distill.benchmark.targets import linearise
+from fsa_distill.benchmark.targets import linearise, marked_source
+from fsa_distill.core.config import DataConfig
 from fsa_distill.core.errors import InputError
 
 SIZES = {  # sentences per split, from ../shared/README.md
@@ -180,6 +183,23 @@ def test_load_split_of_acsa(benchmark_dir):
     split = load_split("acsa", "laptop16", "dev", benchmark_dir)
     assert len(split) == 500 and split[0]["target"] == linearise(
         load_sentences("acsa", "laptop16", "dev", benchmark_dir)[0], "acsa")
+
+
+def test_auxiliary_train_skips_the_dataset_itself_and_its_dev_and_test_sentences(benchmark_dir):
+    data = DataConfig(data_dir=benchmark_dir)
+    own = load_task_data("atsa", "rest14", data)
+    held_out = own["dev"] + own["test"]
+    pairs = auxiliary_train("atsa", "rest14", ["atsa/rest14", "acsa/rest16"], data, held_out)
+    rest16_train = load_sentences("acsa", "rest16", "train", benchmark_dir)
+    assert {task for task, _ in pairs} == {"acsa"}
+    # 213 of rest16's 1,600 train sentences are rest14 dev or test sentences (SemEval reuses restaurant reviews)
+    assert len(pairs) == 1387 and len(rest16_train) - len(pairs) == 213
+    unseen = {sentence["sentence"].strip().lower() for sentence in held_out}
+    assert not [s for _, s in pairs if s["sentence"].strip().lower() in unseen]
+    assert marked_source(pairs[0][1]["sentence"], "acsa") == "aspect categories: " + pairs[0][1]["sentence"]
+    limited = auxiliary_train("atsa", "rest14", ["acsa/rest16"], DataConfig(data_dir=benchmark_dir,
+                                                                           max_train_sentences=10), held_out)
+    assert [s for _, s in limited] == [s for s in rest16_train[:10] if s["sentence"].strip().lower() not in unseen]
 
 
 def test_bad_files_name_the_problem(tmp_path):

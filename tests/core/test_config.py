@@ -52,6 +52,7 @@ def test_default_tracking_is_sqlite_in_work_dir(tmp_path: Path) -> None:
         ("finetune.epoch=3", "finetune.epoch: unknown key"),
         ("finetune.epochs=three", "finetune.epochs"),
         ("data.datasets=[atsa/rest15]", "unknown dataset"),
+        ("finetune.auxiliary_datasets=[acsa/rest15]", r"finetune\.auxiliary_datasets.*unknown dataset"),
         ("student.model=minilm-l6-d9", (r"student\.model: unknown student 'minilm-l6-d9': use one of "
                                         r"\['minilm-l6', 'minilm-l6-d3', 't5-tiny', 't5-mini', 't5-small'\].*"
                                         r"did you mean minilm-l6-d3")),

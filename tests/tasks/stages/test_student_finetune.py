@@ -56,6 +56,23 @@ def test_finetune_writes_one_parseable_prediction_per_gold_sentence(
     assert summary["normal"]["n_seeds"] == 2 and summary["implicit"]["n_seeds"] == 1
 
 
+def test_auxiliary_datasets_add_their_train_sentences_with_the_task_marked(benchmark_dir: Path) -> None:
+    from fsa_distill.benchmark.data import load_task_data
+    from fsa_distill.benchmark.targets import linearise
+    from fsa_distill.tasks.stages.finetune import _train_sources_and_targets
+
+    config = _config(benchmark_dir)
+    splits = load_task_data("atsa", "rest14", config.data)
+    alone = _train_sources_and_targets("atsa", "rest14", splits, FinetuneSettings.of(config))
+    config.finetune.auxiliary_datasets = ["acsa/rest16", "atsa/rest14"]
+    sources, targets = _train_sources_and_targets("atsa", "rest14", splits, FinetuneSettings.of(config))
+    assert (sources[:32], targets[:32]) == alone and len(alone[0]) == 32  # its own sentences first, unmarked
+    assert len(sources) == 64 and all(source.startswith("aspect categories: ") for source in sources[32:])
+    rest16 = load_task_data("acsa", "rest16", config.data)["train"]
+    assert targets[32:] == [linearise(sentence, "acsa") for sentence in rest16]
+    assert " | " in targets[32] and "#" not in targets[32]  # categories, e.g. `food quality | positive`
+
+
 def test_finetune_resumes_at_the_epoch_boundary(tmp_path: Path, tiny_student_dir: Path, benchmark_dir: Path) -> None:
     config = _config(benchmark_dir)
     config.data.max_train_sentences, config.data.max_dev_sentences, config.data.max_test_sentences = 16, 4, 4
