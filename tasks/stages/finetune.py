@@ -106,12 +106,14 @@ def decode_split(procs: Processes, model, tokenizer, texts: list[str], ft, progr
 
 def token_loss_sum(model, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:
     """The batch's summed target-token cross-entropy. transformers' seq2seq models compute the plain loss only,
-    so with label smoothing it is torch's cross-entropy over the model's logits."""
-    outputs = model(**batch)
+    so with label smoothing it is torch's cross-entropy over the model's logits (the model is handed the
+    decoder inputs instead of the labels, so it does not compute a loss of its own as well)."""
     labels = batch["labels"]
     if not label_smoothing:
-        return outputs.loss.float() * (labels != -100).sum()
-    logits = outputs.logits.float()
+        return model(**batch).loss.float() * (labels != -100).sum()
+    inputs = {name: value for name, value in batch.items() if name != "labels"}
+    inputs["decoder_input_ids"] = getattr(model, "module", model).prepare_decoder_input_ids_from_labels(labels=labels)
+    logits = model(**inputs).logits.float()
     return torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100,
                                              label_smoothing=label_smoothing, reduction="sum")
 
