@@ -70,6 +70,16 @@ def _f1_table(runs: list[dict[str, Any]], views: list[str]) -> dict[str, dict[st
     return table
 
 
+def _dev_table(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Best dev F1 of each run per dataset, over seeds: what a study setting is chosen on (test only reports)."""
+    table: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        table.setdefault(run["dataset"], {"by_seed": {}})["by_seed"][str(run["seed"])] = 100 * run["best_dev_f1"]
+    for cell in table.values():
+        cell.update(mean_std(list(cell["by_seed"].values())))
+    return table
+
+
 def _goal(name: str, value: float, ci95: list[float], met: bool, target: str, detail: str) -> dict[str, Any]:
     return {"goal": name, "target": target, "value": round(value, 2), "ci95": [round(x, 2) for x in ci95],
             "met": bool(met), "detail": detail}
@@ -77,8 +87,8 @@ def _goal(name: str, value: float, ci95: list[float], met: bool, target: str, de
 
 def _arm_record(arm: str, runs: list[dict[str, Any]], views: list[str], zero_shot: dict[str, Any],
                 corpus: dict[str, Any] | None, pretrained: dict[str, Any] | None) -> dict[str, Any]:
-    """One arm's row of the results: its F1 per dataset × view over seeds, its pretraining data and losses,
-    zero-shot scores and the profile of its predictions per dataset and seed."""
+    """One arm's row of the results: its test F1 per dataset × view and best dev F1 over seeds, its pretraining
+    data and losses, zero-shot scores and the profile of its predictions per dataset and seed."""
     f1 = _f1_table(runs, views)
     predictions: dict[str, dict[str, Any]] = {run["dataset"]: {} for run in runs}
     for run in runs:
@@ -91,6 +101,7 @@ def _arm_record(arm: str, runs: list[dict[str, Any]], views: list[str], zero_sho
         "pretrain_loss": {k: pretrained.get(k) for k in ("final_train_loss", "final_eval_loss")}
         if pretrained else None,
         "f1": f1,
+        "dev_f1": _dev_table(runs),
         "f1_normal_mean": sum(f1[d]["normal"]["mean"] for d in f1) / len(f1),
         "f1_mean_by_view": {view: sum(f1[d][view]["mean"] for d in f1) / len(f1) for view in views},
         "zero_shot": {d: {"accuracy": z["accuracy"], "macro_f1": z["macro_f1"], "n_aspects": z["n_aspects"]}
@@ -221,18 +232,21 @@ def markdown_tables(results: dict[str, Any]) -> str:
     """The README's tables, straight from the results: F1 per arm, teacher quality, goals (F1 × 100)."""
     datasets = results["datasets"]
     lines = ["| arm | " + " | ".join(f"{d} normal" for d in datasets)
-             + " | mean normal | mean implicit | mean multi | Δ normal vs A [95% CI] | zero-shot acc / macro-F1 |",
-             "|---" * (len(datasets) + 6) + "|"]
+             + " | mean normal | mean implicit | mean multi | Δ normal vs A [95% CI] | best dev, "
+             + " / ".join(datasets) + " | zero-shot acc / macro-F1 |",
+             "|---" * (len(datasets) + 7) + "|"]
     for arm, arm_results in results["arms"].items():
         f1 = arm_results["f1"]
         delta = results["delta_vs_A"].get(arm)
         zero = arm_results["zero_shot"]
+        dev = arm_results["dev_f1"]
         lines.append(
             f"| {arm_results['label']} | "
             + " | ".join(f"{f1[d]['normal']['mean']:.1f} ± {f1[d]['normal']['std']:.1f}" for d in datasets)
             + f" | **{arm_results['f1_normal_mean']:.1f}** | {arm_results['f1_mean_by_view']['implicit']:.1f}"
             f" | {arm_results['f1_mean_by_view']['multi']:.1f} | "
             + (f"{delta['mean']:+.1f} [{delta['ci95'][0]:+.1f}, {delta['ci95'][1]:+.1f}]" if delta else "–")
+            + " | " + " / ".join(f"{dev[d]['mean']:.1f}" for d in datasets)
             + " | " + ", ".join(f"{z['accuracy']:.2f} / {z['macro_f1']:.2f}" for z in zero.values()) + " |")
     lines += ["", ("| teacher (arm) | answers accepted | gold-scored analyses | pair P / R / F1 | target F1 |"
                   " rejections |"), "|---|---|---|---|---|---|"]

@@ -54,6 +54,9 @@ def test_every_arm_runs_end_to_end(tmp_path: Path, smollm2_dir, monkeypatch: pyt
         low, high = results["delta_vs_A"][arm]["ci95"]
         assert low <= results["delta_vs_A"][arm]["mean"] <= high
         assert results["arms"][arm]["pretrain_steps"] == 4  # the same steps for every pretraining arm
+    for arm in ARMS:  # every arm's best dev F1, per seed, beside its test F1
+        dev = results["arms"][arm]["dev_f1"]["atsa/rest14"]
+        assert set(dev["by_seed"]) == {"42", "52"} and all(0 <= f1 <= 100 for f1 in dev["by_seed"].values())
     assert len(results["goals"]) == 3 and {"D_minus_D_prime", "best_teacher_minus_B"} <= set(results["comparisons"])
     assert results["teacher_quality"]["C"]["gold_analyses"] == 3  # SmolLM2's analyses of the 3 benchmark reviews
     assert results["teacher_quality"]["D"]["answers"] == 4
