@@ -74,3 +74,17 @@ def test_the_readme_is_short_and_its_headline_numbers_are_the_result_files(tmp_p
         assert figure in headline, f"README's {name} figure should read {figure}"
         number = figure.split("**")[1]
         assert number in benchmarks, f"docs/benchmarks.md lacks the {name} figure {number}"
+
+
+def test_the_readme_study_table_is_the_committed_study() -> None:
+    """Each arm's README row: test F1 per dataset (mean ± std over seeds), their mean, and its gain over A."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    study = json.loads((RESULTS / "study.json").read_text(encoding="utf-8"))
+    for arm, results in study["arms"].items():
+        cells = [f"{results['f1'][d]['normal']['mean']:.1f} ± {results['f1'][d]['normal']['std']:.1f}"
+                 for d in study["datasets"]] + [f"{results['f1_normal_mean']:.1f}"]
+        if arm in study["delta_vs_A"]:
+            delta = study["delta_vs_A"][arm]
+            cells.append("{:+.1f} [{:+.1f}, {:+.1f}]".format(delta["mean"], *delta["ci95"]).replace("-", "−"))
+        row = "| " + " | ".join(cells) + " |"
+        assert row in readme, f"README's study row for arm {arm} should contain {row}"
