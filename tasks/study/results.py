@@ -58,26 +58,24 @@ def _arm_tallies(config: DistillConfig, runs: list[dict[str, Any]]) -> dict[str,
     return tallies
 
 
-def _f1_table(runs: list[dict[str, Any]], views: list[str]) -> dict[str, dict[str, Any]]:
+def _over_seeds(runs: list[dict[str, Any]], value: Any) -> dict[str, dict[str, Any]]:
+    """`value(run)` of each run per dataset, by seed, with its mean ± std over the seeds."""
     table: dict[str, dict[str, Any]] = {}
     for run in runs:
-        for view in views:
-            cell = table.setdefault(run["dataset"], {}).setdefault(view, {"by_seed": {}})
-            cell["by_seed"][str(run["seed"])] = 100 * run["scores"][view]["f1"]
-    for views_of_dataset in table.values():
-        for cell in views_of_dataset.values():
-            cell.update(mean_std(list(cell["by_seed"].values())))
+        table.setdefault(run["dataset"], {"by_seed": {}})["by_seed"][str(run["seed"])] = value(run)
+    for cell in table.values():
+        cell.update(mean_std(list(cell["by_seed"].values())))
     return table
+
+
+def _f1_table(runs: list[dict[str, Any]], views: list[str]) -> dict[str, dict[str, Any]]:
+    by_view = {view: _over_seeds(runs, lambda run, view=view: 100 * run["scores"][view]["f1"]) for view in views}
+    return {dataset: {view: by_view[view][dataset] for view in views} for dataset in by_view[views[0]]}
 
 
 def _dev_table(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Best dev F1 of each run per dataset, over seeds: what a study setting is chosen on (test only reports)."""
-    table: dict[str, dict[str, Any]] = {}
-    for run in runs:
-        table.setdefault(run["dataset"], {"by_seed": {}})["by_seed"][str(run["seed"])] = 100 * run["best_dev_f1"]
-    for cell in table.values():
-        cell.update(mean_std(list(cell["by_seed"].values())))
-    return table
+    return _over_seeds(runs, lambda run: 100 * run["best_dev_f1"])
 
 
 def _goal(name: str, value: float, ci95: list[float], met: bool, target: str, detail: str) -> dict[str, Any]:
